@@ -1,0 +1,493 @@
+//! The matching engine: built once from indicators, immutable, shared by
+//! every matcher thread (`Send + Sync`), and hot-swapped whole on reload.
+//!
+//! See `DESIGN.md` beside this file for why it is built as tokens + sets,
+//! where the Bloom filter pays, and the measured costs.
+//!
+//! Invariants:
+//! - [`Engine::scan`] reports exactly the (line, indicator) pairs of
+//!   `MATCHING.md`, each once, ordered by position in the line.
+//! - A scan allocates nothing when the line has no hit, once its
+//!   [`ScanState`] has grown to the longest URL or email seen.
+//! - Indicator ids are indices into [`Engine::indicators`] and stable for the
+//!   life of one engine.
+
+mod cidr;
+mod literals;
+mod regexes;
+mod sets;
+pub mod tokens;
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::indicator::canon::canon_url_into;
+use crate::indicator::{Indicator, IndicatorType};
+use cidr::CidrTable;
+use literals::Literals;
+use regexes::Regexes;
+use sets::{domain_fingerprint, fingerprint, finish, step, tld_fingerprint, ExactSet, NONE, SEED};
+
+/// Build-time choices. The defaults are what the benchmarks chose.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Put a Bloom filter in front of an exact set once it holds this many
+    /// keys; 0 never does. See `DESIGN.md` for the measurement behind it.
+    pub bloom_min_keys: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { bloom_min_keys: 0 }
+    }
+}
+
+/// One indicator found in a line: its id and the byte range of the token
+/// (or literal) that matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Match {
+    pub indicator: u32,
+    pub start: u32,
+    pub end: u32,
+}
+
+/// Per-thread scratch for [`Engine::scan`]; reuse one per thread so a scan
+/// without hits allocates nothing.
+#[derive(Default)]
+pub struct ScanState {
+    hits: Vec<Match>,
+    buf: Vec<u8>,
+}
+
+impl ScanState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// Why an engine could not be built.
+#[derive(Debug)]
+pub enum BuildError {
+    /// The `regex` indicators together exceed the regex engine's size limit.
+    Regexes(regex::Error),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Regexes(e) => {
+                write!(f, "regex indicators cannot be compiled together: {e}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// Sizes of the engine's parts, for the load summary and the benchmarks.
+#[derive(Clone, Debug, Default)]
+pub struct EngineStats {
+    pub indicators: usize,
+    /// Indicators dropped because the same feed already had the same value.
+    pub duplicates: usize,
+    pub ipv4: usize,
+    pub ipv6: usize,
+    pub cidrs: usize,
+    pub domains: usize,
+    pub urls: usize,
+    pub emails: usize,
+    pub hashes: usize,
+    pub strings: usize,
+    pub regexes: usize,
+    pub bloom_sets: usize,
+    /// Approximate heap bytes of the matching structures (not the indicators).
+    pub index_bytes: usize,
+}
+
+pub struct Engine {
+    indicators: Vec<Indicator>,
+    /// Id chains: `next[id]` is the next indicator under the same key.
+    next: Vec<u32>,
+    ipv4: ExactSet<u32>,
+    ipv6: ExactSet<u128>,
+    cidr4: CidrTable<u32>,
+    cidr6: CidrTable<u128>,
+    has_cidr4: bool,
+    has_cidr6: bool,
+    domains: ExactSet<u64>,
+    /// Fingerprints of the last labels of every domain indicator: a host
+    /// token whose TLD is not here cannot match, whatever its length.
+    tlds: FxHashSet<u64>,
+    urls: ExactSet<u64>,
+    emails: ExactSet<u64>,
+    hashes: ExactSet<u64>,
+    literals: Option<Literals>,
+    regexes: Option<Regexes>,
+    stats: EngineStats,
+}
+
+/// Key of a hash token or indicator: its first 64 bits and its length.
+#[inline]
+fn hash_key(hex: &[u8]) -> u64 {
+    finish(tokens::hex_prefix(hex) ^ hex.len() as u64)
+}
+
+impl Engine {
+    /// Builds an engine over `indicators`, dropping exact duplicates (same
+    /// type, value and feed).
+    ///
+    /// # Errors
+    /// When the regex indicators together exceed the regex size limit.
+    pub fn build(
+        indicators: Vec<Indicator>,
+        options: &EngineOptions,
+    ) -> Result<Engine, BuildError> {
+        let mut next = vec![NONE; indicators.len()];
+        let mut ipv4 = ExactSet::default();
+        let mut ipv6 = ExactSet::default();
+        let (mut nets4, mut nets6) = (Vec::new(), Vec::new());
+        let mut domains = ExactSet::default();
+        let mut tlds = FxHashSet::default();
+        let mut urls = ExactSet::default();
+        let mut emails = ExactSet::default();
+        let mut hashes = ExactSet::default();
+        let mut strings: FxHashMap<&str, u32> = FxHashMap::default();
+        let mut regex_heads: FxHashMap<&str, u32> = FxHashMap::default();
+        let mut duplicates = 0;
+        let inds = &indicators;
+        let same = |id: u32| {
+            move |other: u32| {
+                let (a, b) = (&inds[id as usize], &inds[other as usize]);
+                a.value == b.value && a.provenance.feed == b.provenance.feed
+            }
+        };
+        for (id, ind) in indicators.iter().enumerate() {
+            let id = id as u32;
+            let v = ind.value.as_bytes();
+            let added = match ind.kind {
+                IndicatorType::Ipv4 | IndicatorType::Ipv6 if ind.is_cidr() => {
+                    match ind.value.parse::<IpNet>() {
+                        Ok(IpNet::V4(n)) => {
+                            nets4.push((u32::from(n.network()), n.prefix_len(), id))
+                        }
+                        Ok(IpNet::V6(n)) => {
+                            nets6.push((u128::from(n.network()), n.prefix_len(), id))
+                        }
+                        Err(_) => continue,
+                    }
+                    true
+                }
+                IndicatorType::Ipv4 => match ind.value.parse::<Ipv4Addr>() {
+                    Ok(a) => ipv4.insert(u32::from(a), id, &mut next, same(id)),
+                    Err(_) => continue,
+                },
+                IndicatorType::Ipv6 => match ind.value.parse::<Ipv6Addr>() {
+                    Ok(a) => ipv6.insert(u128::from(a), id, &mut next, same(id)),
+                    Err(_) => continue,
+                },
+                IndicatorType::Domain => {
+                    if let Some(t) = tld_fingerprint(v) {
+                        tlds.insert(t);
+                    }
+                    domains.insert(domain_fingerprint(v), id, &mut next, same(id))
+                }
+                IndicatorType::Url => urls.insert(fingerprint(v), id, &mut next, same(id)),
+                IndicatorType::Email => emails.insert(fingerprint(v), id, &mut next, same(id)),
+                IndicatorType::Md5
+                | IndicatorType::Sha1
+                | IndicatorType::Sha256
+                | IndicatorType::Sha512 => hashes.insert(hash_key(v), id, &mut next, same(id)),
+                IndicatorType::String | IndicatorType::Regex => {
+                    let heads = if ind.kind == IndicatorType::String {
+                        &mut strings
+                    } else {
+                        &mut regex_heads
+                    };
+                    match heads.get_mut(&*ind.value) {
+                        None => {
+                            heads.insert(&ind.value, id);
+                            true
+                        }
+                        Some(head) => {
+                            let mut cur = *head;
+                            let mut dup = false;
+                            while cur != NONE {
+                                dup |= same(id)(cur);
+                                cur = next[cur as usize];
+                            }
+                            if !dup {
+                                next[id as usize] = *head;
+                                *head = id;
+                            }
+                            !dup
+                        }
+                    }
+                }
+            };
+            duplicates += usize::from(!added);
+        }
+        for set in [&mut domains, &mut urls, &mut emails, &mut hashes] {
+            set.finish(options.bloom_min_keys);
+        }
+        ipv4.finish(options.bloom_min_keys);
+        ipv6.finish(options.bloom_min_keys);
+        let literals = Literals::new(strings.iter().map(|(s, &h)| (s.as_bytes(), h)).collect());
+        let regexes = Regexes::new(regex_heads.iter().map(|(s, &h)| (*s, h)).collect())
+            .map_err(BuildError::Regexes)?;
+        let cidr4 = CidrTable::new(&nets4);
+        let cidr6 = CidrTable::new(&nets6);
+        let stats = EngineStats {
+            indicators: indicators.len(),
+            duplicates,
+            ipv4: ipv4.len(),
+            ipv6: ipv6.len(),
+            cidrs: nets4.len() + nets6.len(),
+            domains: domains.len(),
+            urls: urls.len(),
+            emails: emails.len(),
+            hashes: hashes.len(),
+            strings: strings.len(),
+            regexes: regex_heads.len(),
+            bloom_sets: [
+                ipv4.has_bloom(),
+                ipv6.has_bloom(),
+                domains.has_bloom(),
+                urls.has_bloom(),
+                emails.has_bloom(),
+                hashes.has_bloom(),
+            ]
+            .iter()
+            .filter(|&&b| b)
+            .count(),
+            index_bytes: ipv4.heap_bytes()
+                + ipv6.heap_bytes()
+                + domains.heap_bytes()
+                + urls.heap_bytes()
+                + emails.heap_bytes()
+                + hashes.heap_bytes()
+                + cidr4.heap_bytes()
+                + cidr6.heap_bytes()
+                + literals.as_ref().map_or(0, Literals::heap_bytes)
+                + next.capacity() * 4
+                + tlds.capacity() * 9,
+        };
+        drop(strings);
+        drop(regex_heads);
+        Ok(Engine {
+            next,
+            ipv4,
+            ipv6,
+            has_cidr4: !nets4.is_empty(),
+            has_cidr6: !nets6.is_empty(),
+            cidr4,
+            cidr6,
+            domains,
+            tlds,
+            urls,
+            emails,
+            hashes,
+            literals,
+            regexes,
+            stats,
+            indicators,
+        })
+    }
+
+    /// All indicators, indexed by id (duplicates included but never matched).
+    pub fn indicators(&self) -> &[Indicator] {
+        &self.indicators
+    }
+
+    /// The indicator a [`Match`] names.
+    pub fn indicator(&self, id: u32) -> &Indicator {
+        &self.indicators[id as usize]
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Every indicator that matches `line`, once each, in line order.
+    pub fn scan<'s>(&self, line: &[u8], st: &'s mut ScanState) -> &'s [Match] {
+        let ScanState { hits, buf } = st;
+        hits.clear();
+        let want_v4 = !self.ipv4.is_empty() || self.has_cidr4;
+        let want_hosts = !self.domains.is_empty();
+        let want_hashes = !self.hashes.is_empty();
+        if want_v4 || want_hosts || want_hashes {
+            tokens::host_runs(line, |s, e| {
+                if want_hosts {
+                    if let Some((ts, te)) = tokens::host_token(line, s, e) {
+                        self.domain_hits(line, ts, te, hits);
+                    }
+                }
+                if want_v4 {
+                    tokens::ipv4_in_run(line, s, e, |addr, ts, te| {
+                        self.ipv4_hits(addr, ts, te, hits)
+                    });
+                }
+                if want_hashes {
+                    tokens::hashes_in_run(line, s, e, |ts, te| {
+                        let tok = &line[ts..te];
+                        self.chain(self.hashes.get(&hash_key(tok)), ts, te, hits, |v| {
+                            v.eq_ignore_ascii_case(tok)
+                        });
+                    });
+                }
+            });
+        }
+        if !self.ipv6.is_empty() || self.has_cidr6 {
+            tokens::ipv6_tokens(line, |addr, ts, te| {
+                let a = u128::from(addr);
+                self.chain(self.ipv6.get(&a), ts, te, hits, |_| true);
+                for &id in self.cidr6.lookup(a) {
+                    hits.push(Match {
+                        indicator: id,
+                        start: ts as u32,
+                        end: te as u32,
+                    });
+                }
+            });
+        }
+        if !self.urls.is_empty() {
+            tokens::url_tokens(line, |ts, te| {
+                self.url_hits(&line[ts..te], ts, te, buf, hits)
+            });
+        }
+        if !self.emails.is_empty() {
+            tokens::email_tokens(line, |ts, at, te| {
+                buf.clear();
+                buf.extend(line[ts..=at].iter().map(u8::to_ascii_lowercase));
+                let host = &line[at + 1..te];
+                let host_start = host
+                    .iter()
+                    .position(|c| !matches!(c, b'.' | b'-'))
+                    .unwrap_or(host.len());
+                let host_end = host
+                    .iter()
+                    .rposition(|c| !matches!(c, b'.' | b'-'))
+                    .map_or(host_start, |p| p + 1);
+                buf.extend(
+                    host[host_start..host_end.max(host_start)]
+                        .iter()
+                        .map(u8::to_ascii_lowercase),
+                );
+                let te = at + 1 + host_end.max(host_start);
+                let key: &[u8] = buf;
+                self.chain(self.emails.get(&fingerprint(key)), ts, te, hits, |v| {
+                    v == key
+                });
+            });
+        }
+        if let Some(lit) = &self.literals {
+            lit.scan(line, |head, s, e| {
+                self.chain(Some(head), s, e, hits, |_| true)
+            });
+        }
+        if let Some(rx) = &self.regexes {
+            rx.scan(line, |head, s, e| {
+                self.chain(Some(head), s, e, hits, |_| true)
+            });
+        }
+        if hits.len() > 1 {
+            hits.sort_unstable_by_key(|m| (m.indicator, m.start));
+            hits.dedup_by_key(|m| m.indicator);
+            hits.sort_unstable_by_key(|m| (m.start, m.indicator));
+        }
+        hits
+    }
+
+    /// Pushes a match for every id in the chain from `head` whose value passes `verify`.
+    #[inline]
+    fn chain(
+        &self,
+        head: Option<u32>,
+        s: usize,
+        e: usize,
+        hits: &mut Vec<Match>,
+        verify: impl Fn(&[u8]) -> bool,
+    ) {
+        let mut cur = match head {
+            Some(h) => h,
+            None => return,
+        };
+        while cur != NONE {
+            if verify(self.indicators[cur as usize].value.as_bytes()) {
+                hits.push(Match {
+                    indicator: cur,
+                    start: s as u32,
+                    end: e as u32,
+                });
+            }
+            cur = self.next[cur as usize];
+        }
+    }
+
+    #[inline]
+    fn ipv4_hits(&self, addr: u32, s: usize, e: usize, hits: &mut Vec<Match>) {
+        self.chain(self.ipv4.get(&addr), s, e, hits, |_| true);
+        if self.has_cidr4 {
+            for &id in self.cidr4.lookup(addr) {
+                hits.push(Match {
+                    indicator: id,
+                    start: s as u32,
+                    end: e as u32,
+                });
+            }
+        }
+    }
+
+    /// Looks up the host token `line[s..e]` and each parent domain with at
+    /// least two labels, fingerprinting right to left in one pass.
+    #[inline]
+    fn domain_hits(&self, line: &[u8], s: usize, e: usize, hits: &mut Vec<Match>) {
+        let tok = &line[s..e];
+        let mut h = SEED;
+        let mut seen_dot = false;
+        for i in (0..tok.len()).rev() {
+            let c = tok[i];
+            if c == b'.' {
+                let fp = finish(h);
+                if !seen_dot {
+                    if !self.tlds.contains(&fp) {
+                        return;
+                    }
+                    seen_dot = true;
+                } else {
+                    let suffix = &tok[i + 1..];
+                    self.chain(self.domains.get(&fp), s, e, hits, |v| {
+                        v.eq_ignore_ascii_case(suffix)
+                    });
+                }
+            }
+            h = step(h, c.to_ascii_lowercase());
+        }
+        self.chain(self.domains.get(&finish(h)), s, e, hits, |v| {
+            v.eq_ignore_ascii_case(tok)
+        });
+    }
+
+    /// Canonicalises a URL token and looks it up with and without its scheme.
+    #[inline]
+    fn url_hits(&self, tok: &[u8], s: usize, e: usize, buf: &mut Vec<u8>, hits: &mut Vec<Match>) {
+        // The contract canonicalises the token as text; invalid UTF-8 becomes
+        // U+FFFD first (rare, so the allocation is acceptable).
+        let lossy;
+        let tok = if tok.is_ascii() || std::str::from_utf8(tok).is_ok() {
+            tok
+        } else {
+            lossy = String::from_utf8_lossy(tok).into_owned();
+            lossy.as_bytes()
+        };
+        let Some(rest) = canon_url_into(tok, buf) else {
+            return;
+        };
+        let full: &[u8] = buf;
+        self.chain(self.urls.get(&fingerprint(full)), s, e, hits, |v| v == full);
+        let tail = &full[rest..];
+        self.chain(self.urls.get(&fingerprint(tail)), s, e, hits, |v| v == tail);
+    }
+}

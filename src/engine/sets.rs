@@ -1,0 +1,156 @@
+//! Exact sets: fixed-size keys (an IPv4 or IPv6 address, or a 64-bit
+//! fingerprint of a text value) mapped to the indicators with that key.
+//!
+//! Invariants: a key maps to the head of a chain of indicator ids threaded
+//! through the engine's `next` array; fingerprint keys may collide, so the
+//! caller verifies each id against the token (addresses need no check).
+//! Only lookups are attacker-controlled (log tokens); the table's layout is
+//! fixed by the indicators, so a weak but fast hash cannot be turned into
+//! slow probing.
+
+use std::hash::Hash;
+
+use bloomfilter::Bloom;
+use rustc_hash::FxHashMap;
+
+/// Marks the end of an id chain.
+pub const NONE: u32 = u32::MAX;
+
+/// Rolling fingerprint state over bytes (FNV-1a, 64-bit), finished by
+/// [`finish`]. Domains are fed right to left so every suffix's fingerprint
+/// falls out of one pass.
+pub const SEED: u64 = 0xcbf2_9ce4_8422_2325;
+
+#[inline(always)]
+pub fn step(h: u64, byte: u8) -> u64 {
+    (h ^ byte as u64).wrapping_mul(0x0000_0100_0000_01b3)
+}
+
+/// Avalanche (murmur3 fmix64) so the low bits the table uses are well mixed.
+#[inline(always)]
+pub fn finish(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// Fingerprint of bytes, left to right.
+#[inline]
+pub fn fingerprint(bytes: &[u8]) -> u64 {
+    finish(bytes.iter().fold(SEED, |h, &b| step(h, b)))
+}
+
+/// Fingerprint of a domain (lowercased), computed right to left as the
+/// scanner computes it for every suffix of a host token.
+#[inline]
+pub fn domain_fingerprint(bytes: &[u8]) -> u64 {
+    finish(
+        bytes
+            .iter()
+            .rev()
+            .fold(SEED, |h, &b| step(h, b.to_ascii_lowercase())),
+    )
+}
+
+/// Fingerprint of a domain's last label, the key of the TLD prefilter.
+pub fn tld_fingerprint(domain: &[u8]) -> Option<u64> {
+    let dot = memchr::memrchr(b'.', domain)?;
+    Some(domain_fingerprint(&domain[dot + 1..]))
+}
+
+/// The Bloom filter's target false-positive rate, where one is used.
+const BLOOM_FP_RATE: f64 = 0.01;
+
+/// A set of keys, each the head of a chain of indicator ids.
+pub struct ExactSet<K> {
+    map: FxHashMap<K, u32>,
+    bloom: Option<Bloom<K>>,
+}
+
+impl<K: Hash + Eq + Copy> Default for ExactSet<K> {
+    fn default() -> Self {
+        ExactSet {
+            map: FxHashMap::default(),
+            bloom: None,
+        }
+    }
+}
+
+impl<K: Hash + Eq + Copy> ExactSet<K> {
+    /// Adds indicator `id` under `key`, linking it into `next`. Returns false
+    /// (and adds nothing) when `same(existing_id)` holds for an id already
+    /// under the key: a duplicate.
+    pub fn insert(
+        &mut self,
+        key: K,
+        id: u32,
+        next: &mut [u32],
+        same: impl Fn(u32) -> bool,
+    ) -> bool {
+        match self.map.entry(key) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(id);
+                true
+            }
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let mut cur = *o.get();
+                while cur != NONE {
+                    if same(cur) {
+                        return false;
+                    }
+                    cur = next[cur as usize];
+                }
+                next[id as usize] = *o.get();
+                *o.get_mut() = id;
+                true
+            }
+        }
+    }
+
+    /// Puts a Bloom filter in front of the map when it holds at least
+    /// `min_keys` keys (0 disables it).
+    pub fn finish(&mut self, min_keys: usize) {
+        self.map.shrink_to_fit();
+        if min_keys == 0 || self.map.len() < min_keys {
+            return;
+        }
+        // A fixed seed: the filter is rebuilt with the engine, never persisted.
+        let mut bloom = Bloom::new_for_fp_rate_with_seed(self.map.len(), BLOOM_FP_RATE, &[7; 32])
+            .expect("valid rate");
+        for k in self.map.keys() {
+            bloom.set(k);
+        }
+        self.bloom = Some(bloom);
+    }
+
+    /// The head of the chain of ids under `key`.
+    #[inline]
+    pub fn get(&self, key: &K) -> Option<u32> {
+        if let Some(b) = &self.bloom {
+            if !b.check(key) {
+                return None;
+            }
+        }
+        self.map.get(key).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn has_bloom(&self) -> bool {
+        self.bloom.is_some()
+    }
+
+    /// Approximate heap bytes (table slots plus filter bits).
+    pub fn heap_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(K, u32)>() + 1;
+        self.map.capacity() * slot + self.bloom.as_ref().map_or(0, |b| (b.len() / 8) as usize)
+    }
+}

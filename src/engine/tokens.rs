@@ -1,0 +1,458 @@
+//! The byte scanner: cuts a line into the token kinds of `MATCHING.md`.
+//!
+//! Each function walks the line once for its kind and calls `visit` with the
+//! token's byte range (and decoded value where that is cheap); nothing here
+//! allocates or knows about indicators. Lines are bytes: invalid UTF-8 and
+//! NUL are ordinary non-token bytes.
+//!
+//! Boundary rules, in short (see `MATCHING.md` for the full text):
+//! - IPv4: four 1-3 digit octets, no leading zero, <= 255; not preceded by
+//!   `[A-Za-z0-9_.]`; not followed by `[A-Za-z0-9_]` nor by `.` + one of those.
+//! - IPv6: a maximal run of `[0-9A-Fa-f:.]` (trailing dots dropped) with two or
+//!   more colons, not touching `[A-Za-z0-9_]`, that parses strictly.
+//! - Host: a maximal run of `[A-Za-z0-9_.-]`, dots and hyphens trimmed at both
+//!   ends, holding a dot.
+//! - URL: `scheme://` (scheme not preceded by a letter or digit) up to
+//!   whitespace, a quote, `<`, `>` or a backtick, trailing `.,;:!?)]}` dropped.
+//! - Email: `local@host`, local of `[A-Za-z0-9._%+-]` not preceded by one.
+//! - Hash: a maximal `[A-Za-z0-9]` run, all hex, of 32, 40, 64 or 128.
+
+use std::net::Ipv6Addr;
+
+const HOST: u8 = 1; // [A-Za-z0-9_.-]
+const WORD: u8 = 2; // [A-Za-z0-9_]
+const ALNUM: u8 = 4; // [A-Za-z0-9]
+const HEX: u8 = 8; // [0-9A-Fa-f]
+const LOCAL: u8 = 16; // [A-Za-z0-9._%+-]
+const V6: u8 = 32; // [0-9A-Fa-f:.]
+const SCHEME: u8 = 64; // [A-Za-z0-9+.-]
+const URL_END: u8 = 128; // whitespace (Python's bytes \s), " ' < > `
+
+const fn classes() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        let alpha = c.is_ascii_alphabetic();
+        let digit = c.is_ascii_digit();
+        let hex = c.is_ascii_hexdigit();
+        let mut f = 0;
+        if alpha || digit {
+            f |= HOST | WORD | ALNUM | LOCAL | SCHEME;
+        }
+        if hex {
+            f |= HEX | V6;
+        }
+        match c {
+            b'_' => f |= HOST | WORD | LOCAL,
+            b'.' => f |= HOST | LOCAL | V6 | SCHEME,
+            b'-' => f |= HOST | LOCAL | SCHEME,
+            b'%' => f |= LOCAL,
+            b'+' => f |= LOCAL | SCHEME,
+            b':' => f |= V6,
+            b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | b'"' | b'\'' | b'<' | b'>' | b'`' => {
+                f |= URL_END
+            }
+            _ => {}
+        }
+        t[i] = f;
+        i += 1;
+    }
+    t
+}
+
+static CLASS: [u8; 256] = classes();
+
+#[inline(always)]
+fn is(c: u8, class: u8) -> bool {
+    CLASS[c as usize] & class != 0
+}
+
+/// Calls `visit(start, end)` for every maximal run of host bytes
+/// `[A-Za-z0-9_.-]`: the runs that hold host, IPv4 and hash tokens.
+#[inline]
+pub fn host_runs(line: &[u8], mut visit: impl FnMut(usize, usize)) {
+    let mut i = 0;
+    let n = line.len();
+    while i < n {
+        if !is(line[i], HOST) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < n && is(line[i], HOST) {
+            i += 1;
+        }
+        visit(start, i);
+    }
+}
+
+/// The host token of a host run: dots and hyphens trimmed, `None` without a dot.
+#[inline]
+pub fn host_token(line: &[u8], start: usize, end: usize) -> Option<(usize, usize)> {
+    let (mut s, mut e) = (start, end);
+    while s < e && matches!(line[s], b'.' | b'-') {
+        s += 1;
+    }
+    while e > s && matches!(line[e - 1], b'.' | b'-') {
+        e -= 1;
+    }
+    memchr::memchr(b'.', &line[s..e]).map(|_| (s, e))
+}
+
+/// IPv4 tokens inside the host run `[start, end)`: `visit(addr, start, end)`.
+#[inline]
+pub fn ipv4_in_run(
+    line: &[u8],
+    start: usize,
+    end: usize,
+    mut visit: impl FnMut(u32, usize, usize),
+) {
+    if end - start < 7 {
+        return;
+    }
+    // A token starts where the previous byte is not [A-Za-z0-9_.]: at the
+    // run's start or right after a hyphen inside it.
+    let mut p = start;
+    loop {
+        if line[p].is_ascii_digit() {
+            if let Some((addr, e)) = parse_ipv4(line, p) {
+                visit(addr, p, e);
+            }
+        }
+        match memchr::memchr(b'-', &line[p..end]) {
+            Some(d) => p += d + 1,
+            None => return,
+        }
+        if p >= end {
+            return;
+        }
+    }
+}
+
+/// Parses the IPv4 token starting at `p` (a digit at a token boundary) and
+/// checks what follows it. Returns the address and the token's end.
+#[inline]
+fn parse_ipv4(line: &[u8], p: usize) -> Option<(u32, usize)> {
+    let n = line.len();
+    let mut i = p;
+    let mut addr = 0u32;
+    for octet in 0..4 {
+        let s = i;
+        let mut v = 0u32;
+        while i < n && line[i].is_ascii_digit() {
+            if i - s == 3 {
+                return None; // four digits: no octet ends here
+            }
+            v = v * 10 + (line[i] - b'0') as u32;
+            i += 1;
+        }
+        let len = i - s;
+        if len == 0 || v > 255 || (len > 1 && line[s] == b'0') {
+            return None;
+        }
+        addr = addr << 8 | v;
+        if octet < 3 {
+            if i >= n || line[i] != b'.' {
+                return None;
+            }
+            i += 1;
+        }
+    }
+    if i < n {
+        let c = line[i];
+        if is(c, WORD) || (c == b'.' && i + 1 < n && is(line[i + 1], WORD)) {
+            return None;
+        }
+    }
+    Some((addr, i))
+}
+
+/// Hash tokens inside the host run `[start, end)`: maximal alphanumeric runs
+/// that are all hex and of a digest length. `visit(start, end)`.
+#[inline]
+pub fn hashes_in_run(line: &[u8], start: usize, end: usize, mut visit: impl FnMut(usize, usize)) {
+    if end - start < 32 {
+        return;
+    }
+    let mut i = start;
+    while i < end {
+        if !is(line[i], ALNUM) {
+            i += 1;
+            continue;
+        }
+        let s = i;
+        let mut all_hex = true;
+        while i < end && is(line[i], ALNUM) {
+            all_hex &= is(line[i], HEX);
+            i += 1;
+        }
+        if all_hex && matches!(i - s, 32 | 40 | 64 | 128) {
+            visit(s, i);
+        }
+    }
+}
+
+/// IPv6 tokens: `visit(addr, start, end)`. Cost is proportional to the runs
+/// around each colon, so lines without `:` cost one memchr.
+#[inline]
+pub fn ipv6_tokens(line: &[u8], mut visit: impl FnMut(Ipv6Addr, usize, usize)) {
+    let n = line.len();
+    let mut next = 0;
+    for colon in memchr::memchr_iter(b':', line) {
+        if colon < next {
+            continue;
+        }
+        let mut s = colon;
+        while s > 0 && is(line[s - 1], V6) {
+            s -= 1;
+        }
+        let mut e = colon + 1;
+        let mut colons = 1;
+        while e < n && is(line[e], V6) {
+            colons += (line[e] == b':') as u32;
+            e += 1;
+        }
+        next = e;
+        if colons < 2 {
+            continue;
+        }
+        let mut te = e;
+        while te > s && line[te - 1] == b'.' {
+            te -= 1;
+        }
+        let before_ok = s == 0 || !is(line[s - 1], WORD);
+        let after_ok = te >= n || !is(line[te], WORD);
+        if before_ok && after_ok && te - s >= 2 {
+            if let Some(addr) = crate::indicator::canon::parse_ipv6(&line[s..te]) {
+                visit(addr, s, te);
+            }
+        }
+    }
+}
+
+/// URL tokens: `visit(start, end)`.
+#[inline]
+pub fn url_tokens(line: &[u8], mut visit: impl FnMut(usize, usize)) {
+    let n = line.len();
+    let mut last_end = 0;
+    for sep in memchr::memmem::find_iter(line, b"://") {
+        if sep < last_end {
+            continue; // inside the previous URL
+        }
+        // The scheme is the leftmost start in the run of scheme bytes before
+        // `://` that begins with a letter and is not preceded by a letter or
+        // digit (only `+`, `.` or `-` can precede it inside the run).
+        let mut run = sep;
+        while run > last_end && is(line[run - 1], SCHEME) {
+            run -= 1;
+        }
+        let start = (run..sep)
+            .find(|&s| line[s].is_ascii_alphabetic() && (s == 0 || !is(line[s - 1], ALNUM)));
+        let Some(start) = start else { continue };
+        let mut end = sep + 3;
+        while end < n && !is(line[end], URL_END) {
+            end += 1;
+        }
+        last_end = end;
+        while end > sep + 3
+            && matches!(
+                line[end - 1],
+                b'.' | b',' | b';' | b':' | b'!' | b'?' | b')' | b']' | b'}'
+            )
+        {
+            end -= 1;
+        }
+        visit(start, end);
+    }
+}
+
+/// Email tokens: `visit(start, at, end)` with `line[at] == b'@'`; the host
+/// part `[at + 1, end)` still holds the dots and hyphens to trim.
+#[inline]
+pub fn email_tokens(line: &[u8], mut visit: impl FnMut(usize, usize, usize)) {
+    let n = line.len();
+    let mut last_end = 0;
+    for at in memchr::memchr_iter(b'@', line) {
+        if at < last_end {
+            continue;
+        }
+        let mut s = at;
+        while s > 0 && is(line[s - 1], LOCAL) {
+            s -= 1;
+        }
+        // The local part must start at a boundary, not inside the previous match.
+        if s == at || s < last_end {
+            continue;
+        }
+        let mut e = at + 1;
+        while e < n && is(line[e], HOST) {
+            e += 1;
+        }
+        if e == at + 1 {
+            continue;
+        }
+        last_end = e;
+        visit(s, at, e);
+    }
+}
+
+/// Decodes the first 16 hex digits of a hash token into a u64 (its key).
+#[inline]
+pub fn hex_prefix(h: &[u8]) -> u64 {
+    let mut v = 0u64;
+    for &c in &h[..16] {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => c - b'A' + 10,
+        };
+        v = v << 4 | d as u64;
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ipv4s(line: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        host_runs(line.as_bytes(), |s, e| {
+            ipv4_in_run(line.as_bytes(), s, e, |a, ts, te| {
+                assert_eq!(std::net::Ipv4Addr::from(a).to_string(), &line[ts..te]);
+                out.push(line[ts..te].to_owned())
+            })
+        });
+        out
+    }
+
+    #[test]
+    fn ipv4_boundaries() {
+        let cases: &[(&str, &[&str])] = &[
+            ("conn from 1.2.3.4 to 10.0.0.1", &["1.2.3.4", "10.0.0.1"]),
+            (
+                "dst=1.2.3.4:443 1.2.3.4/24 (1.2.3.4) ip=1.2.3.4",
+                &["1.2.3.4", "1.2.3.4", "1.2.3.4", "1.2.3.4"],
+            ),
+            ("::ffff:1.2.3.4 blocked 1.2.3.4.", &["1.2.3.4", "1.2.3.4"]),
+            (
+                "v1.2.3.4 1.2.3.4.5 Chrome/1.2.3.4.12 4.3.2.1.in-addr.arpa",
+                &[],
+            ),
+            (
+                "11.2.3.45 01.2.3.4 1.2.3.04 1.2.3.400 1.2.3.4567 1234.1.1.1",
+                &["11.2.3.45"],
+            ),
+            (
+                "a-1.2.3.4-b x_1.2.3.4 1.2.3.4_x 1.2.3.4..5",
+                &["1.2.3.4", "1.2.3.4"],
+            ),
+            (
+                "0.0.0.0 255.255.255.255 256.1.1.1",
+                &["0.0.0.0", "255.255.255.255"],
+            ),
+        ];
+        for (line, want) in cases {
+            assert_eq!(ipv4s(line), *want, "{line}");
+        }
+    }
+
+    fn hosts(line: &str) -> Vec<&str> {
+        let mut out = Vec::new();
+        host_runs(line.as_bytes(), |s, e| {
+            if let Some((s, e)) = host_token(line.as_bytes(), s, e) {
+                out.push(&line[s..e]);
+            }
+        });
+        out
+    }
+
+    #[test]
+    fn host_boundaries() {
+        assert_eq!(hosts("query www.EVIL.com. A"), ["www.EVIL.com"]);
+        assert_eq!(
+            hosts("evil.com-login.net -x.y- nodot"),
+            ["evil.com-login.net", "x.y"]
+        );
+        assert_eq!(
+            hosts("https://cdn.evil.com:8443/x.js bob@evil.com"),
+            ["cdn.evil.com", "x.js", "evil.com"]
+        );
+    }
+
+    fn v6(line: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        ipv6_tokens(line.as_bytes(), |a, _, _| out.push(a.to_string()));
+        out
+    }
+
+    #[test]
+    fn ipv6_boundaries() {
+        assert_eq!(
+            v6("[2001:db8::1]:443 fe80::1%eth0"),
+            ["2001:db8::1", "fe80::1"]
+        );
+        assert_eq!(
+            v6("v6 2001:0DB8:0000:0000:0000:0000:0000:0001."),
+            ["2001:db8::1"]
+        );
+        assert_eq!(
+            v6("at 10:22:33 mac 00:1a:2b:3c:4d:5e x2001:db8::1 2001:db8::1g"),
+            Vec::<String>::new()
+        );
+        assert_eq!(v6("src ::ffff:1.2.3.4 ok"), ["::ffff:1.2.3.4"]);
+    }
+
+    fn urls(line: &str) -> Vec<&str> {
+        let mut out = Vec::new();
+        url_tokens(line.as_bytes(), |s, e| out.push(&line[s..e]));
+        out
+    }
+
+    #[test]
+    fn url_boundaries() {
+        assert_eq!(
+            urls("see (http://bad.example/dl/a.exe)."),
+            ["http://bad.example/dl/a.exe"]
+        );
+        assert_eq!(
+            urls("u=\"https://a.example/x?y=http://b.example/\" z"),
+            ["https://a.example/x?y=http://b.example/"]
+        );
+        assert_eq!(
+            urls("xhttp://a.example 1http://b.example +http://c.example"),
+            ["xhttp://a.example", "http://c.example"]
+        );
+        assert_eq!(
+            urls("<ftp://a.example/p>,hxxp://b.example/q."),
+            ["ftp://a.example/p", "hxxp://b.example/q"]
+        );
+    }
+
+    fn emails(line: &str) -> Vec<&str> {
+        let mut out = Vec::new();
+        email_tokens(line.as_bytes(), |s, _, e| out.push(&line[s..e]));
+        out
+    }
+
+    #[test]
+    fn email_boundaries() {
+        assert_eq!(
+            emails("from PHISH@bad.example, to a.b+c@x.y"),
+            ["PHISH@bad.example", "a.b+c@x.y"]
+        );
+        assert_eq!(emails("x@a.b@c.d @nolocal a@"), ["x@a.b"]);
+    }
+
+    #[test]
+    fn hash_runs() {
+        let line = "md5=D41D8CD98F00B204E9800998ECF8427E x d41d8cd98f00b204e9800998ecf8427e0 zd41d8cd98f00b204e9800998ecf8427e";
+        let mut out = Vec::new();
+        host_runs(line.as_bytes(), |s, e| {
+            hashes_in_run(line.as_bytes(), s, e, |s, e| out.push(&line[s..e]))
+        });
+        assert_eq!(out, ["D41D8CD98F00B204E9800998ECF8427E"]);
+        assert_eq!(hex_prefix(b"d41d8cd98f00b204"), 0xd41d8cd98f00b204);
+    }
+}

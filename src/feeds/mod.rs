@@ -1,0 +1,257 @@
+//! Feed readers: bytes of a feed file in, indicators and skipped entries out.
+//!
+//! Each format is one module with a `parse(&FeedContext, &str) -> Parsed`
+//! function that does no I/O; [`parse`] detects the format from the content
+//! and dispatches, [`load_path`] reads files and directories. Adding a format
+//! (STIX, MISP) is one module and one arm in [`Format`].
+//!
+//! A bad entry never fails a feed: it is skipped, counted, and the first few
+//! are kept with their line and reason so the operator can fix the feed.
+
+mod csv;
+mod plain;
+pub mod types;
+pub mod warninglist;
+mod zeek;
+
+pub mod allowlist;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::indicator::canon::Canonical;
+use crate::indicator::{Indicator, IndicatorType, Provenance};
+
+/// How many skipped entries per feed are kept with their line and reason.
+pub const SKIP_EXAMPLES: usize = 5;
+
+/// The feed formats iocd reads. Closed: a new format is a new variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// One value a line, typed by shape; also typed lists, hosts files, LOKI.
+    Plain,
+    /// Zeek intel framework files (`#fields indicator indicator_type ...`).
+    Zeek,
+    /// CSV with a header naming a value column (or TweetFeed's headerless CSV).
+    Csv,
+    /// A MISP warninglist (`{"list": [...], "type": ...}`); allowlists only.
+    Warninglist,
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::Plain => "plain",
+            Format::Zeek => "zeek-intel",
+            Format::Csv => "csv",
+            Format::Warninglist => "misp-warninglist",
+        })
+    }
+}
+
+/// An entry a reader could not turn into an indicator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    pub line: u32,
+    pub reason: String,
+}
+
+/// The skipped entries of one feed: all counted, the first few kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SkipLog {
+    pub count: usize,
+    pub examples: Vec<Skipped>,
+}
+
+impl SkipLog {
+    pub fn push(&mut self, line: u32, reason: impl Into<String>) {
+        self.count += 1;
+        if self.examples.len() < SKIP_EXAMPLES {
+            self.examples.push(Skipped {
+                line,
+                reason: reason.into(),
+            });
+        }
+    }
+}
+
+/// What a reader gets besides the text: the feed's name, shared by every
+/// indicator's provenance.
+pub struct FeedContext {
+    pub name: Arc<str>,
+}
+
+impl FeedContext {
+    /// Attaches provenance to a canonical value.
+    pub fn indicator(
+        &self,
+        (kind, value): Canonical,
+        line: u32,
+        meta: Vec<(Box<str>, Box<str>)>,
+    ) -> Indicator {
+        Indicator {
+            kind,
+            value: value.into_boxed_str(),
+            provenance: Provenance {
+                feed: self.name.clone(),
+                line,
+                meta,
+            },
+        }
+    }
+}
+
+/// The result of reading one feed file.
+#[derive(Debug)]
+pub struct Parsed {
+    pub indicators: Vec<Indicator>,
+    pub skipped: SkipLog,
+}
+
+/// One loaded feed: its name, path, format and content.
+#[derive(Debug)]
+pub struct Feed {
+    pub name: Arc<str>,
+    pub path: PathBuf,
+    pub format: Format,
+    pub indicators: Vec<Indicator>,
+    pub skipped: SkipLog,
+    /// Warninglist rules, when `format` is [`Format::Warninglist`].
+    pub warninglist: Option<warninglist::Warninglist>,
+}
+
+impl Feed {
+    /// Indicator counts by type, indexed by [`IndicatorType::index`].
+    pub fn counts_by_type(&self) -> [usize; IndicatorType::ALL.len()] {
+        let mut counts = [0; IndicatorType::ALL.len()];
+        for i in &self.indicators {
+            counts[i.kind.index()] += 1;
+        }
+        counts
+    }
+}
+
+/// A feed that could not be read at all (missing, unreadable, not a file).
+#[derive(Debug)]
+pub struct FeedError {
+    pub path: PathBuf,
+    pub error: std::io::Error,
+}
+
+impl fmt::Display for FeedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cannot read feed {}: {}",
+            self.path.display(),
+            self.error
+        )
+    }
+}
+
+impl std::error::Error for FeedError {}
+
+/// Detects the format of a feed from its first meaningful lines.
+pub fn detect(text: &str) -> Format {
+    let head = text.trim_start_matches('\u{feff}').trim_start();
+    if head.starts_with('{') && warninglist::looks_like(head) {
+        return Format::Warninglist;
+    }
+    if text.lines().take(8).any(|l| l.starts_with("#fields")) {
+        return Format::Zeek;
+    }
+    if csv::looks_like(text) {
+        return Format::Csv;
+    }
+    Format::Plain
+}
+
+/// Parses feed text (named `name` in provenance) in the format detected from it.
+pub fn parse(name: &str, path: &Path, text: &str) -> Feed {
+    let ctx = FeedContext {
+        name: Arc::from(name),
+    };
+    let format = detect(text);
+    let (parsed, warninglist) = match format {
+        Format::Plain => (plain::parse(&ctx, text), None),
+        Format::Zeek => (zeek::parse(&ctx, text), None),
+        Format::Csv => (csv::parse(&ctx, text), None),
+        Format::Warninglist => match warninglist::parse(text) {
+            Ok(w) => (
+                Parsed {
+                    indicators: Vec::new(),
+                    skipped: SkipLog::default(),
+                },
+                Some(w),
+            ),
+            Err(e) => {
+                let mut skipped = SkipLog::default();
+                skipped.push(e.line() as u32, format!("not a MISP warninglist: {e}"));
+                (
+                    Parsed {
+                        indicators: Vec::new(),
+                        skipped,
+                    },
+                    None,
+                )
+            }
+        },
+    };
+    Feed {
+        name: ctx.name,
+        path: path.to_owned(),
+        format,
+        indicators: parsed.indicators,
+        skipped: parsed.skipped,
+        warninglist,
+    }
+}
+
+/// Reads a feed file, or every regular, non-hidden file of a directory (in
+/// name order, not recursing), each file a feed named after its file name.
+///
+/// # Errors
+/// When the path (or a file in the directory) cannot be read at all. Content
+/// problems are never errors: they are skipped entries.
+pub fn load_path(path: &Path) -> Result<Vec<Feed>, FeedError> {
+    let err = |p: &Path, error| FeedError {
+        path: p.to_owned(),
+        error,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| err(path, e))?;
+    let files = if meta.is_dir() {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(path).map_err(|e| err(path, e))? {
+            let entry = entry.map_err(|e| err(path, e))?;
+            let p = entry.path();
+            let hidden = entry.file_name().to_string_lossy().starts_with('.');
+            if !hidden && std::fs::metadata(&p).map(|m| m.is_file()).unwrap_or(false) {
+                files.push(p);
+            }
+        }
+        files.sort();
+        files
+    } else {
+        vec![path.to_owned()]
+    };
+    let mut feeds = Vec::with_capacity(files.len());
+    for file in files {
+        let bytes = std::fs::read(&file).map_err(|e| err(&file, e))?;
+        let text = String::from_utf8_lossy(&bytes);
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| file.display().to_string());
+        feeds.push(parse(&name, &file, &text));
+    }
+    Ok(feeds)
+}
+
+/// Splits text into lines as `MATCHING.md` does for feeds: at `\n`, one
+/// trailing `\r` removed, numbered from 1.
+pub(crate) fn numbered_lines(text: &str) -> impl Iterator<Item = (u32, &str)> {
+    text.split('\n')
+        .enumerate()
+        .map(|(i, l)| ((i + 1) as u32, l.strip_suffix('\r').unwrap_or(l)))
+}

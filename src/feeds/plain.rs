@@ -1,0 +1,196 @@
+//! Plain lists: one value a line, typed by shape (`MATCHING.md`, "Plain list").
+//!
+//! Also covers the line formats that are plain lists with a twist: typed
+//! lists (`type<TAB>value`), ipsum (`IP<TAB>count`), hosts files
+//! (`0.0.0.0 name ...`) and LOKI (`VALUE;comment`).
+
+use super::{FeedContext, Parsed, SkipLog};
+use crate::indicator::canon::{classify, refang, typed};
+use crate::indicator::IndicatorType;
+
+const HOSTS_SINKS: [&str; 4] = ["0.0.0.0", "127.0.0.1", "::", "::1"];
+
+pub fn parse(ctx: &FeedContext, text: &str) -> Parsed {
+    let mut indicators = Vec::new();
+    let mut skipped = SkipLog::default();
+    for (n, line) in super::numbered_lines(text) {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        if let Some((first, rest)) = line.split_once('\t') {
+            if IndicatorType::from_name(first).is_some() {
+                match typed(first, rest) {
+                    Some(c) => indicators.push(ctx.indicator(c, n, Vec::new())),
+                    None => skipped.push(n, format!("not a valid {first}: {rest:?}")),
+                }
+                continue;
+            }
+        }
+        let (value, comment) = split_comment(line);
+        let mut v = value.trim();
+        if let Some((first, _)) = v.split_once('\t') {
+            v = first.trim(); // ipsum's `IP<TAB>count`: the first field
+        }
+        let fields: Vec<&str> = v.split_whitespace().collect();
+        if fields.len() > 1 && HOSTS_SINKS.contains(&fields[0]) {
+            for name in &fields[1..] {
+                match classify(&refang(name)) {
+                    Some(c) if c.0 == IndicatorType::Domain => {
+                        indicators.push(ctx.indicator(c, n, Vec::new()))
+                    }
+                    _ => skipped.push(n, format!("hosts entry {name:?} is not a domain name")),
+                }
+            }
+            continue;
+        }
+        let mut meta = Vec::new();
+        if let Some(c) = comment {
+            meta.push(("comment".into(), c.into()));
+        }
+        if let Some((head, tail)) = v.split_once(';') {
+            // LOKI's `VALUE;comment`, when VALUE has a shape other than string.
+            if !head.is_empty() && !head.contains(char::is_whitespace) {
+                if let Some(c) = classify(&refang(head)).filter(|c| c.0 != IndicatorType::String) {
+                    meta.push(("comment".into(), tail.trim().into()));
+                    indicators.push(ctx.indicator(c, n, meta));
+                    continue;
+                }
+            }
+        }
+        match classify(&refang(v)) {
+            Some((IndicatorType::String, s)) if looks_like_broken_hash(&s) => skipped.push(
+                n,
+                format!(
+                    "{} hex digits is not a hash length (32, 40, 64 or 128)",
+                    s.len()
+                ),
+            ),
+            Some(c) => indicators.push(ctx.indicator(c, n, meta)),
+            None => {}
+        }
+    }
+    Parsed {
+        indicators,
+        skipped,
+    }
+}
+
+/// Splits `value # comment` / `value ; comment` (whitespace before the mark).
+fn split_comment(line: &str) -> (&str, Option<&str>) {
+    let b = line.as_bytes();
+    for i in 1..b.len() {
+        if (b[i] == b'#' || b[i] == b';') && b[i - 1].is_ascii_whitespace() {
+            let comment = line[i + 1..].trim();
+            return (&line[..i], (!comment.is_empty()).then_some(comment));
+        }
+    }
+    (line, None)
+}
+
+/// A run of 30-130 hex digits that is no digest length is a damaged hash
+/// (a 41-character "SHA-1"), not a string worth matching anywhere.
+fn looks_like_broken_hash(s: &str) -> bool {
+    (30..=130).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn read(text: &str) -> (Vec<(String, String, Vec<(String, String)>)>, SkipLog) {
+        let ctx = FeedContext {
+            name: Arc::from("t"),
+        };
+        let p = parse(&ctx, text);
+        let inds = p
+            .indicators
+            .into_iter()
+            .map(|i| {
+                let meta = i
+                    .provenance
+                    .meta
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                (i.kind.as_str().to_owned(), i.value.to_string(), meta)
+            })
+            .collect();
+        (inds, p.skipped)
+    }
+
+    #[test]
+    fn line_forms() {
+        let cases: &[(&str, &[(&str, &str)])] = &[
+            ("1.2.3.4", &[("ipv4-addr", "1.2.3.4")]),
+            ("# comment\n\n  \n", &[]),
+            ("5.6.7.8\t3", &[("ipv4-addr", "5.6.7.8")]),
+            ("1.2.3.4 # scanner", &[("ipv4-addr", "1.2.3.4")]),
+            ("5.6.7.0/24 ; SBL1", &[("ipv4-addr", "5.6.7.0/24")]),
+            (
+                "0.0.0.0 ads.example badads.example",
+                &[
+                    ("domain-name", "ads.example"),
+                    ("domain-name", "badads.example"),
+                ],
+            ),
+            (
+                "d41d8cd98f00b204e9800998ecf8427e;Empty file",
+                &[("md5", "d41d8cd98f00b204e9800998ecf8427e")],
+            ),
+            ("\\\\evil\\.sys;80", &[("string", "\\\\evil\\.sys;80")]),
+            (
+                "domain-name\tlocalhost.test",
+                &[("domain-name", "localhost.test")],
+            ),
+            (
+                "regex\tcmd\\.exe /c [a-z]+",
+                &[("regex", "cmd\\.exe /c [a-z]+")],
+            ),
+            ("evil[.]com", &[("domain-name", "evil.com")]),
+            (
+                "Mozilla/4.0 (compatible; EvilBot)",
+                &[("string", "Mozilla/4.0 (compatible; EvilBot)")],
+            ),
+            (
+                "a.example\r\nb.example\r\n",
+                &[("domain-name", "a.example"), ("domain-name", "b.example")],
+            ),
+        ];
+        for (text, want) in cases {
+            let (got, skipped) = read(text);
+            let got: Vec<(&str, &str)> = got
+                .iter()
+                .map(|(t, v, _)| (t.as_str(), v.as_str()))
+                .collect();
+            assert_eq!(&got, want, "feed {text:?}");
+            assert_eq!(skipped.count, 0, "feed {text:?}");
+        }
+    }
+
+    #[test]
+    fn comments_become_metadata() {
+        let (got, _) = read("d41d8cd98f00b204e9800998ecf8427e;Empty file\n1.2.3.4 # scanner\n");
+        assert_eq!(
+            got[0].2,
+            vec![("comment".to_owned(), "Empty file".to_owned())]
+        );
+        assert_eq!(got[1].2, vec![("comment".to_owned(), "scanner".to_owned())]);
+    }
+
+    #[test]
+    fn bad_entries_are_skipped_with_line() {
+        let (got, skipped) = read("1.2.3.4\nda39a3ee5e6b4b0d3255bfef95601890afd807091\nsha1\tnothex\n0.0.0.0 ok.example not_a_domain\n");
+        assert_eq!(got.len(), 2);
+        assert_eq!(skipped.count, 3);
+        assert_eq!(skipped.examples[0].line, 2);
+        assert!(
+            skipped.examples[0].reason.contains("41 hex digits"),
+            "{:?}",
+            skipped.examples[0]
+        );
+        assert_eq!(skipped.examples[1].line, 3);
+        assert_eq!(skipped.examples[2].line, 4);
+    }
+}

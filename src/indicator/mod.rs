@@ -1,0 +1,122 @@
+//! What an indicator is: a type, a canonical value, and where it came from.
+//!
+//! The types and canonical forms are those of `MATCHING.md` (the matching
+//! contract); [`canon`] turns raw feed values into them. Nothing here knows how
+//! indicators are matched: that is the engine's job.
+
+pub mod canon;
+mod punycode;
+
+use std::fmt;
+use std::sync::Arc;
+
+/// The kind of observable an indicator describes.
+///
+/// A closed set: every variant has a token kind in the engine (or is a
+/// `string`/`regex` matched against the whole line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IndicatorType {
+    Ipv4,
+    Ipv6,
+    Domain,
+    Url,
+    Email,
+    Md5,
+    Sha1,
+    Sha256,
+    Sha512,
+    String,
+    Regex,
+}
+
+impl IndicatorType {
+    /// Every type, in a fixed order (used for per-type counters).
+    pub const ALL: [IndicatorType; 11] = [
+        Self::Ipv4,
+        Self::Ipv6,
+        Self::Domain,
+        Self::Url,
+        Self::Email,
+        Self::Md5,
+        Self::Sha1,
+        Self::Sha256,
+        Self::Sha512,
+        Self::String,
+        Self::Regex,
+    ];
+
+    /// The name used in hits and typed feeds (`ipv4-addr`, `domain-name`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ipv4 => "ipv4-addr",
+            Self::Ipv6 => "ipv6-addr",
+            Self::Domain => "domain-name",
+            Self::Url => "url",
+            Self::Email => "email-addr",
+            Self::Md5 => "md5",
+            Self::Sha1 => "sha1",
+            Self::Sha256 => "sha256",
+            Self::Sha512 => "sha512",
+            Self::String => "string",
+            Self::Regex => "regex",
+        }
+    }
+
+    /// Parses a type name as written in typed lists (the names of [`Self::as_str`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
+    /// The hash type of a hex digest of `len` characters, if it is one.
+    pub fn hash_for_hex_len(len: usize) -> Option<Self> {
+        match len {
+            32 => Some(Self::Md5),
+            40 => Some(Self::Sha1),
+            64 => Some(Self::Sha256),
+            128 => Some(Self::Sha512),
+            _ => None,
+        }
+    }
+
+    /// Index into [`Self::ALL`], for per-type counters.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for IndicatorType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where an indicator came from: carried into every hit so an analyst can
+/// trace an alert back to the feed entry that raised it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Provenance {
+    /// The feed's name (its file name unless configured otherwise).
+    pub feed: Arc<str>,
+    /// 1-based line of the entry in the feed file (0 when not line-based).
+    pub line: u32,
+    /// What the format says about the entry (Zeek `meta.source`, CSV tags,
+    /// LOKI comment, ...), as ordered key/value pairs.
+    pub meta: Vec<(Box<str>, Box<str>)>,
+}
+
+/// One indicator of compromise: a type, its canonical value and provenance.
+///
+/// Invariant: `value` is already canonical for `kind` (see [`canon`]), so two
+/// indicators describing the same observable have equal `(kind, value)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Indicator {
+    pub kind: IndicatorType,
+    pub value: Box<str>,
+    pub provenance: Provenance,
+}
+
+impl Indicator {
+    /// True for `a.b.c.d/n` and `addr/n` values, which match by containment.
+    pub fn is_cidr(&self) -> bool {
+        matches!(self.kind, IndicatorType::Ipv4 | IndicatorType::Ipv6) && self.value.contains('/')
+    }
+}

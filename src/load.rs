@@ -1,0 +1,159 @@
+//! Loading what an engine is built from: indicator feeds minus allowlists,
+//! with a report for the operator.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::engine::EngineStats;
+use crate::feeds::allowlist::Allowlist;
+use crate::feeds::{self, Feed, FeedError, Format, SkipLog};
+use crate::indicator::{Indicator, IndicatorType};
+
+/// One feed's line in the load summary.
+pub struct FeedSummary {
+    pub name: Arc<str>,
+    pub path: PathBuf,
+    pub format: Format,
+    pub by_type: [usize; IndicatorType::ALL.len()],
+    pub skipped: SkipLog,
+}
+
+/// What loading did: per feed, and what each allowlist removed.
+pub struct LoadReport {
+    pub feeds: Vec<FeedSummary>,
+    pub allowlists: Vec<(Arc<str>, usize, SkipLog)>,
+}
+
+/// Reads every feed and allowlist path and removes allowed indicators.
+///
+/// # Errors
+/// The first path that cannot be read at all.
+pub fn load(
+    indicator_paths: &[PathBuf],
+    allowlist_paths: &[PathBuf],
+) -> Result<(Vec<Indicator>, LoadReport), FeedError> {
+    let read_all = |paths: &[PathBuf]| -> Result<Vec<Feed>, FeedError> {
+        let per_path: Vec<Result<Vec<Feed>, FeedError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = paths
+                .iter()
+                .map(|p| s.spawn(move || feeds::load_path(p)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("feed reader panicked"))
+                .collect()
+        });
+        Ok(per_path
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .collect())
+    };
+    let feeds = read_all(indicator_paths)?;
+    let allow_feeds = read_all(allowlist_paths)?;
+    let allow = Allowlist::new(&allow_feeds);
+    let mut summaries = Vec::with_capacity(feeds.len());
+    let mut indicators = Vec::with_capacity(feeds.iter().map(|f| f.indicators.len()).sum());
+    let mut removed = vec![0; allow.names().len()];
+    for mut feed in feeds {
+        if feed.format == Format::Warninglist {
+            feed.skipped.push(
+                0,
+                "a MISP warninglist is an allowlist: pass it with --allowlist",
+            );
+        }
+        for (total, r) in removed.iter_mut().zip(allow.apply(&mut feed.indicators)) {
+            *total += r;
+        }
+        summaries.push(FeedSummary {
+            by_type: feed.counts_by_type(),
+            name: feed.name,
+            path: feed.path,
+            format: feed.format,
+            skipped: feed.skipped,
+        });
+        indicators.append(&mut feed.indicators);
+    }
+    let allowlists = allow
+        .names()
+        .iter()
+        .cloned()
+        .zip(removed)
+        .zip(allow.skipped.iter().cloned())
+        .map(|((n, r), s)| (n, r, s))
+        .collect();
+    Ok((
+        indicators,
+        LoadReport {
+            feeds: summaries,
+            allowlists,
+        },
+    ))
+}
+
+impl LoadReport {
+    /// Writes the human summary: a line per feed with counts by type, the
+    /// first skipped entries as `file:line` warnings, allowlist removals.
+    pub fn write(&self, w: &mut impl Write) -> std::io::Result<()> {
+        for f in &self.feeds {
+            let total: usize = f.by_type.iter().sum();
+            let types: Vec<String> = IndicatorType::ALL
+                .iter()
+                .zip(f.by_type)
+                .filter(|(_, n)| *n > 0)
+                .map(|(t, n)| format!("{t} {n}"))
+                .collect();
+            writeln!(
+                w,
+                "iocd: feed {} ({}): {total} indicators [{}], {} skipped",
+                f.name,
+                f.format,
+                types.join(", "),
+                f.skipped.count
+            )?;
+            write_skips(w, &f.path.display().to_string(), &f.skipped)?;
+        }
+        for (name, removed, skipped) in &self.allowlists {
+            writeln!(
+                w,
+                "iocd: allowlist {name}: removed {removed} indicators, {} entries skipped",
+                skipped.count
+            )?;
+            write_skips(w, name, skipped)?;
+        }
+        Ok(())
+    }
+}
+
+fn write_skips(w: &mut impl Write, path: &str, s: &SkipLog) -> std::io::Result<()> {
+    for e in &s.examples {
+        writeln!(w, "iocd: warning: {path}:{}: skipped: {}", e.line, e.reason)?;
+    }
+    if s.count > s.examples.len() {
+        writeln!(
+            w,
+            "iocd: warning: {path}: {} more skipped entries",
+            s.count - s.examples.len()
+        )?;
+    }
+    Ok(())
+}
+
+/// One line about the built engine.
+pub fn write_engine_summary(
+    w: &mut impl Write,
+    stats: &EngineStats,
+    build_secs: f64,
+) -> std::io::Result<()> {
+    writeln!(
+        w,
+        "iocd: engine: {} indicators ({} duplicates dropped) built in {:.3} s; index {:.1} MiB, {} Bloom-fronted sets",
+        stats.indicators,
+        stats.duplicates,
+        build_secs,
+        stats.index_bytes as f64 / (1 << 20) as f64,
+        stats.bloom_sets
+    )
+}

@@ -1,0 +1,155 @@
+//! The `iocd` command line: maps subcommands to the library and errors to
+//! exit codes (0 done, 2 usage, 65 unreadable feed data, 66 unreadable input).
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use iocd::engine::{Engine, EngineOptions};
+use iocd::scan::{scan_stream, ScanOptions, DEFAULT_MAX_LINE};
+
+/// Exit code for feed data that cannot be read (sysexits EX_DATAERR).
+const EXIT_DATAERR: u8 = 65;
+/// Exit code for an input file that cannot be opened (sysexits EX_NOINPUT).
+const EXIT_NOINPUT: u8 = 66;
+
+#[derive(Parser)]
+#[command(
+    name = "iocd",
+    version,
+    about = "Match log lines against indicators of compromise"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Scan log files (or stdin) and write one JSON hit per line to stdout.
+    Scan(ScanArgs),
+}
+
+#[derive(clap::Args)]
+struct ScanArgs {
+    /// Indicator feed: a file or a directory of files (repeatable).
+    #[arg(long = "indicators", short = 'i', value_name = "PATH", required = true)]
+    indicators: Vec<PathBuf>,
+    /// Allowlist removing indicators at load time: any feed format or a MISP
+    /// warninglist, a file or a directory (repeatable).
+    #[arg(long = "allowlist", value_name = "PATH")]
+    allowlists: Vec<PathBuf>,
+    /// Longest line scanned, in bytes; longer lines are scanned up to it.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_LINE)]
+    max_line_bytes: usize,
+    /// Matcher threads (default: one per core).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Bloom filter in front of exact sets of at least this many keys (0: never).
+    #[arg(long, value_name = "KEYS", default_value_t = EngineOptions::default().bloom_min_keys)]
+    bloom_min_keys: usize,
+    /// Print no load summary on stderr.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+    /// Log files to scan; stdin when none (or `-`).
+    files: Vec<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Scan(args) => scan(args),
+    }
+}
+
+fn scan(args: ScanArgs) -> ExitCode {
+    let stderr = &mut io::stderr().lock();
+    let t0 = Instant::now();
+    let (indicators, report) = match iocd::load::load(&args.indicators, &args.allowlists) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            let _ = writeln!(stderr, "iocd: error: {e}");
+            return ExitCode::from(EXIT_DATAERR);
+        }
+    };
+    let loaded = t0.elapsed();
+    let options = EngineOptions {
+        bloom_min_keys: args.bloom_min_keys,
+    };
+    let engine = match Engine::build(indicators, &options) {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = writeln!(stderr, "iocd: error: {e}");
+            return ExitCode::from(EXIT_DATAERR);
+        }
+    };
+    if !args.quiet {
+        let _ = report.write(stderr);
+        let _ = iocd::load::write_engine_summary(
+            stderr,
+            engine.stats(),
+            (t0.elapsed() - loaded).as_secs_f64(),
+        );
+        let _ = writeln!(stderr, "iocd: feeds read in {:.3} s", loaded.as_secs_f64());
+    }
+    let mut opts = ScanOptions {
+        max_line: args.max_line_bytes.max(1),
+        ..ScanOptions::default()
+    };
+    if let Some(t) = args.threads {
+        opts.threads = t.max(1);
+    }
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let files = if args.files.is_empty() {
+        vec![PathBuf::from("-")]
+    } else {
+        args.files
+    };
+    let mut code = ExitCode::SUCCESS;
+    let t1 = Instant::now();
+    let (mut bytes, mut hits) = (0u64, 0u64);
+    for f in &files {
+        let name = f.to_string_lossy();
+        let result = if name == "-" {
+            scan_stream(&engine, "-", io::stdin(), &mut out, &opts)
+        } else {
+            match std::fs::File::open(f) {
+                Ok(file) => scan_stream(&engine, &name, file, &mut out, &opts),
+                Err(e) => {
+                    let _ = writeln!(stderr, "iocd: error: cannot read {name}: {e}");
+                    code = ExitCode::from(EXIT_NOINPUT);
+                    continue;
+                }
+            }
+        };
+        match result {
+            Ok(s) => {
+                bytes += s.bytes;
+                hits += s.hits;
+                if !args.quiet {
+                    let _ = writeln!(
+                        stderr,
+                        "iocd: {name}: {} lines, {} hits, {} truncated",
+                        s.lines, s.hits, s.truncated
+                    );
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return ExitCode::SUCCESS,
+            Err(e) => {
+                let _ = writeln!(stderr, "iocd: error: {name}: {e}");
+                code = ExitCode::from(EXIT_NOINPUT);
+            }
+        }
+    }
+    if !args.quiet {
+        let secs = t1.elapsed().as_secs_f64();
+        let _ = writeln!(
+            stderr,
+            "iocd: scanned {bytes} bytes in {secs:.3} s ({:.1} MB/s), {hits} hits",
+            bytes as f64 / 1e6 / secs.max(1e-9)
+        );
+    }
+    code
+}

@@ -1,0 +1,269 @@
+//! `iocd scan`: log lines in, hits out, in input order, on every core.
+//!
+//! The input is read in blocks cut at newlines; matcher threads scan whole
+//! blocks; a writer puts their hits back in block order. Only the reader
+//! touches the input and only the writer (the calling thread) the output.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Mutex};
+
+use crate::engine::{Engine, Match, ScanState};
+use crate::hit::{self, Sighting};
+
+/// Default longest line scanned; longer lines are scanned up to it.
+pub const DEFAULT_MAX_LINE: usize = 1 << 20;
+
+#[derive(Clone, Debug)]
+pub struct ScanOptions {
+    /// Longest line scanned, in bytes; the rest of a longer line is skipped
+    /// and the line counted as truncated.
+    pub max_line: usize,
+    /// Matcher threads.
+    pub threads: usize,
+    /// Bytes read per block (at least `max_line` is carried on top).
+    pub block_size: usize,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        ScanOptions {
+            max_line: DEFAULT_MAX_LINE,
+            threads,
+            block_size: 1 << 20,
+        }
+    }
+}
+
+/// Counts for one input.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanSummary {
+    pub lines: u64,
+    pub bytes: u64,
+    pub hits: u64,
+    pub truncated: u64,
+}
+
+struct Block {
+    seq: u64,
+    data: Vec<u8>,
+    /// The final block may end without a newline; its last piece is a line.
+    last: bool,
+}
+
+struct Found {
+    line: u64,
+    m: Match,
+    matched: Box<[u8]>,
+}
+
+struct BlockResult {
+    seq: u64,
+    lines: u64,
+    truncated: u64,
+    hits: Vec<Found>,
+}
+
+/// Scans `input` (named `name` in hits) and writes hits to `out`.
+///
+/// # Errors
+/// Reading the input or writing the output failed.
+pub fn scan_stream(
+    engine: &Engine,
+    name: &str,
+    input: impl Read + Send,
+    out: &mut impl Write,
+    opts: &ScanOptions,
+) -> io::Result<ScanSummary> {
+    let threads = opts.threads.max(1);
+    let (job_tx, job_rx) = sync_channel::<Block>(threads * 2);
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    let (res_tx, res_rx) = sync_channel::<BlockResult>(threads * 2);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let (rx, tx) = (job_rx.clone(), res_tx.clone());
+            s.spawn(move || matcher(engine, rx, tx, opts.max_line));
+        }
+        drop(res_tx);
+        let reader = s.spawn(move || read_blocks(input, opts, |b| job_tx.send(b).is_ok()));
+        let written = write_in_order(engine, name, res_rx, out);
+        // On a write error the results channel closes, matchers stop, and the
+        // reader stops at its next send.
+        let (bytes, truncated) = reader.join().expect("reader panicked")?;
+        let mut summary = written?;
+        summary.bytes = bytes;
+        summary.truncated += truncated;
+        Ok(summary)
+    })
+}
+
+fn matcher(
+    engine: &Engine,
+    jobs: Arc<Mutex<Receiver<Block>>>,
+    results: std::sync::mpsc::SyncSender<BlockResult>,
+    max_line: usize,
+) {
+    let mut st = ScanState::new();
+    loop {
+        let job = jobs.lock().expect("job queue").recv();
+        let Ok(block) = job else { return };
+        let mut r = BlockResult {
+            seq: block.seq,
+            lines: 0,
+            truncated: 0,
+            hits: Vec::new(),
+        };
+        let data = &block.data[..];
+        let mut pieces = data.split(|&b| b == b'\n').peekable();
+        while let Some(mut line) = pieces.next() {
+            if pieces.peek().is_none() && (!block.last || line.is_empty()) {
+                break; // after the final newline
+            }
+            r.lines += 1;
+            if let Some(l) = line.strip_suffix(b"\r") {
+                line = l;
+            }
+            if line.len() > max_line {
+                line = &line[..max_line];
+                r.truncated += 1;
+            }
+            for m in engine.scan(line, &mut st) {
+                let matched = line[m.start as usize..m.end as usize].into();
+                r.hits.push(Found {
+                    line: r.lines,
+                    m: *m,
+                    matched,
+                });
+            }
+        }
+        if results.send(r).is_err() {
+            return;
+        }
+    }
+}
+
+fn write_in_order(
+    engine: &Engine,
+    name: &str,
+    results: Receiver<BlockResult>,
+    out: &mut impl Write,
+) -> io::Result<ScanSummary> {
+    let mut pending = BTreeMap::new();
+    let mut next = 0u64;
+    let mut summary = ScanSummary::default();
+    let mut buf = Vec::with_capacity(1 << 16);
+    for r in results {
+        pending.insert(r.seq, r);
+        while let Some(r) = pending.remove(&next) {
+            next += 1;
+            if !r.hits.is_empty() {
+                let ts = hit::now_rfc3339();
+                for f in &r.hits {
+                    let s = Sighting {
+                        timestamp: &ts,
+                        input: name,
+                        line_number: summary.lines + f.line,
+                    };
+                    hit::write_native(
+                        &mut buf,
+                        &s,
+                        engine.indicator(f.m.indicator),
+                        &f.m,
+                        &f.matched,
+                    );
+                }
+                out.write_all(&buf)?;
+                buf.clear();
+            }
+            summary.lines += r.lines;
+            summary.truncated += r.truncated;
+            summary.hits += r.hits.len() as u64;
+        }
+    }
+    out.flush()?;
+    Ok(summary)
+}
+
+/// Reads `input` into newline-cut blocks. A line longer than `max_line`
+/// spanning blocks is cut to `max_line` bytes here (and counted), its rest
+/// skipped up to the next newline. Returns (bytes read, lines truncated).
+fn read_blocks(
+    mut input: impl Read,
+    opts: &ScanOptions,
+    mut send: impl FnMut(Block) -> bool,
+) -> io::Result<(u64, u64)> {
+    let mut buf: Vec<u8> = Vec::with_capacity(opts.block_size + opts.max_line);
+    let (mut seq, mut total, mut truncated) = (0u64, 0u64, 0u64);
+    let mut skipping = false;
+    loop {
+        let start = buf.len();
+        buf.resize(start + opts.block_size, 0);
+        let n = loop {
+            match input.read(&mut buf[start..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        buf.truncate(start + n);
+        total += n as u64;
+        if skipping {
+            match memchr::memchr(b'\n', &buf) {
+                Some(nl) => {
+                    buf.drain(..=nl);
+                    skipping = false;
+                }
+                None => {
+                    buf.clear();
+                    if n == 0 {
+                        break;
+                    }
+                    continue;
+                }
+            }
+        }
+        if n == 0 {
+            if !buf.is_empty() {
+                send(Block {
+                    seq,
+                    data: std::mem::take(&mut buf),
+                    last: true,
+                });
+            }
+            break;
+        }
+        match memchr::memrchr(b'\n', &buf) {
+            Some(nl) => {
+                let rest = buf.split_off(nl + 1);
+                let data = std::mem::replace(&mut buf, rest);
+                if !send(Block {
+                    seq,
+                    data,
+                    last: false,
+                }) {
+                    break;
+                }
+                seq += 1;
+            }
+            None if buf.len() > opts.max_line => {
+                // One line longer than any we scan: keep its head, drop the rest.
+                buf.truncate(opts.max_line);
+                buf.push(b'\n');
+                truncated += 1;
+                skipping = true;
+                if !send(Block {
+                    seq,
+                    data: std::mem::take(&mut buf),
+                    last: false,
+                }) {
+                    break;
+                }
+                seq += 1;
+            }
+            None => {}
+        }
+    }
+    Ok((total, truncated))
+}
