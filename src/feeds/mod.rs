@@ -26,6 +26,9 @@ use crate::indicator::{Indicator, IndicatorType, Provenance};
 /// How many skipped entries per feed are kept with their line and reason.
 pub const SKIP_EXAMPLES: usize = 5;
 
+/// Longest skip reason kept, in bytes.
+pub const REASON_MAX: usize = 200;
+
 /// The feed formats iocd reads. Closed: a new format is a new variant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {

@@ -59,7 +59,7 @@ pub fn parse(ctx: &FeedContext, text: &str) -> Parsed {
             }
         }
         match classify(&refang(v)) {
-            Some((IndicatorType::String, s)) if looks_like_broken_hash(&s) => skipped.push(
+            Some((IndicatorType::String, s)) if looks_like_damaged_hash(&s) => skipped.push(
                 n,
                 format!(
                     "{} hex digits is not a hash length (32, 40, 64 or 128)",
@@ -88,10 +88,12 @@ fn split_comment(line: &str) -> (&str, Option<&str>) {
     (line, None)
 }
 
-/// A run of 30-130 hex digits that is no digest length is a damaged hash
-/// (a 41-character "SHA-1"), not a string worth matching anywhere.
-fn looks_like_broken_hash(s: &str) -> bool {
-    (30..=130).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit())
+/// 30-130 alphanumerics, all but at most two of them hex, that did not
+/// classify as a digest: a damaged hash (a 41-character "SHA-1", a digest
+/// with a stray letter), not a string worth matching anywhere.
+fn looks_like_damaged_hash(s: &str) -> bool {
+    let non_hex = s.bytes().filter(|b| !b.is_ascii_hexdigit()).count();
+    (30..=130).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()) && non_hex <= 2
 }
 
 #[cfg(test)]
@@ -181,9 +183,9 @@ mod tests {
 
     #[test]
     fn bad_entries_are_skipped_with_line() {
-        let (got, skipped) = read("1.2.3.4\nda39a3ee5e6b4b0d3255bfef95601890afd807091\nsha1\tnothex\n0.0.0.0 ok.example not_a_domain\n");
+        let (got, skipped) = read("1.2.3.4\nda39a3ee5e6b4b0d3255bfef95601890afd807091\nsha1\tnothex\n0.0.0.0 ok.example not_a_domain\nf0295f2e46cebffaf7892a5b33ba54122781c20bs\n");
         assert_eq!(got.len(), 2);
-        assert_eq!(skipped.count, 3);
+        assert_eq!(skipped.count, 4);
         assert_eq!(skipped.examples[0].line, 2);
         assert!(
             skipped.examples[0].reason.contains("41 hex digits"),

@@ -1,0 +1,47 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use iocd::{feeds, Engine, EngineOptions, ScanState};
+
+/// Builds an engine from plain-list feed text (one feed named `t`).
+pub fn engine(feed: &str) -> Engine {
+    engine_with(feed, &EngineOptions::default())
+}
+
+pub fn engine_with(feed: &str, options: &EngineOptions) -> Engine {
+    let f = feeds::parse("t", Path::new("t"), feed);
+    Engine::build(f.indicators, options).expect("engine builds")
+}
+
+/// The (type, value) of every hit of `line`, sorted.
+pub fn hits(engine: &Engine, line: &[u8]) -> Vec<(String, String)> {
+    let mut st = ScanState::new();
+    let mut v: Vec<(String, String)> = engine
+        .scan(line, &mut st)
+        .iter()
+        .map(|m| {
+            let i = engine.indicator(m.indicator);
+            (i.kind.as_str().to_owned(), i.value.to_string())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// `../shared` beside the repository, when this checkout has one.
+pub fn shared_dir() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    p.join("spec/MATCHING.md").exists().then_some(p)
+}
+
+/// Says loudly that a test did not run its body, and why.
+pub fn skipped(test: &str, why: &str) {
+    eprintln!("SKIPPED {test}: {why}");
+}
+
+/// The built `iocd` binary.
+pub fn iocd() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_iocd"))
+}
