@@ -1,0 +1,287 @@
+//! `iocd scan` as a user runs it: the real binary, files and pipes.
+
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
+
+use common::iocd;
+
+fn tmp(name: &str, content: &[u8]) -> PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, content).unwrap();
+    p
+}
+
+fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = iocd()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+fn hits(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("hit is one JSON object per line"))
+        .collect()
+}
+
+const FEED: &str = "# test feed\n198.51.100.7 # scanner\nmalware.example\n44d88612fea8a8f36de82e1278abb02f;EICAR\n";
+
+#[test]
+fn stdin_to_json_hits() {
+    let feed = tmp("feed.txt", FEED.as_bytes());
+    let out = run(
+        &["scan", "--indicators", feed.to_str().unwrap()],
+        b"nothing here\nGET http://www.MALWARE.example/x from 198.51.100.7\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let h = hits(&out);
+    assert_eq!(h.len(), 2);
+    let d = &h[0];
+    assert_eq!(d["input"], "-");
+    assert_eq!(d["line_number"], 2);
+    assert_eq!(d["indicator"]["value"], "malware.example");
+    assert_eq!(d["indicator"]["type"], "domain-name");
+    assert_eq!(d["indicator"]["feed"], "feed.txt");
+    assert_eq!(d["indicator"]["feed_line"], 3);
+    assert_eq!(d["matched"]["value"], "www.MALWARE.example");
+    assert_eq!(d["matched"]["start"], 11);
+    assert_eq!(d["matched"]["end"], 30);
+    assert!(d["@timestamp"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(h[1]["indicator"]["comment"], "scanner");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("feed feed.txt (plain): 3 indicators [ipv4-addr 1, domain-name 1, md5 1]"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(run(&["scan"], b"").status.code(), Some(2));
+    assert_eq!(run(&["frobnicate"], b"").status.code(), Some(2));
+    assert_eq!(
+        run(
+            &["scan", "--indicators", "x", "--max-line-bytes", "lots"],
+            b""
+        )
+        .status
+        .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn unreadable_feed_exits_65_naming_it() {
+    let out = run(&["scan", "--indicators", "/nonexistent/feed.txt"], b"");
+    assert_eq!(out.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/feed.txt"));
+}
+
+#[test]
+fn unreadable_input_exits_66_after_the_others() {
+    let feed = tmp("feed66.txt", FEED.as_bytes());
+    let log = tmp("log66.txt", b"198.51.100.7\n");
+    let out = run(
+        &[
+            "scan",
+            "-i",
+            feed.to_str().unwrap(),
+            "/nonexistent/log",
+            log.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(66));
+    assert_eq!(hits(&out).len(), 1, "the readable input is still scanned");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/log"));
+}
+
+#[test]
+fn bad_entries_warn_with_file_and_line_and_are_not_fatal() {
+    let feed = tmp("bad.csv", b"date,user,type,value,tags\n2026-01-01,u,ip,07:01:24,#x\n2026-01-01,u,ip,198.51.100.7,#c2\n");
+    let out = run(&["scan", "-i", feed.to_str().unwrap()], b"198.51.100.7\n");
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.csv:2: skipped:") && stderr.contains("07:01:24"),
+        "{stderr}"
+    );
+    let h = hits(&out);
+    assert_eq!(h[0]["indicator"]["tags"], "#c2");
+}
+
+#[test]
+fn many_blocks_keep_input_order_and_line_numbers() {
+    let feed = tmp("order.txt", b"198.51.100.7\n");
+    let mut log = Vec::new();
+    let mut want = Vec::new();
+    for i in 1..=120_000u64 {
+        if i % 997 == 0 {
+            log.extend_from_slice(b"padding padding padding padding src=198.51.100.7 padding padding padding padding\n");
+            want.push(i);
+        } else {
+            log.extend_from_slice(format!("line {i} 198.51.100.{} padding padding padding padding padding padding padding\n", i % 7).as_bytes());
+        }
+    }
+    let log = tmp("order.log", &log);
+    let out = run(
+        &[
+            "scan",
+            "-q",
+            "--threads",
+            "3",
+            "-i",
+            feed.to_str().unwrap(),
+            log.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(out.status.success());
+    let got: Vec<u64> = hits(&out)
+        .iter()
+        .map(|h| h["line_number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn long_lines_are_scanned_up_to_the_maximum() {
+    let feed = tmp("long.txt", b"198.51.100.7\nmalware.example\n");
+    let mut log = Vec::new();
+    // Line 1: a hit inside the first 100 bytes, another past them.
+    log.extend_from_slice(b"198.51.100.7 ");
+    log.extend(std::iter::repeat_n(b'x', 200));
+    log.extend_from_slice(b" malware.example\n");
+    // Line 2: longer than a read block, a hit only at its very end.
+    log.extend(std::iter::repeat_n(b'y', 3 << 20));
+    log.extend_from_slice(b" malware.example\n");
+    // Line 3: normal, after the long ones; its number must be right.
+    log.extend_from_slice(b"to malware.example");
+    let log = tmp("long.log", &log);
+    let out = run(
+        &[
+            "scan",
+            "--max-line-bytes",
+            "100",
+            "-i",
+            feed.to_str().unwrap(),
+            log.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(out.status.success());
+    let got: Vec<(u64, String)> = hits(&out)
+        .iter()
+        .map(|h| {
+            (
+                h["line_number"].as_u64().unwrap(),
+                h["indicator"]["value"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1, "198.51.100.7".to_owned()),
+            (3, "malware.example".to_owned())
+        ]
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("3 lines, 2 hits, 2 truncated"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn crlf_nul_and_invalid_utf8() {
+    let feed = tmp("bytes.txt", b"malware.example\n");
+    let out = run(
+        &["scan", "-i", feed.to_str().unwrap()],
+        b"a\xff\x00malware.example\r\n\xc3\x28 malware.example",
+    );
+    assert!(out.status.success());
+    let h = hits(&out);
+    assert_eq!(h.len(), 2);
+    assert_eq!(h[1]["line_number"], 2);
+    assert_eq!(h[0]["matched"]["value"], "malware.example");
+}
+
+#[test]
+fn allowlists_remove_indicators_at_load() {
+    let feed = tmp(
+        "allow-feed.txt",
+        b"10.1.2.3\n198.51.100.7\nmail.google.com\nmalware.example\n",
+    );
+    let wl = tmp(
+        "rfc1918.json",
+        br#"{"name":"RFC1918","type":"cidr","list":["10.0.0.0/8","172.16.0.0/12"]}"#,
+    );
+    let mine = tmp("mine.txt", b"google.com\n");
+    let out = run(
+        &[
+            "scan",
+            "-i",
+            feed.to_str().unwrap(),
+            "--allowlist",
+            wl.to_str().unwrap(),
+            "--allowlist",
+            mine.to_str().unwrap(),
+        ],
+        b"10.1.2.3 198.51.100.7 mail.google.com malware.example\n",
+    );
+    assert!(out.status.success());
+    let values: Vec<String> = hits(&out)
+        .iter()
+        .map(|h| h["indicator"]["value"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(values, ["198.51.100.7", "malware.example"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("allowlist rfc1918.json: removed 1 indicators"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("allowlist mine.txt: removed 1 indicators"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn feed_directories_load_every_file() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli/feeddir");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.txt"), "198.51.100.7\n").unwrap();
+    std::fs::write(dir.join("b.intel"), "#fields\tindicator\tindicator_type\tmeta.source\nmalware.example\tIntel::DOMAIN\tunit-test\n").unwrap();
+    std::fs::write(dir.join(".hidden"), "192.0.2.1\n").unwrap();
+    let out = run(
+        &["scan", "-i", dir.to_str().unwrap()],
+        b"192.0.2.1 198.51.100.7 malware.example\n",
+    );
+    let h = hits(&out);
+    assert_eq!(h.len(), 2);
+    assert_eq!(h[1]["indicator"]["feed"], "b.intel");
+    assert_eq!(h[1]["indicator"]["meta.source"], "unit-test");
+}

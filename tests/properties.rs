@@ -1,0 +1,125 @@
+//! Properties of the scanner over random input: it never panics, every hit
+//! range lies inside the line, and indicators planted at token boundaries in
+//! random noise are always found.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use iocd::{Engine, ScanState};
+use proptest::prelude::*;
+
+/// One indicator of every kind, as a plain list.
+const FEED: &[&str] = &[
+    "198.51.100.7",
+    "203.0.113.0/24",
+    "2001:db8::7",
+    "2001:db8:aa::/48",
+    "malware.example",
+    "http://dl.example/a.exe",
+    "ceo@phish.example",
+    "44d88612fea8a8f36de82e1278abb02f",
+    "3395856ce81f2b7382dee72602f798b642f14140",
+    "EvilMutex",
+];
+
+/// How each planted value appears in a line, and what it must hit.
+const PLANTS: &[(&str, &str)] = &[
+    ("198.51.100.7", "198.51.100.7"),
+    ("203.0.113.99", "203.0.113.0/24"),
+    ("2001:DB8:0::7", "2001:db8::7"),
+    ("2001:db8:aa:1::1", "2001:db8:aa::/48"),
+    ("x.MALWARE.example", "malware.example"),
+    ("http://DL.example:80/a.exe", "http://dl.example/a.exe"),
+    ("CEO@phish.example", "ceo@phish.example"),
+    (
+        "44D88612FEA8A8F36DE82E1278ABB02F",
+        "44d88612fea8a8f36de82e1278abb02f",
+    ),
+    (
+        "3395856ce81f2b7382dee72602f798b642f14140",
+        "3395856ce81f2b7382dee72602f798b642f14140",
+    ),
+    ("EvilMutex", "EvilMutex"),
+];
+
+fn engine() -> &'static Engine {
+    static E: OnceLock<Engine> = OnceLock::new();
+    E.get_or_init(|| common::engine(&FEED.join("\n")))
+}
+
+/// Noise made of the bytes that build tokens, so it often makes near misses.
+fn noise() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(
+        prop_oneof![
+            4 => prop::sample::select(b"0123456789abcdefxyzABC.:-_@/%+ \t\"'<>()[]".to_vec()),
+            1 => any::<u8>(),
+        ],
+        0..200,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn never_panics_and_ranges_are_in_bounds(line in prop::collection::vec(any::<u8>(), 0..512)) {
+        let mut st = ScanState::new();
+        for m in engine().scan(&line, &mut st) {
+            prop_assert!(m.start <= m.end && (m.end as usize) <= line.len());
+        }
+    }
+
+    #[test]
+    fn never_panics_on_token_noise(line in noise()) {
+        let mut st = ScanState::new();
+        for m in engine().scan(&line, &mut st) {
+            prop_assert!(m.start <= m.end && (m.end as usize) <= line.len());
+        }
+    }
+
+    #[test]
+    fn planted_indicators_are_found(before in noise(), after in noise(), which in 0..PLANTS.len()) {
+        let (planted, indicator) = PLANTS[which];
+        let mut line = before.clone();
+        line.extend_from_slice(b" ");
+        line.extend_from_slice(planted.as_bytes());
+        line.extend_from_slice(b" ");
+        line.extend_from_slice(&after);
+        // A newline in the noise would end the line before the plant.
+        line.retain(|&b| b != b'\n');
+        let e = engine();
+        let mut st = ScanState::new();
+        let found = e.scan(&line, &mut st).iter().any(|m| &*e.indicator(m.indicator).value == indicator);
+        prop_assert!(found, "{} not found in {:?}", indicator, String::from_utf8_lossy(&line));
+    }
+}
+
+/// Feed-value-like strings: the characters indicators are made of.
+fn feed_value() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop::sample::select(
+            "0123456789abcdefxyzXYZ.:-_@/%+*[]()?#ü "
+                .chars()
+                .collect::<Vec<_>>(),
+        ),
+        0..40,
+    )
+    .prop_map(|v| v.into_iter().collect())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 5000, ..ProptestConfig::default() })]
+
+    /// A canonical value classifies to itself: reading it again (from another
+    /// feed, or after a reload) gives the same indicator.
+    #[test]
+    fn canonical_values_are_fixed_points(v in feed_value()) {
+        use iocd::indicator::canon::{classify, refang};
+        if let Some((kind, canon)) = classify(&refang(&v)) {
+            if kind != iocd::IndicatorType::String {
+                prop_assert_eq!(classify(&canon), Some((kind, canon.clone())), "from {:?}", v);
+            }
+        }
+    }
+}
