@@ -23,7 +23,8 @@ impl Addr for u32 {
         self.checked_add(1)
     }
     fn range(self, len: u8) -> (Self, Self) {
-        let host = if len == 0 { u32::MAX } else { u32::MAX >> len };
+        // checked: a shift by the full width (a /32) is an overflow, not 0.
+        let host = u32::MAX.checked_shr(len.into()).unwrap_or(0);
         (self & !host, self | host)
     }
 }
@@ -36,11 +37,7 @@ impl Addr for u128 {
         self.checked_add(1)
     }
     fn range(self, len: u8) -> (Self, Self) {
-        let host = if len == 0 {
-            u128::MAX
-        } else {
-            u128::MAX >> len
-        };
+        let host = u128::MAX.checked_shr(len.into()).unwrap_or(0);
         (self & !host, self | host)
     }
 }
@@ -158,6 +155,18 @@ mod tests {
         assert_eq!(got("198.51.101.0"), [2, 3]);
         assert_eq!(got("255.255.255.255"), [3]);
         assert_eq!(got("0.0.0.0"), [3]);
+    }
+
+    #[test]
+    fn host_routes_hold_one_address() {
+        let t = CidrTable::new(&[(v4("203.0.113.5"), 32, 1), (v4("0.0.0.0"), 32, 2)]);
+        assert_eq!(t.lookup(v4("203.0.113.5")), [1]);
+        assert!(t.lookup(v4("203.0.113.4")).is_empty());
+        assert!(t.lookup(v4("203.0.113.6")).is_empty());
+        assert_eq!(t.lookup(0), [2]);
+        let t6 = CidrTable::new(&[(7u128, 128, 3)]);
+        assert_eq!(t6.lookup(7), [3]);
+        assert!(t6.lookup(8).is_empty() && t6.lookup(6).is_empty());
     }
 
     #[test]
