@@ -25,12 +25,28 @@ pub struct LoadReport {
     pub allowlists: Vec<(Arc<str>, usize, SkipLog)>,
 }
 
-/// Reads every feed and allowlist path and removes allowed indicators.
+/// The example feed compiled into the binary: what iocd matches when it is
+/// given no feed, so a first run shows hits (`deploy/examples/feeds/`).
+pub const EXAMPLE_FEED: (&str, &str) = (
+    "example.txt",
+    include_str!("../deploy/examples/feeds/example.txt"),
+);
+
+/// Where indicators come from: files and directories, or the embedded example.
+pub enum FeedSource {
+    Path(PathBuf),
+    Embedded {
+        name: &'static str,
+        text: &'static str,
+    },
+}
+
+/// Reads every feed source and allowlist path and removes allowed indicators.
 ///
 /// # Errors
 /// The first path that cannot be read at all.
 pub fn load(
-    indicator_paths: &[PathBuf],
+    sources: &[FeedSource],
     allowlist_paths: &[PathBuf],
 ) -> Result<(Vec<Indicator>, LoadReport), FeedError> {
     let read_all = |paths: &[PathBuf]| -> Result<Vec<Feed>, FeedError> {
@@ -51,7 +67,26 @@ pub fn load(
             .flatten()
             .collect())
     };
-    let feeds = read_all(indicator_paths)?;
+    let paths: Vec<PathBuf> = sources
+        .iter()
+        .filter_map(|s| {
+            if let FeedSource::Path(p) = s {
+                Some(p.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
+    let mut feeds = read_all(&paths)?;
+    for s in sources {
+        if let FeedSource::Embedded { name, text } = s {
+            feeds.push(feeds::parse(
+                name,
+                std::path::Path::new(&format!("(embedded) {name}")),
+                text,
+            ));
+        }
+    }
     let allow_feeds = read_all(allowlist_paths)?;
     let allow = Allowlist::new(&allow_feeds);
     let mut summaries = Vec::with_capacity(feeds.len());

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use iocd::engine::{Engine, EngineOptions};
+use iocd::load::FeedSource;
 use iocd::scan::{scan_stream, ScanOptions, DEFAULT_MAX_LINE};
 
 /// Exit code for feed data that cannot be read (sysexits EX_DATAERR).
@@ -34,8 +35,9 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ScanArgs {
-    /// Indicator feed: a file or a directory of files (repeatable).
-    #[arg(long = "indicators", short = 'i', value_name = "PATH", required = true)]
+    /// Indicator feed: a file or a directory of files (repeatable). Without
+    /// one, the example feed built into iocd (deploy/examples/feeds/).
+    #[arg(long = "indicators", short = 'i', value_name = "PATH")]
     indicators: Vec<PathBuf>,
     /// Allowlist removing indicators at load time: any feed format or a MISP
     /// warninglist, a file or a directory (repeatable).
@@ -66,7 +68,23 @@ fn main() -> ExitCode {
 fn scan(args: ScanArgs) -> ExitCode {
     let stderr = &mut io::stderr().lock();
     let t0 = Instant::now();
-    let (indicators, report) = match iocd::load::load(&args.indicators, &args.allowlists) {
+    let sources: Vec<FeedSource> = if args.indicators.is_empty() {
+        let (name, text) = iocd::load::EXAMPLE_FEED;
+        if !args.quiet {
+            let _ = writeln!(
+                stderr,
+                "iocd: no --indicators given: using the built-in example feed {name}"
+            );
+        }
+        vec![FeedSource::Embedded { name, text }]
+    } else {
+        args.indicators
+            .iter()
+            .cloned()
+            .map(FeedSource::Path)
+            .collect()
+    };
+    let (indicators, report) = match iocd::load::load(&sources, &args.allowlists) {
         Ok(loaded) => loaded,
         Err(e) => {
             let _ = writeln!(stderr, "iocd: error: {e}");

@@ -78,8 +78,25 @@ fn stdin_to_json_hits() {
 }
 
 #[test]
+fn embedded_example_feed_matches_the_sample_log() {
+    let log = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/examples/sample.log"
+    ))
+    .unwrap();
+    let out = run(&["scan"], &log);
+    assert!(out.status.success());
+    let lines: Vec<u64> = hits(&out)
+        .iter()
+        .map(|h| h["line_number"].as_u64().unwrap())
+        .collect();
+    // Line 2 (198.51.100.70) and line 4 (notmalware.example) are near misses.
+    assert_eq!(lines, [1, 3, 5, 5, 5, 6, 6, 7, 8, 9, 10]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("built-in example feed"));
+}
+
+#[test]
 fn usage_errors_exit_2() {
-    assert_eq!(run(&["scan"], b"").status.code(), Some(2));
     assert_eq!(run(&["frobnicate"], b"").status.code(), Some(2));
     assert_eq!(
         run(

@@ -144,7 +144,7 @@ mod tests {
             (v4("0.0.0.0"), 0, 3),
             (v4("198.51.100.128"), 25, 4),
         ]);
-        let mut got = |s: &str| {
+        let got = |s: &str| {
             let mut v = t.lookup(v4(s)).to_vec();
             v.sort();
             v

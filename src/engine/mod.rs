@@ -32,17 +32,11 @@ use regexes::Regexes;
 use sets::{domain_fingerprint, fingerprint, finish, step, tld_fingerprint, ExactSet, NONE, SEED};
 
 /// Build-time choices. The defaults are what the benchmarks chose.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct EngineOptions {
     /// Put a Bloom filter in front of an exact set once it holds this many
     /// keys; 0 never does. See `DESIGN.md` for the measurement behind it.
     pub bloom_min_keys: usize,
-}
-
-impl Default for EngineOptions {
-    fn default() -> Self {
-        EngineOptions { bloom_min_keys: 0 }
-    }
 }
 
 /// One indicator found in a line: its id and the byte range of the token

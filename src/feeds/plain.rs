@@ -101,7 +101,10 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    fn read(text: &str) -> (Vec<(String, String, Vec<(String, String)>)>, SkipLog) {
+    /// (type, value, metadata) of each indicator read.
+    type Read = Vec<(String, String, Vec<(String, String)>)>;
+
+    fn read(text: &str) -> (Read, SkipLog) {
         let ctx = FeedContext {
             name: Arc::from("t"),
         };

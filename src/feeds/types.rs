@@ -73,7 +73,8 @@ mod tests {
 
     #[test]
     fn table() {
-        let ok: &[(&str, &str, &[(IndicatorType, &str)])] = &[
+        type Case<'a> = (&'a str, &'a str, &'a [(IndicatorType, &'a str)]);
+        let ok: &[Case] = &[
             ("ip", "1.2.3.4", &[(Ipv4, "1.2.3.4")]),
             ("ip-dst|port", "1.2.3.4|443", &[(Ipv4, "1.2.3.4")]),
             ("domain", "Evil.Example", &[(Domain, "evil.example")]),

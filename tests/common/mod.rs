@@ -36,9 +36,13 @@ pub fn shared_dir() -> Option<PathBuf> {
     p.join("spec/MATCHING.md").exists().then_some(p)
 }
 
-/// Says loudly that a test did not run its body, and why.
+/// Says loudly that a test did not run its body, and why; under
+/// `IOCD_REQUIRE_SERVERS=1` (set by `.ci/run`) a test that cannot run fails.
 pub fn skipped(test: &str, why: &str) {
-    eprintln!("SKIPPED {test}: {why}");
+    if std::env::var("IOCD_REQUIRE_SERVERS").as_deref() == Ok("1") {
+        panic!("{test} cannot run and IOCD_REQUIRE_SERVERS=1: {why}");
+    }
+    eprintln!("\n*** SKIPPED {test}: {why} ***\n");
 }
 
 /// The built `iocd` binary.

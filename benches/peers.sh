@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Peer comparison on the benchmark corpus, in one run on this machine:
+# iocd scan against Hyperscan (C and Python), rg -F -f and grep -F -f.
+#
+#   benches/peers.sh CORPUS_DIR [SETS...]     (SETS default: 100k full)
+#
+# CORPUS_DIR is the output of ../shared/bench/make_corpus.py. Needs
+# libhyperscan-dev, python3 -m pip install hyperscan, ripgrep; set
+# IOCD_PEER_TIMEOUT (seconds, default 300) to bound the slow peers.
+# Prints one line per tool and set: wall seconds, peak RSS, and what the tool
+# itself reports. Speed is reported, never asserted.
+set -euo pipefail
+corpus=${1:?usage: benches/peers.sh CORPUS_DIR [SETS...]}
+shift
+sets=("${@:-100k full}")
+[ $# -eq 0 ] && sets=(100k full)
+here=$(cd "$(dirname "$0")/.." && pwd)
+shared=$here/../shared
+limit=${IOCD_PEER_TIMEOUT:-300}
+log=$corpus/logs.txt
+bytes=$(stat -c %s "$log")
+
+(cd "$here" && cargo build --release --quiet)
+hs_c=$(mktemp -d)/hs_bench
+cc -O2 -o "$hs_c" "$shared/bench/hs_bench.c" -lhs
+
+measure() { # name set cmd...: wall time and peak RSS of cmd, its stdout's last line
+  local name=$1 set=$2
+  shift 2
+  local out
+  out=$( { /usr/bin/time -f "%e %M" timeout "$limit" "$@" 2>/tmp/peers.err | tail -n 1; } 2>&1 ) || true
+  local tl; tl=$(tail -n 1 <<<"$out")
+  local wall=${tl% *} rss=${tl#* }
+  local said; said=$(head -n -1 <<<"$out" | tr -s ' ' | cut -c1-150)
+  printf '%-10s %-5s wall_s %-7s MB/s_wall %-7s peak_MiB %-6s %s\n' "$name" "$set" "$wall" \
+    "$(awk -v b="$bytes" -v w="$wall" 'BEGIN{ if (w > 0) printf "%.0f", b/1e6/w; else print "-" }')" \
+    "$(( rss / 1024 ))" "$said"
+}
+
+echo "# corpus $(basename "$corpus"): $bytes bytes of logs; $(nproc) cores; $(date -u +%FT%TZ)"
+for set in "${sets[@]}"; do
+  feed=$corpus/ind-$set.txt
+  measure iocd "$set" sh -c "'$here/target/release/iocd' scan -i '$feed' '$log' 2>&1 >/dev/null | grep -E 'engine|feeds read|scanned' | tr '\n' ' '; echo"
+  measure hs-c "$set" "$hs_c" "$feed" "$log"
+  measure hs-py "$set" python3 "$shared/bench/hs_scan.py" "$feed" "$log"
+  measure rg "$set" sh -c "grep -v '^#' '$feed' > /tmp/peers.pat; rg -F -c -f /tmp/peers.pat '$log'"
+  measure grep "$set" sh -c "grep -v '^#' '$feed' > /tmp/peers.pat; grep -F -c -f /tmp/peers.pat '$log'"
+done
