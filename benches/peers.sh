@@ -12,8 +12,7 @@
 set -euo pipefail
 corpus=${1:?usage: benches/peers.sh CORPUS_DIR [SETS...]}
 shift
-sets=("${@:-100k full}")
-[ $# -eq 0 ] && sets=(100k full)
+if [ $# -gt 0 ]; then sets=("$@"); else sets=(100k full); fi
 here=$(cd "$(dirname "$0")/.." && pwd)
 shared=$here/../shared
 limit=${IOCD_PEER_TIMEOUT:-300}
@@ -24,23 +23,23 @@ bytes=$(stat -c %s "$log")
 hs_c=$(mktemp -d)/hs_bench
 cc -O2 -o "$hs_c" "$shared/bench/hs_bench.c" -lhs
 
-measure() { # name set cmd...: wall time and peak RSS of cmd, its stdout's last line
+measure() { # name set cmd...: wall seconds and peak RSS of cmd, and the last line it printed
   local name=$1 set=$2
   shift 2
-  local out
-  out=$( { /usr/bin/time -f "%e %M" timeout "$limit" "$@" 2>/tmp/peers.err | tail -n 1; } 2>&1 ) || true
-  local tl; tl=$(tail -n 1 <<<"$out")
-  local wall=${tl% *} rss=${tl#* }
-  local said; said=$(head -n -1 <<<"$out" | tr -s ' ' | cut -c1-150)
-  printf '%-10s %-5s wall_s %-7s MB/s_wall %-7s peak_MiB %-6s %s\n' "$name" "$set" "$wall" \
+  local t; t=$(mktemp)
+  /usr/bin/time -f "%e %M" -o "$t" timeout "$limit" "$@" >/tmp/peers.out 2>&1 || echo "(exit $?, timeout ${limit}s)" >>/tmp/peers.out
+  local wall rss
+  read -r wall rss < <(tail -n 1 "$t")
+  rm -f "$t"
+  printf '%-6s %-5s wall_s %-7s MB/s_wall %-6s peak_MiB %-6s | %s\n' "$name" "$set" "$wall" \
     "$(awk -v b="$bytes" -v w="$wall" 'BEGIN{ if (w > 0) printf "%.0f", b/1e6/w; else print "-" }')" \
-    "$(( rss / 1024 ))" "$said"
+    "$(( rss / 1024 ))" "$(tail -n 3 /tmp/peers.out | tr -s ' \n' ' ' | cut -c1-260)"
 }
 
 echo "# corpus $(basename "$corpus"): $bytes bytes of logs; $(nproc) cores; $(date -u +%FT%TZ)"
 for set in "${sets[@]}"; do
   feed=$corpus/ind-$set.txt
-  measure iocd "$set" sh -c "'$here/target/release/iocd' scan -i '$feed' '$log' 2>&1 >/dev/null | grep -E 'engine|feeds read|scanned' | tr '\n' ' '; echo"
+  measure iocd "$set" sh -c "'$here/target/release/iocd' scan -i '$feed' '$log' 2>&1 >/dev/null | grep -E 'engine|feeds read|scanned'"
   measure hs-c "$set" "$hs_c" "$feed" "$log"
   measure hs-py "$set" python3 "$shared/bench/hs_scan.py" "$feed" "$log"
   measure rg "$set" sh -c "grep -v '^#' '$feed' > /tmp/peers.pat; rg -F -c -f /tmp/peers.pat '$log'"

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use crate::engine::{Engine, Match, ScanState};
@@ -81,13 +81,20 @@ pub fn scan_stream(
     let (job_tx, job_rx) = sync_channel::<Block>(threads * 2);
     let job_rx = Arc::new(Mutex::new(job_rx));
     let (res_tx, res_rx) = sync_channel::<BlockResult>(threads * 2);
+    // Scanned blocks' buffers go back to the reader, so steady state
+    // allocates no block buffers.
+    let (free_tx, free_rx) = sync_channel::<Vec<u8>>(threads * 4);
     std::thread::scope(|s| {
         for _ in 0..threads {
-            let (rx, tx) = (job_rx.clone(), res_tx.clone());
-            s.spawn(move || matcher(engine, rx, tx, opts.max_line));
+            let (rx, tx, free) = (job_rx.clone(), res_tx.clone(), free_tx.clone());
+            s.spawn(move || matcher(engine, rx, tx, free, opts.max_line));
         }
+        drop(free_tx);
         drop(res_tx);
-        let reader = s.spawn(move || read_blocks(input, opts, |b| job_tx.send(b).is_ok()));
+        let reader = s.spawn(move || {
+            let recycled = || free_rx.try_recv().ok();
+            read_blocks(input, opts, recycled, |b| job_tx.send(b).is_ok())
+        });
         let written = write_in_order(engine, name, res_rx, out);
         // On a write error the results channel closes, matchers stop, and the
         // reader stops at its next send.
@@ -102,7 +109,8 @@ pub fn scan_stream(
 fn matcher(
     engine: &Engine,
     jobs: Arc<Mutex<Receiver<Block>>>,
-    results: std::sync::mpsc::SyncSender<BlockResult>,
+    results: SyncSender<BlockResult>,
+    free: SyncSender<Vec<u8>>,
     max_line: usize,
 ) {
     let mut st = ScanState::new();
@@ -116,11 +124,14 @@ fn matcher(
             hits: Vec::new(),
         };
         let data = &block.data[..];
-        let mut pieces = data.split(|&b| b == b'\n').peekable();
-        while let Some(mut line) = pieces.next() {
-            if pieces.peek().is_none() && (!block.last || line.is_empty()) {
-                break; // after the final newline
+        let mut start = 0;
+        while start < data.len() {
+            let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |p| start + p);
+            if end == data.len() && !block.last {
+                break; // cannot happen: blocks end at a newline
             }
+            let mut line = &data[start..end];
+            start = end + 1;
             r.lines += 1;
             if let Some(l) = line.strip_suffix(b"\r") {
                 line = l;
@@ -138,6 +149,10 @@ fn matcher(
                 });
             }
         }
+        let mut spent = block.data;
+        spent.clear();
+        // A full return queue only means the reader has enough buffers.
+        let _ = free.try_send(spent);
         if results.send(r).is_err() {
             return;
         }
@@ -175,6 +190,9 @@ fn write_in_order(
                     );
                 }
                 out.write_all(&buf)?;
+                // Hits leave as soon as their block is done, so a pipeline
+                // (or a person typing lines) sees them without waiting for EOF.
+                out.flush()?;
                 buf.clear();
             }
             summary.lines += r.lines;
@@ -192,22 +210,32 @@ fn write_in_order(
 fn read_blocks(
     mut input: impl Read,
     opts: &ScanOptions,
+    mut recycled: impl FnMut() -> Option<Vec<u8>>,
     mut send: impl FnMut(Block) -> bool,
 ) -> io::Result<(u64, u64)> {
-    let mut buf: Vec<u8> = Vec::with_capacity(opts.block_size + opts.max_line);
+    let capacity = opts.block_size + opts.max_line.min(opts.block_size);
+    let mut fresh = |carry: &[u8]| {
+        let mut b = recycled().unwrap_or_else(|| Vec::with_capacity(capacity));
+        b.extend_from_slice(carry);
+        b
+    };
+    let mut buf = fresh(&[]);
     let (mut seq, mut total, mut truncated) = (0u64, 0u64, 0u64);
     let mut skipping = false;
     loop {
-        let start = buf.len();
-        buf.resize(start + opts.block_size, 0);
+        let before = buf.len();
+        // read_to_end fills spare capacity without zeroing it first.
         let n = loop {
-            match input.read(&mut buf[start..]) {
+            match (&mut input)
+                .take(opts.block_size as u64)
+                .read_to_end(&mut buf)
+            {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
         };
-        buf.truncate(start + n);
+        debug_assert_eq!(buf.len(), before + n);
         total += n as u64;
         if skipping {
             match memchr::memchr(b'\n', &buf) {
@@ -228,7 +256,7 @@ fn read_blocks(
             if !buf.is_empty() {
                 send(Block {
                     seq,
-                    data: std::mem::take(&mut buf),
+                    data: buf,
                     last: true,
                 });
             }
@@ -236,11 +264,11 @@ fn read_blocks(
         }
         match memchr::memrchr(b'\n', &buf) {
             Some(nl) => {
-                let rest = buf.split_off(nl + 1);
-                let data = std::mem::replace(&mut buf, rest);
+                let next = fresh(&buf[nl + 1..]);
+                buf.truncate(nl + 1);
                 if !send(Block {
                     seq,
-                    data,
+                    data: std::mem::replace(&mut buf, next),
                     last: false,
                 }) {
                     break;
@@ -253,9 +281,10 @@ fn read_blocks(
                 buf.push(b'\n');
                 truncated += 1;
                 skipping = true;
+                let next = fresh(&[]);
                 if !send(Block {
                     seq,
-                    data: std::mem::take(&mut buf),
+                    data: std::mem::replace(&mut buf, next),
                     last: false,
                 }) {
                     break;

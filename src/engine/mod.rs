@@ -120,6 +120,7 @@ pub struct Engine {
     hashes: ExactSet<u64>,
     literals: Option<Literals>,
     regexes: Option<Regexes>,
+    scheme_separator: memchr::memmem::Finder<'static>,
     stats: EngineStats,
 }
 
@@ -285,6 +286,7 @@ impl Engine {
             hashes,
             literals,
             regexes,
+            scheme_separator: tokens::scheme_separator(),
             stats,
             indicators,
         })
@@ -310,9 +312,8 @@ impl Engine {
         hits.clear();
         let want_v4 = !self.ipv4.is_empty() || self.has_cidr4;
         let want_hosts = !self.domains.is_empty();
-        let want_hashes = !self.hashes.is_empty();
-        if want_v4 || want_hosts || want_hashes {
-            tokens::host_runs(line, |s, e| {
+        if want_v4 || want_hosts {
+            tokens::dotted_runs(line, |s, e| {
                 if want_hosts {
                     if let Some((ts, te)) = tokens::host_token(line, s, e) {
                         self.domain_hits(line, ts, te, hits);
@@ -323,14 +324,14 @@ impl Engine {
                         self.ipv4_hits(addr, ts, te, hits)
                     });
                 }
-                if want_hashes {
-                    tokens::hashes_in_run(line, s, e, |ts, te| {
-                        let tok = &line[ts..te];
-                        self.chain(self.hashes.get(&hash_key(tok)), ts, te, hits, |v| {
-                            v.eq_ignore_ascii_case(tok)
-                        });
-                    });
-                }
+            });
+        }
+        if !self.hashes.is_empty() {
+            tokens::hash_tokens(line, |ts, te| {
+                let tok = &line[ts..te];
+                self.chain(self.hashes.get(&hash_key(tok)), ts, te, hits, |v| {
+                    v.eq_ignore_ascii_case(tok)
+                });
             });
         }
         if !self.ipv6.is_empty() || self.has_cidr6 {
@@ -347,7 +348,7 @@ impl Engine {
             });
         }
         if !self.urls.is_empty() {
-            tokens::url_tokens(line, |ts, te| {
+            tokens::url_tokens(line, &self.scheme_separator, |ts, te| {
                 self.url_hits(&line[ts..te], ts, te, buf, hits)
             });
         }

@@ -69,21 +69,27 @@ fn is(c: u8, class: u8) -> bool {
 }
 
 /// Calls `visit(start, end)` for every maximal run of host bytes
-/// `[A-Za-z0-9_.-]`: the runs that hold host, IPv4 and hash tokens.
+/// `[A-Za-z0-9_.-]` that holds a dot: the only runs that can hold host and
+/// IPv4 tokens. Runs are found from their dots with a SIMD `memchr`, so the
+/// bytes between dotted runs are never looked at one by one.
 #[inline]
-pub fn host_runs(line: &[u8], mut visit: impl FnMut(usize, usize)) {
-    let mut i = 0;
+pub fn dotted_runs(line: &[u8], mut visit: impl FnMut(usize, usize)) {
     let n = line.len();
-    while i < n {
-        if !is(line[i], HOST) {
-            i += 1;
-            continue;
+    let mut next = 0;
+    for dot in memchr::memchr_iter(b'.', line) {
+        if dot < next {
+            continue; // inside the run already visited
         }
-        let start = i;
-        while i < n && is(line[i], HOST) {
-            i += 1;
+        let mut s = dot;
+        while s > 0 && is(line[s - 1], HOST) {
+            s -= 1;
         }
-        visit(start, i);
+        let mut e = dot + 1;
+        while e < n && is(line[e], HOST) {
+            e += 1;
+        }
+        next = e;
+        visit(s, e);
     }
 }
 
@@ -97,7 +103,7 @@ pub fn host_token(line: &[u8], start: usize, end: usize) -> Option<(usize, usize
     while e > s && matches!(line[e - 1], b'.' | b'-') {
         e -= 1;
     }
-    memchr::memchr(b'.', &line[s..e]).map(|_| (s, e))
+    line[s..e].contains(&b'.').then_some((s, e))
 }
 
 /// IPv4 tokens inside the host run `[start, end)`: `visit(addr, start, end)`.
@@ -114,18 +120,15 @@ pub fn ipv4_in_run(
     // A token starts where the previous byte is not [A-Za-z0-9_.]: at the
     // run's start or right after a hyphen inside it.
     let mut p = start;
-    loop {
+    while p < end {
         if line[p].is_ascii_digit() {
             if let Some((addr, e)) = parse_ipv4(line, p) {
                 visit(addr, p, e);
             }
         }
-        match memchr::memchr(b'-', &line[p..end]) {
+        match line[p..end].iter().position(|&c| c == b'-') {
             Some(d) => p += d + 1,
             None => return,
-        }
-        if p >= end {
-            return;
         }
     }
 }
@@ -168,28 +171,34 @@ fn parse_ipv4(line: &[u8], p: usize) -> Option<(u32, usize)> {
     Some((addr, i))
 }
 
-/// Hash tokens inside the host run `[start, end)`: maximal alphanumeric runs
-/// that are all hex and of a digest length. `visit(start, end)`.
+/// Hash tokens: maximal alphanumeric runs that are all hex and of a digest
+/// length. `visit(start, end)`.
+///
+/// Every such run is at least 32 bytes long, so it covers a position that
+/// is a multiple of 16 holding a hex digit: only those positions are looked
+/// at, and the run around one is expanded only when it is hex.
 #[inline]
-pub fn hashes_in_run(line: &[u8], start: usize, end: usize, mut visit: impl FnMut(usize, usize)) {
-    if end - start < 32 {
-        return;
-    }
-    let mut i = start;
-    while i < end {
-        if !is(line[i], ALNUM) {
-            i += 1;
+pub fn hash_tokens(line: &[u8], mut visit: impl FnMut(usize, usize)) {
+    const STRIDE: usize = 16;
+    let n = line.len();
+    let mut i = 0;
+    while i < n {
+        if !is(line[i], HEX) {
+            i += STRIDE;
             continue;
         }
-        let s = i;
-        let mut all_hex = true;
-        while i < end && is(line[i], ALNUM) {
-            all_hex &= is(line[i], HEX);
-            i += 1;
+        let mut s = i;
+        while s > 0 && is(line[s - 1], ALNUM) {
+            s -= 1;
         }
-        if all_hex && matches!(i - s, 32 | 40 | 64 | 128) {
-            visit(s, i);
+        let mut e = i + 1;
+        while e < n && is(line[e], ALNUM) {
+            e += 1;
         }
+        if matches!(e - s, 32 | 40 | 64 | 128) && line[s..e].iter().all(|&c| is(c, HEX)) {
+            visit(s, e);
+        }
+        i = e.next_multiple_of(STRIDE).max(i + STRIDE);
     }
 }
 
@@ -231,12 +240,22 @@ pub fn ipv6_tokens(line: &[u8], mut visit: impl FnMut(Ipv6Addr, usize, usize)) {
     }
 }
 
-/// URL tokens: `visit(start, end)`.
+/// A searcher for `://`, built once (building one per line costs more than
+/// searching a short line).
+pub fn scheme_separator() -> memchr::memmem::Finder<'static> {
+    memchr::memmem::Finder::new(b"://")
+}
+
+/// URL tokens: `visit(start, end)`; `sep` is [`scheme_separator`].
 #[inline]
-pub fn url_tokens(line: &[u8], mut visit: impl FnMut(usize, usize)) {
+pub fn url_tokens(
+    line: &[u8],
+    sep_finder: &memchr::memmem::Finder<'_>,
+    mut visit: impl FnMut(usize, usize),
+) {
     let n = line.len();
     let mut last_end = 0;
-    for sep in memchr::memmem::find_iter(line, b"://") {
+    for sep in sep_finder.find_iter(line) {
         if sep < last_end {
             continue; // inside the previous URL
         }
@@ -318,7 +337,7 @@ mod tests {
 
     fn ipv4s(line: &str) -> Vec<String> {
         let mut out = Vec::new();
-        host_runs(line.as_bytes(), |s, e| {
+        dotted_runs(line.as_bytes(), |s, e| {
             ipv4_in_run(line.as_bytes(), s, e, |a, ts, te| {
                 assert_eq!(std::net::Ipv4Addr::from(a).to_string(), &line[ts..te]);
                 out.push(line[ts..te].to_owned())
@@ -360,7 +379,7 @@ mod tests {
 
     fn hosts(line: &str) -> Vec<&str> {
         let mut out = Vec::new();
-        host_runs(line.as_bytes(), |s, e| {
+        dotted_runs(line.as_bytes(), |s, e| {
             if let Some((s, e)) = host_token(line.as_bytes(), s, e) {
                 out.push(&line[s..e]);
             }
@@ -406,7 +425,9 @@ mod tests {
 
     fn urls(line: &str) -> Vec<&str> {
         let mut out = Vec::new();
-        url_tokens(line.as_bytes(), |s, e| out.push(&line[s..e]));
+        url_tokens(line.as_bytes(), &scheme_separator(), |s, e| {
+            out.push(&line[s..e])
+        });
         out
     }
 
@@ -449,10 +470,22 @@ mod tests {
     fn hash_runs() {
         let line = "md5=D41D8CD98F00B204E9800998ECF8427E x d41d8cd98f00b204e9800998ecf8427e0 zd41d8cd98f00b204e9800998ecf8427e";
         let mut out = Vec::new();
-        host_runs(line.as_bytes(), |s, e| {
-            hashes_in_run(line.as_bytes(), s, e, |s, e| out.push(&line[s..e]))
-        });
+        hash_tokens(line.as_bytes(), |s, e| out.push(&line[s..e]));
         assert_eq!(out, ["D41D8CD98F00B204E9800998ECF8427E"]);
+        // At every offset against the sampling stride, and at the line's ends.
+        let h = "3395856ce81f2b7382dee72602f798b642f14140";
+        for pad in 0..40 {
+            let cases = [
+                (format!("{}{h}", "x".repeat(pad)), pad == 0),
+                (format!("{}-{h}-g", " ".repeat(pad)), true),
+                (format!("{}{h}0", "y".repeat(pad)), false),
+            ];
+            for (line, hit) in cases {
+                let mut got = Vec::new();
+                hash_tokens(line.as_bytes(), |s, e| got.push(line[s..e].to_owned()));
+                assert_eq!(got, if hit { vec![h.to_owned()] } else { vec![] }, "{line}");
+            }
+        }
         assert_eq!(hex_prefix(b"d41d8cd98f00b204"), 0xd41d8cd98f00b204);
     }
 }
