@@ -547,3 +547,32 @@ fn shared_worked_cases() {
     }
     assert!(n >= 60, "only {n} cases read");
 }
+
+/// Past a handful of literals the engine switches from one SIMD search per
+/// literal to Aho-Corasick; both must find every literal, nested ones too.
+#[test]
+fn few_and_many_literals_find_the_same() {
+    let names: Vec<String> = (0..20).map(|i| format!("string\tMutex{i:02}")).collect();
+    let mut feed = names.join("\n");
+    feed.push_str("\nstring\tEvil\nstring\tEvilMutex07\nstring\tx");
+    let line = b"Global\\EvilMutex07 and Mutex19; Mutex07 again; no mutex2x";
+    let want = [
+        "string Evil",
+        "string EvilMutex07",
+        "string Mutex07",
+        "string Mutex19",
+        "string x",
+    ];
+    let many = engine(&feed);
+    let got: Vec<String> = hits(&many, line)
+        .into_iter()
+        .map(|(t, v)| format!("{t} {v}"))
+        .collect();
+    assert_eq!(got, want);
+    let few = engine("string\tEvil\nstring\tEvilMutex07\nstring\tMutex07\nstring\tMutex19\nstring\tx\nstring\tMutex99");
+    let got: Vec<String> = hits(&few, line)
+        .into_iter()
+        .map(|(t, v)| format!("{t} {v}"))
+        .collect();
+    assert_eq!(got, want);
+}

@@ -103,7 +103,8 @@ pub fn host_token(line: &[u8], start: usize, end: usize) -> Option<(usize, usize
     while e > s && matches!(line[e - 1], b'.' | b'-') {
         e -= 1;
     }
-    line[s..e].contains(&b'.').then_some((s, e))
+    // An untrimmed run from `dotted_runs` holds its dot: no need to look.
+    (s == start && e == end || line[s..e].contains(&b'.')).then_some((s, e))
 }
 
 /// IPv4 tokens inside the host run `[start, end)`: `visit(addr, start, end)`.
