@@ -71,6 +71,9 @@ fn derive_feed(logs: &str) -> String {
             if parts[3].ends_with('7') {
                 o.insert(format!("{}.{}.0.0/16", parts[0], parts[1]));
             }
+            if parts[3].ends_with('3') {
+                o.insert(format!("{v}/32"));
+            }
         },
     );
     sample(

@@ -68,14 +68,30 @@ pub struct SkipLog {
 }
 
 impl SkipLog {
+    /// Counts a skipped entry; keeps its reason (cut to [`REASON_MAX`]
+    /// bytes, so a megabyte-long bad line stays a readable warning) while
+    /// fewer than [`SKIP_EXAMPLES`] are kept.
     pub fn push(&mut self, line: u32, reason: impl Into<String>) {
         self.count += 1;
         if self.examples.len() < SKIP_EXAMPLES {
-            self.examples.push(Skipped {
-                line,
-                reason: reason.into(),
-            });
+            let mut reason = reason.into();
+            if reason.len() > REASON_MAX {
+                let cut = (0..=REASON_MAX)
+                    .rev()
+                    .find(|&i| reason.is_char_boundary(i))
+                    .unwrap_or(0);
+                reason.truncate(cut);
+                reason.push_str("...");
+            }
+            self.examples.push(Skipped { line, reason });
         }
+    }
+
+    /// Adds the skips of a later part of the same feed.
+    pub fn merge(&mut self, later: SkipLog) {
+        self.count += later.count;
+        let room = SKIP_EXAMPLES.saturating_sub(self.examples.len());
+        self.examples.extend(later.examples.into_iter().take(room));
     }
 }
 
@@ -257,4 +273,33 @@ pub(crate) fn numbered_lines(text: &str) -> impl Iterator<Item = (u32, &str)> {
     text.split('\n')
         .enumerate()
         .map(|(i, l)| ((i + 1) as u32, l.strip_suffix('\r').unwrap_or(l)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skip_log_keeps_few_short_reasons() {
+        let mut log = SkipLog::default();
+        log.push(1, "é".repeat(300));
+        for n in 2..=10 {
+            log.push(n, "bad");
+        }
+        assert_eq!(log.count, 10);
+        assert_eq!(log.examples.len(), SKIP_EXAMPLES);
+        assert!(
+            log.examples[0].reason.len() <= REASON_MAX + 3
+                && log.examples[0].reason.ends_with("...")
+        );
+        let mut later = SkipLog::default();
+        later.push(11, "x");
+        let mut first = SkipLog::default();
+        first.push(1, "y");
+        first.merge(later);
+        assert_eq!(
+            (first.count, first.examples.len(), first.examples[1].line),
+            (2, 2, 11)
+        );
+    }
 }

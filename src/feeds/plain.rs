@@ -10,10 +10,58 @@ use crate::indicator::IndicatorType;
 
 const HOSTS_SINKS: [&str; 4] = ["0.0.0.0", "127.0.0.1", "::", "::1"];
 
+/// Plain lists larger than this are parsed on every core, in pieces cut at
+/// newlines (a million-line feed is the common case for reloads).
+const PARALLEL_BYTES: usize = 4 << 20;
+
 pub fn parse(ctx: &FeedContext, text: &str) -> Parsed {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if text.len() < PARALLEL_BYTES || threads == 1 {
+        return parse_lines(ctx, text, 0);
+    }
+    // Pieces cut after a newline, each with the number of lines before it.
+    let mut pieces = Vec::with_capacity(threads);
+    let (mut start, mut lines_before) = (0, 0u32);
+    for i in 1..=threads {
+        let want = text.len() * i / threads;
+        let end = if i == threads {
+            text.len()
+        } else {
+            memchr::memchr(b'\n', &text.as_bytes()[want.max(start)..])
+                .map_or(text.len(), |p| want.max(start) + p + 1)
+        };
+        let piece = &text[start..end];
+        pieces.push((piece, lines_before));
+        lines_before += memchr::memchr_iter(b'\n', piece.as_bytes()).count() as u32;
+        start = end;
+    }
+    let parsed: Vec<Parsed> = std::thread::scope(|s| {
+        let handles: Vec<_> = pieces
+            .iter()
+            .map(|&(p, before)| s.spawn(move || parse_lines(ctx, p, before)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("feed parser panicked"))
+            .collect()
+    });
+    let mut all = Parsed {
+        indicators: Vec::with_capacity(parsed.iter().map(|p| p.indicators.len()).sum()),
+        skipped: SkipLog::default(),
+    };
+    for mut p in parsed {
+        all.indicators.append(&mut p.indicators);
+        all.skipped.merge(p.skipped);
+    }
+    all
+}
+
+/// Parses `text` whose first line is line `lines_before + 1` of the feed.
+fn parse_lines(ctx: &FeedContext, text: &str, lines_before: u32) -> Parsed {
     let mut indicators = Vec::new();
     let mut skipped = SkipLog::default();
     for (n, line) in super::numbered_lines(text) {
+        let n = n + lines_before;
         let trimmed = line.trim();
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
@@ -182,6 +230,33 @@ mod tests {
             vec![("comment".to_owned(), "Empty file".to_owned())]
         );
         assert_eq!(got[1].2, vec![("comment".to_owned(), "scanner".to_owned())]);
+    }
+
+    #[test]
+    fn large_feeds_parse_in_parallel_with_the_same_result() {
+        let mut text = String::new();
+        for i in 0..400_000u32 {
+            text.push_str(&format!(
+                "10.{}.{}.{} # n{i}\n",
+                i >> 16,
+                (i >> 8) & 255,
+                i & 255
+            ));
+            if i % 100_000 == 7 {
+                text.push_str("0.0.0.0 not_a_domain\n");
+            }
+        }
+        assert!(text.len() > PARALLEL_BYTES);
+        let ctx = FeedContext {
+            name: Arc::from("big"),
+        };
+        let whole = parse(&ctx, &text);
+        let serial = parse_lines(&ctx, &text, 0);
+        assert_eq!(whole.indicators, serial.indicators);
+        assert_eq!(whole.skipped, serial.skipped);
+        assert_eq!(whole.indicators.len(), 400_000);
+        assert_eq!(whole.indicators[399_999].provenance.line, 400_004);
+        assert_eq!(whole.skipped.count, 4);
     }
 
     #[test]
