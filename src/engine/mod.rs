@@ -124,6 +124,12 @@ pub struct Engine {
     stats: EngineStats,
 }
 
+// Matcher threads share one engine by reference; keep it that way.
+const _: () = {
+    const fn shared<T: Send + Sync>() {}
+    shared::<Engine>();
+};
+
 /// Key of a hash token or indicator: its first 64 bits and its length.
 #[inline]
 fn hash_key(hex: &[u8]) -> u64 {

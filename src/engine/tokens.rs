@@ -68,26 +68,32 @@ fn is(c: u8, class: u8) -> bool {
     CLASS[c as usize] & class != 0
 }
 
+/// The maximal run of `class` bytes around `line[at]` (which is one).
+#[inline(always)]
+fn run_around(line: &[u8], at: usize, class: u8) -> (usize, usize) {
+    let mut s = at;
+    while s > 0 && is(line[s - 1], class) {
+        s -= 1;
+    }
+    let mut e = at + 1;
+    while e < line.len() && is(line[e], class) {
+        e += 1;
+    }
+    (s, e)
+}
+
 /// Calls `visit(start, end)` for every maximal run of host bytes
 /// `[A-Za-z0-9_.-]` that holds a dot: the only runs that can hold host and
 /// IPv4 tokens. Runs are found from their dots with a SIMD `memchr`, so the
 /// bytes between dotted runs are never looked at one by one.
 #[inline]
 pub fn dotted_runs(line: &[u8], mut visit: impl FnMut(usize, usize)) {
-    let n = line.len();
     let mut next = 0;
     for dot in memchr::memchr_iter(b'.', line) {
         if dot < next {
             continue; // inside the run already visited
         }
-        let mut s = dot;
-        while s > 0 && is(line[s - 1], HOST) {
-            s -= 1;
-        }
-        let mut e = dot + 1;
-        while e < n && is(line[e], HOST) {
-            e += 1;
-        }
+        let (s, e) = run_around(line, dot, HOST);
         next = e;
         visit(s, e);
     }
@@ -188,14 +194,7 @@ pub fn hash_tokens(line: &[u8], mut visit: impl FnMut(usize, usize)) {
             i += STRIDE;
             continue;
         }
-        let mut s = i;
-        while s > 0 && is(line[s - 1], ALNUM) {
-            s -= 1;
-        }
-        let mut e = i + 1;
-        while e < n && is(line[e], ALNUM) {
-            e += 1;
-        }
+        let (s, e) = run_around(line, i, ALNUM);
         if matches!(e - s, 32 | 40 | 64 | 128) && line[s..e].iter().all(|&c| is(c, HEX)) {
             visit(s, e);
         }
