@@ -1,8 +1,8 @@
 //! The matching engine: built once from indicators, immutable, shared by
 //! every matcher thread (`Send + Sync`), and hot-swapped whole on reload.
 //!
-//! See `DESIGN.md` beside this file for why it is built as tokens + sets,
-//! where the Bloom filter pays, and the measured costs.
+//! The design note below (`DESIGN.md` beside this file) says why it is built
+//! as tokens + sets, where the Bloom filter pays, and the measured costs.
 //!
 //! Invariants:
 //! - [`Engine::scan`] reports exactly the (line, indicator) pairs of
@@ -11,6 +11,8 @@
 //!   [`ScanState`] has grown to the longest URL or email seen.
 //! - Indicator ids are indices into [`Engine::indicators`] and stable for the
 //!   life of one engine.
+#![doc = ""]
+#![doc = include_str!("DESIGN.md")]
 
 mod cidr;
 mod literals;
