@@ -87,3 +87,189 @@ mod tests {
         assert_eq!(rfc3339(1_795_348_800, 999), "2026-11-22T12:00:00.999Z");
     }
 }
+
+/// What the daemon knows of a hit besides the indicator and match.
+pub struct Event<'a> {
+    pub sighting: Sighting<'a>,
+    /// The line, for `event.original` / `message` (cut by the caller).
+    pub original: &'a [u8],
+    /// True when `original` was cut short.
+    pub original_truncated: bool,
+}
+
+/// `native` with the line: the scan shape plus `event.original`.
+pub fn write_native_event(
+    out: &mut Vec<u8>,
+    ev: &Event,
+    ind: &Indicator,
+    m: &Match,
+    matched: &[u8],
+) {
+    write_native(out, &ev.sighting, ind, m, matched);
+    // Reopen the object written above to add the event.
+    let closing = out.len() - 2; // "}\n"
+    out.truncate(closing);
+    out.extend_from_slice(b",\"event\":{\"original\":");
+    serde_json::to_writer(&mut *out, &String::from_utf8_lossy(ev.original))
+        .expect("writing to a Vec");
+    if ev.original_truncated {
+        out.extend_from_slice(b",\"original_truncated\":true");
+    }
+    out.extend_from_slice(b"}}\n");
+}
+
+/// The ECS indicator type and the field that holds the value.
+fn ecs_indicator(ind: &Indicator) -> (&'static str, serde_json::Value) {
+    use crate::indicator::IndicatorType as T;
+    use serde_json::json;
+    let v = &*ind.value;
+    match ind.kind {
+        T::Ipv4 => ("ipv4-addr", json!({ "ip": v })),
+        T::Ipv6 => ("ipv6-addr", json!({ "ip": v })),
+        T::Domain => ("domain-name", json!({ "url": { "domain": v } })),
+        T::Url => ("url", json!({ "url": { "full": v, "original": v } })),
+        T::Email => ("email-addr", json!({ "email": { "address": v } })),
+        T::Md5 => ("file", json!({ "file": { "hash": { "md5": v } } })),
+        T::Sha1 => ("file", json!({ "file": { "hash": { "sha1": v } } })),
+        T::Sha256 => ("file", json!({ "file": { "hash": { "sha256": v } } })),
+        T::Sha512 => ("file", json!({ "file": { "hash": { "sha512": v } } })),
+        T::String | T::Regex => (
+            "artifact",
+            json!({ "description": format!("{}: {v}", ind.kind) }),
+        ),
+    }
+}
+
+/// ECS 8: an enrichment event Elastic and OpenSearch index as is:
+/// `event.kind: enrichment`, the line as `message`/`event.original`, and one
+/// `threat.enrichments[]` entry with `indicator.*` and `matched.*`. iocd's own
+/// fields (input, line number, feed line, feed metadata) sit under `iocd`.
+pub fn write_ecs(out: &mut Vec<u8>, ev: &Event, ind: &Indicator, m: &Match, matched: &[u8]) {
+    use serde_json::{json, Map, Value};
+    let (ecs_type, fields) = ecs_indicator(ind);
+    let mut indicator = match fields {
+        Value::Object(o) => o,
+        _ => Map::new(),
+    };
+    indicator.insert("type".into(), json!(ecs_type));
+    indicator.insert("provider".into(), json!(&*ind.provenance.feed));
+    let meta: Map<String, Value> = ind
+        .provenance
+        .meta
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(&**v)))
+        .collect();
+    if let Some(d) = ind
+        .provenance
+        .meta
+        .iter()
+        .find(|(k, _)| matches!(&**k, "comment" | "meta.desc" | "description"))
+    {
+        indicator.entry("description").or_insert(json!(&*d.1));
+    }
+    let original = String::from_utf8_lossy(ev.original);
+    let doc = json!({
+        "@timestamp": ev.sighting.timestamp,
+        "message": original,
+        "event": { "kind": "enrichment", "category": ["threat"], "type": ["indicator"], "dataset": "iocd.hit", "original": original },
+        "threat": { "enrichments": [{
+            "indicator": indicator,
+            "matched": { "atomic": String::from_utf8_lossy(matched), "field": "message", "type": "indicator_match_rule" },
+        }]},
+        "iocd": {
+            "input": ev.sighting.input,
+            "line_number": ev.sighting.line_number,
+            "indicator": { "value": &*ind.value, "type": ind.kind.as_str(), "feed_line": ind.provenance.line, "meta": meta },
+            "matched": { "start": m.start, "end": m.end },
+            "original_truncated": ev.original_truncated,
+        },
+    });
+    serde_json::to_writer(&mut *out, &doc).expect("writing to a Vec");
+    out.push(b'\n');
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+    use crate::feeds::FeedContext;
+    use crate::indicator::IndicatorType;
+    use std::sync::Arc;
+
+    fn example() -> (Indicator, Match) {
+        let ctx = FeedContext {
+            name: Arc::from("feed.txt"),
+        };
+        let ind = ctx.indicator(
+            (
+                IndicatorType::Md5,
+                "44d88612fea8a8f36de82e1278abb02f".into(),
+            ),
+            3,
+            vec![("comment".into(), "EICAR".into())],
+        );
+        (
+            ind,
+            Match {
+                indicator: 0,
+                start: 4,
+                end: 36,
+            },
+        )
+    }
+
+    #[test]
+    fn native_event_adds_the_original_line() {
+        let (ind, m) = example();
+        let line = b"md5=44D88612FEA8A8F36DE82E1278ABB02F \xff";
+        let ev = Event {
+            sighting: Sighting {
+                timestamp: "t",
+                input: "syslog",
+                line_number: 9,
+            },
+            original: line,
+            original_truncated: false,
+        };
+        let mut out = Vec::new();
+        write_native_event(&mut out, &ev, &ind, &m, &line[4..36]);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v["event"]["original"],
+            "md5=44D88612FEA8A8F36DE82E1278ABB02F \u{fffd}"
+        );
+        assert_eq!(v["indicator"]["comment"], "EICAR");
+        assert_eq!(v["line_number"], 9);
+        assert!(out.ends_with(b"}\n") && out.iter().filter(|&&b| b == b'\n').count() == 1);
+    }
+
+    #[test]
+    fn ecs_enrichment_shape() {
+        let (ind, m) = example();
+        let line = b"md5=44D88612FEA8A8F36DE82E1278ABB02F";
+        let ev = Event {
+            sighting: Sighting {
+                timestamp: "2026-11-22T00:00:00.000Z",
+                input: "syslog",
+                line_number: 9,
+            },
+            original: line,
+            original_truncated: true,
+        };
+        let mut out = Vec::new();
+        write_ecs(&mut out, &ev, &ind, &m, &line[4..36]);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["event"]["kind"], "enrichment");
+        let e = &v["threat"]["enrichments"][0];
+        assert_eq!(e["indicator"]["type"], "file");
+        assert_eq!(
+            e["indicator"]["file"]["hash"]["md5"],
+            "44d88612fea8a8f36de82e1278abb02f"
+        );
+        assert_eq!(e["indicator"]["provider"], "feed.txt");
+        assert_eq!(e["indicator"]["description"], "EICAR");
+        assert_eq!(e["matched"]["atomic"], "44D88612FEA8A8F36DE82E1278ABB02F");
+        assert_eq!(e["matched"]["field"], "message");
+        assert_eq!(e["matched"]["type"], "indicator_match_rule");
+        assert_eq!(v["iocd"]["original_truncated"], true);
+    }
+}

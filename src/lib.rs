@@ -1,15 +1,25 @@
 //! iocd: indicator-of-compromise matching.
 //!
-//! Data flows one way: [`feeds`] read indicator files into [`indicator`]s;
+//! Data flows one way. [`feeds`] read indicator files into [`indicator`]s;
 //! the [`engine`] is built from them and scans log lines; [`hit`] encodes
-//! what it finds; [`scan`] is the batch command that joins them.
+//! what it finds. [`scan`] is the batch command that joins them. The daemon
+//! ([`daemon`]) runs [`sources`] → [`pipeline`] → [`sinks`], with [`reload`]
+//! keeping the engine current, [`metrics`] beside them and [`config`]
+//! describing it all.
 
+pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod feeds;
 pub mod hit;
 pub mod indicator;
 pub mod load;
+pub mod metrics;
+pub mod pipeline;
+pub mod reload;
 pub mod scan;
+pub mod sinks;
+pub mod sources;
 
 pub use engine::{Engine, EngineOptions, Match, ScanState};
 pub use indicator::{Indicator, IndicatorType, Provenance};

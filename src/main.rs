@@ -1,5 +1,7 @@
 //! The `iocd` command line: maps subcommands to the library and errors to
-//! exit codes (0 done, 2 usage, 65 unreadable feed data, 66 unreadable input).
+//! exit codes (sysexits): 0 done, 2 usage, 65 unreadable feed data,
+//! 66 unreadable input, 70 drain timeout, 71 cannot open a socket or file,
+//! 78 bad configuration.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -7,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
+use iocd::config::{Config, LogFormat};
 use iocd::engine::{Engine, EngineOptions};
 use iocd::load::FeedSource;
 use iocd::scan::{scan_stream, ScanOptions, DEFAULT_MAX_LINE};
@@ -31,7 +34,22 @@ struct Cli {
 enum Command {
     /// Scan log files (or stdin) and write one JSON hit per line to stdout.
     Scan(ScanArgs),
+    /// Run the daemon: sources in, hits to sinks, feeds hot-reloaded.
+    Run(ConfigArgs),
+    /// Validate a configuration and load every feed, printing counts.
+    Check(ConfigArgs),
 }
+
+#[derive(clap::Args)]
+struct ConfigArgs {
+    /// TOML configuration; without it, stdin in, hits on stdout and the
+    /// built-in example feed.
+    #[arg(long, short = 'c', value_name = "FILE", env = "IOCD_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// Exit code for a configuration that cannot be used (EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
 
 #[derive(clap::Args)]
 struct ScanArgs {
@@ -62,6 +80,134 @@ struct ScanArgs {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Scan(args) => scan(args),
+        Command::Run(args) => run(args),
+        Command::Check(args) => check(args),
+    }
+}
+
+fn load_config(args: &ConfigArgs) -> Result<Config, ExitCode> {
+    match &args.config {
+        Some(path) => Config::load(path).map_err(|e| {
+            eprintln!("iocd: error: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }),
+        None => Ok(Config::embedded_default()),
+    }
+}
+
+fn init_logging(config: &Config) {
+    use tracing_subscriber::filter::LevelFilter;
+    let level = match config.log.level.as_str() {
+        "error" => LevelFilter::ERROR,
+        "warn" => LevelFilter::WARN,
+        "debug" => LevelFilter::DEBUG,
+        "trace" => LevelFilter::TRACE,
+        _ => LevelFilter::INFO,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_max_level(level)
+        .with_target(false);
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().with_current_span(false).try_init(),
+        LogFormat::Text => builder.with_ansi(false).try_init(),
+    };
+}
+
+fn run(args: ConfigArgs) -> ExitCode {
+    let config = match load_config(&args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("iocd-io")
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("iocd: error: cannot start the runtime: {e}");
+            return ExitCode::from(71);
+        }
+    };
+    runtime.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+            signal(SignalKind::user_defined1()),
+        ) else {
+            eprintln!("iocd: error: cannot install signal handlers");
+            return ExitCode::from(71);
+        };
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+        let (reopen_tx, reopen_rx) = tokio::sync::watch::channel(0u64);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    Some(()) = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading configuration and feeds");
+                        let _ = reload_tx.try_send(());
+                    }
+                    Some(()) = usr1.recv() => {
+                        tracing::info!("SIGUSR1: reopening hit files");
+                        reopen_tx.send_modify(|g| *g += 1);
+                    }
+                }
+            }
+        });
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM"),
+                _ = int.recv() => tracing::info!("SIGINT"),
+            }
+        };
+        let controls = iocd::daemon::Controls {
+            reload: reload_rx,
+            reopen: reopen_rx,
+        };
+        match iocd::daemon::run(config, args.config, controls, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "iocd stopped");
+                eprintln!("iocd: error: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        }
+    })
+}
+
+fn check(args: ConfigArgs) -> ExitCode {
+    let config = match load_config(&args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let stderr = &mut io::stderr().lock();
+    let t0 = Instant::now();
+    match iocd::reload::Loader::default().build(&config, true) {
+        Ok(built) => {
+            let _ = built.report.write(&mut io::stdout().lock());
+            for (feed, why) in &built.failures {
+                let _ = writeln!(stderr, "iocd: error: feed {feed}: {why}");
+            }
+            let _ = iocd::load::write_engine_summary(
+                &mut io::stdout().lock(),
+                built.engine.stats(),
+                t0.elapsed().as_secs_f64(),
+            );
+            if built.failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_DATAERR)
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(stderr, "iocd: error: {e}");
+            ExitCode::from(EXIT_DATAERR)
+        }
     }
 }
 

@@ -138,6 +138,10 @@ pub struct Feed {
     pub skipped: SkipLog,
     /// Warninglist rules, when `format` is [`Format::Warninglist`].
     pub warninglist: Option<warninglist::Warninglist>,
+    /// Why the file as a whole is not a usable feed (an HTML error page, a
+    /// warninglist that is not JSON, nothing but bad entries). A daemon keeps
+    /// the last good version of such a feed.
+    pub failure: Option<String>,
 }
 
 impl Feed {
@@ -217,16 +221,97 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Feed {
             }
         },
     };
+    let failure = if looks_like_html(text) {
+        Some("an HTML page, not a feed (a failed download?)".to_owned())
+    } else if format == Format::Warninglist && warninglist.is_none() {
+        parsed.skipped.examples.first().map(|e| e.reason.clone())
+    } else if parsed.indicators.is_empty() && parsed.skipped.count > 0 && warninglist.is_none() {
+        Some(format!(
+            "no usable entry ({} skipped)",
+            parsed.skipped.count
+        ))
+    } else {
+        None
+    };
+    let (indicators, mut skipped) = (parsed.indicators, parsed.skipped);
+    let indicators = if failure.is_some() && looks_like_html(text) {
+        skipped.push(1, "an HTML page, not a feed");
+        Vec::new()
+    } else {
+        indicators
+    };
     Feed {
         name: ctx.name,
         path: path.to_owned(),
         format,
-        indicators: parsed.indicators,
-        skipped: parsed.skipped,
+        indicators,
+        skipped,
         warninglist,
+        failure,
     }
 }
 
+/// An HTML page (what a failed feed download often leaves) is not a feed:
+/// read as a plain list, its lines would become `string` indicators.
+fn looks_like_html(text: &str) -> bool {
+    let head: String = text
+        .trim_start_matches('\u{feff}')
+        .trim_start()
+        .chars()
+        .take(15)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    head.starts_with("<!doctype html") || head.starts_with("<html")
+}
+
+/// The files a feed path stands for: the file itself, or every regular,
+/// non-hidden file of a directory (not recursing), in name order.
+///
+/// # Errors
+/// The path or directory cannot be read.
+pub fn list_files(path: &Path) -> Result<Vec<PathBuf>, FeedError> {
+    let err = |p: &Path, error| FeedError {
+        path: p.to_owned(),
+        error,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| err(path, e))?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(|e| err(path, e))? {
+        let entry = entry.map_err(|e| err(path, e))?;
+        let p = entry.path();
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if !hidden && std::fs::metadata(&p).map(|m| m.is_file()).unwrap_or(false) {
+            files.push(p);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The feed name of a file: its file name.
+pub fn feed_name(file: &Path) -> String {
+    file.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| file.display().to_string())
+}
+
+/// Reads a file as text (invalid UTF-8 replaced).
+///
+/// # Errors
+/// The file cannot be read.
+pub fn read_text(file: &Path) -> Result<String, FeedError> {
+    let bytes = std::fs::read(file).map_err(|error| FeedError {
+        path: file.to_owned(),
+        error,
+    })?;
+    Ok(match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
+}
 /// Reads a feed file, or every regular, non-hidden file of a directory (in
 /// name order, not recursing), each file a feed named after its file name.
 ///
@@ -234,37 +319,10 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Feed {
 /// When the path (or a file in the directory) cannot be read at all. Content
 /// problems are never errors: they are skipped entries.
 pub fn load_path(path: &Path) -> Result<Vec<Feed>, FeedError> {
-    let err = |p: &Path, error| FeedError {
-        path: p.to_owned(),
-        error,
-    };
-    let meta = std::fs::metadata(path).map_err(|e| err(path, e))?;
-    let files = if meta.is_dir() {
-        let mut files = Vec::new();
-        for entry in std::fs::read_dir(path).map_err(|e| err(path, e))? {
-            let entry = entry.map_err(|e| err(path, e))?;
-            let p = entry.path();
-            let hidden = entry.file_name().to_string_lossy().starts_with('.');
-            if !hidden && std::fs::metadata(&p).map(|m| m.is_file()).unwrap_or(false) {
-                files.push(p);
-            }
-        }
-        files.sort();
-        files
-    } else {
-        vec![path.to_owned()]
-    };
-    let mut feeds = Vec::with_capacity(files.len());
-    for file in files {
-        let bytes = std::fs::read(&file).map_err(|e| err(&file, e))?;
-        let text = String::from_utf8_lossy(&bytes);
-        let name = file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| file.display().to_string());
-        feeds.push(parse(&name, &file, &text));
-    }
-    Ok(feeds)
+    list_files(path)?
+        .into_iter()
+        .map(|file| Ok(parse(&feed_name(&file), &file, &read_text(&file)?)))
+        .collect()
 }
 
 /// Splits text into lines as `MATCHING.md` does for feeds: at `\n`, one

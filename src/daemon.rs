@@ -1,0 +1,217 @@
+//! `iocd run`: wires a [`Config`] into sources → pipeline → sinks, with the
+//! reloader and the admin endpoints beside them.
+//!
+//! [`run`] takes its shutdown as a future (mini-redis style), so tests and
+//! `main` drive it the same way. Shutdown drains: sources stop reading and
+//! send what they have, matchers finish the queue, sinks flush, then `run`
+//! returns. It also returns when every source has ended on its own (stdin
+//! at end of file).
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::metrics::{self, Metrics};
+use crate::pipeline;
+use crate::reload::{self, LoadError, Loader, Reloader};
+use crate::sinks;
+use crate::sources::{self, SourceContext};
+
+/// Why the daemon could not start or stop cleanly; each maps to an exit code.
+#[derive(Debug)]
+pub enum DaemonError {
+    /// Feed data unreadable at start, or an engine that cannot be built (65).
+    Feeds(String),
+    /// A socket, file or sink that cannot be opened (71, EX_OSERR).
+    Start(String),
+    /// Draining took longer than the grace period (70, EX_SOFTWARE).
+    DrainTimeout(u64),
+}
+
+impl std::fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DaemonError::Feeds(e) | DaemonError::Start(e) => f.write_str(e),
+            DaemonError::DrainTimeout(s) => write!(
+                f,
+                "draining took longer than the {s} s grace period; hits may be lost"
+            ),
+        }
+    }
+}
+
+impl DaemonError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DaemonError::Feeds(_) => 65,
+            DaemonError::Start(_) => 71,
+            DaemonError::DrainTimeout(_) => 70,
+        }
+    }
+}
+
+/// Signals other than shutdown: SIGHUP reloads, SIGUSR1 reopens file sinks.
+pub struct Controls {
+    pub reload: mpsc::Receiver<()>,
+    pub reopen: watch::Receiver<u64>,
+}
+
+/// Runs the daemon until `shutdown` resolves (then drains) or every source ends.
+///
+/// # Errors
+/// See [`DaemonError`].
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    controls: Controls,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let metrics = Metrics::new();
+    let mut loader = Loader::default();
+    let built = {
+        let config = config.clone();
+        let r =
+            tokio::task::spawn_blocking(move || loader.build(&config, true).map(|b| (b, loader)))
+                .await
+                .expect("loader thread");
+        r.map_err(|e| match e {
+            LoadError::Unreadable(e) => DaemonError::Feeds(e.to_string()),
+            LoadError::Build(e) => DaemonError::Feeds(e.to_string()),
+        })?
+    };
+    let (built, loader) = built;
+    reload::publish(&metrics, &built);
+    let stats = built.engine.stats().clone();
+    tracing::info!(
+        indicators = stats.indicators,
+        duplicates = stats.duplicates,
+        seconds = built.seconds,
+        "engine built"
+    );
+    let engine = Arc::new(ArcSwap::from_pointee(built.engine));
+    metrics.engine_ready.store(true, Ordering::Release);
+    metrics.last_reload_success.set(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64(),
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    // Sinks first, so nothing is read before there is somewhere to write it.
+    let mut sink_senders = Vec::new();
+    let mut sink_tasks = Vec::new();
+    for (name, sc) in &config.sinks {
+        let (tx, task) = sinks::start(name, sc, metrics.clone(), controls.reopen.clone())
+            .await
+            .map_err(|e| DaemonError::Start(format!("sinks.{name}: {e}")))?;
+        sink_senders.push(tx);
+        sink_tasks.push(task);
+    }
+    let formats = sinks::formats(config.sinks.values());
+    let (queue, hits, matchers) =
+        pipeline::start_matchers(engine.clone(), &config.engine, formats, metrics.clone());
+    let dispatcher = tokio::spawn(pipeline::dispatch(hits, sink_senders));
+
+    let admin = match &config.metrics {
+        Some(m) => {
+            let listener = tokio::net::TcpListener::bind(m.address)
+                .await
+                .map_err(|e| DaemonError::Start(format!("metrics.address {}: {e}", m.address)))?;
+            tracing::info!(address = %m.address, "serving /metrics, /live, /ready");
+            Some(tokio::spawn(metrics::serve(
+                listener,
+                metrics.clone(),
+                stop_rx.clone(),
+            )))
+        }
+        None => None,
+    };
+
+    let ctx = SourceContext {
+        queue,
+        engine: config.engine.clone(),
+        metrics: metrics.clone(),
+        shutdown: stop_rx.clone(),
+        state_dir: config.state_dir.clone(),
+    };
+    let mut source_tasks = Vec::new();
+    for (name, sc) in &config.sources {
+        match sources::start(name, sc, ctx.clone()).await {
+            Ok(task) => source_tasks.push(task),
+            Err(e) => {
+                let _ = stop_tx.send(true);
+                return Err(DaemonError::Start(format!("sources.{name}: {e}")));
+            }
+        }
+    }
+    drop(ctx); // the queue closes when the last source ends
+
+    let grace = config.shutdown_grace_secs;
+    let reloader = Reloader {
+        config,
+        config_path,
+        loader,
+        engine,
+        metrics: metrics.clone(),
+    };
+    let reload_task = tokio::spawn(reloader.run(controls.reload, stop_rx.clone()));
+    tracing::info!(sources = source_tasks.len(), "iocd running");
+
+    let all_sources = futures_all(source_tasks);
+    tokio::pin!(all_sources);
+    let sources_ended = tokio::select! {
+        _ = shutdown => {
+            tracing::info!("shutting down: draining");
+            false
+        }
+        _ = &mut all_sources => {
+            tracing::info!("every source has ended: draining");
+            true
+        }
+    };
+    let _ = stop_tx.send(true);
+    let drain = async {
+        if !sources_ended {
+            all_sources.await;
+        }
+        // Sources are done and the queue is closed: matchers finish what is queued.
+        tokio::task::spawn_blocking(move || {
+            matchers
+                .into_iter()
+                .for_each(|m| m.join().expect("matcher thread panicked"))
+        })
+        .await
+        .expect("joining matchers");
+        let _ = dispatcher.await;
+        for t in sink_tasks {
+            let _ = t.await;
+        }
+    };
+    let drained = tokio::time::timeout(Duration::from_secs(grace), drain).await;
+    reload_task.abort();
+    if let Some(a) = admin {
+        a.abort();
+    }
+    match drained {
+        Ok(()) => {
+            tracing::info!("drained; exiting");
+            Ok(())
+        }
+        Err(_) => Err(DaemonError::DrainTimeout(grace)),
+    }
+}
+
+/// Resolves when every task has finished.
+async fn futures_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
+    }
+}

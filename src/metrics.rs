@@ -1,0 +1,324 @@
+//! Prometheus metrics and the admin endpoints `/metrics`, `/live`, `/ready`.
+//!
+//! Names carry the `iocd_` prefix and base units; counters end in `_total`.
+//! Labels are component names (sources, sinks, feeds), reasons and
+//! indicator types, never indicator values or log content.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+pub struct Metrics {
+    registry: Registry,
+    pub lines_received: IntCounterVec,
+    pub bytes_received: IntCounterVec,
+    pub lines_dropped: IntCounterVec,
+    pub lines_truncated: IntCounterVec,
+    pub lines_scanned: IntCounter,
+    pub hits: IntCounterVec,
+    pub indicators_loaded: IntGaugeVec,
+    pub feed_failures: IntCounterVec,
+    pub reloads: IntCounterVec,
+    pub reload_duration: Histogram,
+    pub last_reload_success: Gauge,
+    pub engine_build: Gauge,
+    pub match_latency: Histogram,
+    pub sink_sent: IntCounterVec,
+    pub sink_failed: IntCounterVec,
+    pub sink_retried: IntCounterVec,
+    pub queue_depth: IntGauge,
+    pub connections_open: IntGaugeVec,
+    pub connections_rejected: IntCounterVec,
+    sink_up: GaugeVec,
+    /// Time a matcher thread spends scanning one batch.
+    pub batch_scan: Histogram,
+    /// Set when the first engine is built.
+    pub engine_ready: AtomicBool,
+    /// Each sink's last known state, for readiness.
+    sinks: Mutex<BTreeMap<String, bool>>,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let r = Registry::new();
+        let latency = prometheus::exponential_buckets(0.000_05, 2.0, 18).expect("buckets");
+        let m = Metrics {
+            lines_received: counter(
+                &r,
+                "iocd_source_lines_received_total",
+                "Lines received, by source.",
+                &["source"],
+            ),
+            bytes_received: counter(
+                &r,
+                "iocd_source_bytes_received_total",
+                "Bytes received, by source.",
+                &["source"],
+            ),
+            lines_dropped: counter(
+                &r,
+                "iocd_lines_dropped_total",
+                "Lines not scanned, by source and reason.",
+                &["source", "reason"],
+            ),
+            lines_truncated: counter(
+                &r,
+                "iocd_lines_truncated_total",
+                "Lines scanned only up to the maximum length, by source.",
+                &["source"],
+            ),
+            lines_scanned: {
+                let c = IntCounter::new(
+                    "iocd_lines_scanned_total",
+                    "Lines scanned against the indicators.",
+                )
+                .expect("valid");
+                r.register(Box::new(c.clone())).expect("unique");
+                c
+            },
+            hits: counter(
+                &r,
+                "iocd_hits_total",
+                "Hits, by indicator type and feed.",
+                &["type", "feed"],
+            ),
+            indicators_loaded: gauge_vec(
+                &r,
+                "iocd_indicators_loaded",
+                "Indicators in the active engine, by feed and type.",
+                &["feed", "type"],
+            ),
+            feed_failures: counter(
+                &r,
+                "iocd_feed_failures_total",
+                "Feed loads that failed (last good indicators kept), by feed.",
+                &["feed"],
+            ),
+            reloads: counter(
+                &r,
+                "iocd_reloads_total",
+                "Engine reloads, by result.",
+                &["result"],
+            ),
+            reload_duration: histogram(
+                &r,
+                "iocd_reload_duration_seconds",
+                "Time to load feeds and build a new engine.",
+                prometheus::exponential_buckets(0.001, 2.0, 16).expect("buckets"),
+            ),
+            last_reload_success: {
+                let g = Gauge::new(
+                    "iocd_last_successful_reload_timestamp_seconds",
+                    "Unix time of the last successful reload.",
+                )
+                .expect("valid");
+                r.register(Box::new(g.clone())).expect("unique");
+                g
+            },
+            engine_build: {
+                let g = Gauge::new(
+                    "iocd_engine_build_seconds",
+                    "Time the active engine took to build.",
+                )
+                .expect("valid");
+                r.register(Box::new(g.clone())).expect("unique");
+                g
+            },
+            match_latency: histogram(
+                &r,
+                "iocd_match_latency_seconds",
+                "Time from a batch of lines being read to its hits being encoded.",
+                latency,
+            ),
+            sink_sent: counter(
+                &r,
+                "iocd_sink_events_sent_total",
+                "Hits written, by sink.",
+                &["sink"],
+            ),
+            sink_failed: counter(
+                &r,
+                "iocd_sink_events_failed_total",
+                "Hits a sink could not deliver and gave up on, by sink.",
+                &["sink"],
+            ),
+            sink_retried: counter(
+                &r,
+                "iocd_sink_requests_retried_total",
+                "Sink requests retried, by sink.",
+                &["sink"],
+            ),
+            queue_depth: {
+                let g = IntGauge::new(
+                    "iocd_queue_batches",
+                    "Batches of lines waiting for a matcher thread.",
+                )
+                .expect("valid");
+                r.register(Box::new(g.clone())).expect("unique");
+                g
+            },
+            connections_open: gauge_vec(
+                &r,
+                "iocd_source_connections",
+                "Open connections, by source.",
+                &["source"],
+            ),
+            connections_rejected: counter(
+                &r,
+                "iocd_source_connections_rejected_total",
+                "Connections refused at the limit, by source.",
+                &["source"],
+            ),
+            sink_up: {
+                let g = GaugeVec::new(
+                    Opts::new("iocd_sink_up", "1 when the sink's last write succeeded."),
+                    &["sink"],
+                )
+                .expect("valid");
+                r.register(Box::new(g.clone())).expect("unique");
+                g
+            },
+            batch_scan: histogram(
+                &r,
+                "iocd_batch_scan_seconds",
+                "Time to scan one batch of lines.",
+                prometheus::exponential_buckets(0.000_01, 2.0, 18).expect("buckets"),
+            ),
+            engine_ready: AtomicBool::new(false),
+            sinks: Mutex::new(BTreeMap::new()),
+            registry: r,
+        };
+        let info = IntGaugeVec::new(
+            Opts::new("iocd_build_info", "Build information; the value is 1."),
+            &["version"],
+        )
+        .expect("valid");
+        m.registry.register(Box::new(info.clone())).expect("unique");
+        info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        Arc::new(m)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding metrics");
+        out
+    }
+
+    /// Records whether a sink can write (opened its file, last request succeeded).
+    pub fn set_sink_up(&self, sink: &str, up: bool) {
+        self.sink_up
+            .with_label_values(&[sink])
+            .set(if up { 1.0 } else { 0.0 });
+        self.sinks
+            .lock()
+            .expect("sink states")
+            .insert(sink.to_owned(), up);
+    }
+
+    /// Ready: the first engine is built and every sink is up.
+    pub fn ready(&self) -> bool {
+        let sinks_up = self
+            .sinks
+            .lock()
+            .expect("sink states")
+            .values()
+            .all(|&up| up);
+        self.engine_ready.load(Ordering::Acquire) && sinks_up
+    }
+}
+
+/// Serves `/metrics`, `/live` and `/ready` until `shutdown` turns true.
+/// A tiny HTTP/1.1 responder: one request per connection, GET only.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let (mut conn, _) = tokio::select! {
+            r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
+            _ = shutdown.changed() => return,
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut req = Vec::with_capacity(1024);
+            let mut buf = [0u8; 1024];
+            // Read the request head (bounded), with a deadline so an idle client cannot hold a task.
+            let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return false,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                true
+            })
+            .await;
+            if !matches!(read, Ok(true)) {
+                return;
+            }
+            let line = req.split(|&b| b == b'\r').next().unwrap_or_default();
+            let mut parts = line.split(|&b| b == b' ');
+            let (method, path) = (
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+            );
+            let path = path.split(|&b| b == b'?').next().unwrap_or_default();
+            let (status, ctype, body): (&str, &str, Vec<u8>) = match (method, path) {
+                (b"GET", b"/metrics") => (
+                    "200 OK",
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    metrics.render(),
+                ),
+                (b"GET", b"/live") => ("200 OK", "text/plain", b"live\n".to_vec()),
+                (b"GET", b"/ready") if metrics.ready() => {
+                    ("200 OK", "text/plain", b"ready\n".to_vec())
+                }
+                (b"GET", b"/ready") => (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    b"not ready\n".to_vec(),
+                ),
+                (b"GET", _) => ("404 Not Found", "text/plain", b"not found\n".to_vec()),
+                _ => (
+                    "405 Method Not Allowed",
+                    "text/plain",
+                    b"GET only\n".to_vec(),
+                ),
+            };
+            let head = format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = conn.write_all(head.as_bytes()).await;
+            let _ = conn.write_all(&body).await;
+            let _ = conn.shutdown().await;
+        });
+    }
+}

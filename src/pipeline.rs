@@ -1,0 +1,446 @@
+//! Sources → bounded queue → matcher threads → sinks.
+//!
+//! Sources are tokio tasks that cut bytes into lines ([`LineBatcher`]) and
+//! send [`Batch`]es into one bounded queue; when it is full they wait, so
+//! backpressure reaches the socket or file. Matcher threads (plain OS
+//! threads, off the runtime) take a batch, load the current engine once for
+//! the whole batch (so a reload swaps between batches: no line is scanned
+//! twice or skipped), scan, and encode hits in every format a sink needs.
+//! A dispatcher hands each [`HitBatch`] to every sink. A batch's [`Ack`]
+//! fires when the last sink has written its hits, which is when a file
+//! source may commit the offset of those lines (at-least-once).
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{EngineConfig, HitFormat, Oversize};
+use crate::engine::{Engine, ScanState};
+use crate::hit::{self, Event, Sighting};
+use crate::metrics::Metrics;
+
+/// Fires (by being dropped) when a batch's hits are all written.
+pub struct Ack(Option<oneshot::Sender<()>>);
+
+impl Ack {
+    pub fn new() -> (Ack, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (Ack(Some(tx)), rx)
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Lines from one input, in order.
+pub struct Batch {
+    /// The source's name (`input` in hits).
+    pub input: Arc<str>,
+    /// Number of the first line within its input stream (from 1).
+    pub first_line: u64,
+    pub data: Vec<u8>,
+    /// End offset in `data` of each line (lines hold no terminator).
+    pub ends: Vec<u32>,
+    /// Lines cut to the maximum length, by index.
+    pub truncated: Vec<u32>,
+    pub read_at: Instant,
+    pub ack: Option<Ack>,
+}
+
+/// Encoded hits of one batch, in each format some sink wants.
+pub struct HitBatch {
+    pub native: Vec<u8>,
+    pub ecs: Vec<u8>,
+    pub hits: usize,
+    _ack: Option<Ack>,
+}
+
+impl HitBatch {
+    /// The JSON lines for `format`.
+    pub fn lines(&self, format: HitFormat) -> &[u8] {
+        match format {
+            HitFormat::Native => &self.native,
+            HitFormat::Ecs => &self.ecs,
+        }
+    }
+}
+
+/// Cuts a byte stream (or datagrams, or framed messages) into lines and
+/// batches them for one input, applying the maximum line length.
+pub struct LineBatcher {
+    input: Arc<str>,
+    next_line: u64,
+    batch_lines: usize,
+    max_line: usize,
+    oversize: Oversize,
+    /// An incomplete line carried between reads (at most `max_line` bytes kept).
+    partial: Vec<u8>,
+    partial_overflow: bool,
+    carried: u64,
+    current: Option<Batch>,
+    metrics: Arc<Metrics>,
+    bytes: prometheus::IntCounter,
+    received: prometheus::IntCounter,
+    truncated: prometheus::IntCounter,
+    dropped_oversize: prometheus::IntCounter,
+}
+
+impl LineBatcher {
+    pub fn new(input: Arc<str>, engine: &EngineConfig, metrics: Arc<Metrics>) -> LineBatcher {
+        let name: &str = &input;
+        LineBatcher {
+            bytes: metrics.bytes_received.with_label_values(&[name]),
+            received: metrics.lines_received.with_label_values(&[name]),
+            truncated: metrics.lines_truncated.with_label_values(&[name]),
+            dropped_oversize: metrics.lines_dropped.with_label_values(&[name, "oversize"]),
+            next_line: 1,
+            batch_lines: engine.batch_lines,
+            max_line: engine.max_line_bytes,
+            oversize: engine.oversize,
+            partial: Vec::new(),
+            partial_overflow: false,
+            carried: 0,
+            current: None,
+            metrics,
+            input,
+        }
+    }
+
+    /// Bytes of a stream: complete lines are batched, the rest is carried.
+    pub fn push_bytes(&mut self, mut data: &[u8]) {
+        self.bytes.inc_by(data.len() as u64);
+        while let Some(nl) = memchr::memchr(b'\n', data) {
+            if self.partial.is_empty() && !self.partial_overflow {
+                self.line(&data[..nl], false);
+            } else {
+                self.extend_partial(&data[..nl]);
+                let p = std::mem::take(&mut self.partial);
+                let overflow = std::mem::replace(&mut self.partial_overflow, false);
+                self.line(&p, overflow);
+                self.partial = p;
+                self.partial.clear();
+            }
+            data = &data[nl + 1..];
+            self.carried = 0;
+        }
+        self.carried += data.len() as u64;
+        self.extend_partial(data);
+    }
+
+    fn extend_partial(&mut self, data: &[u8]) {
+        let room = self.max_line.saturating_sub(self.partial.len());
+        if data.len() > room {
+            self.partial_overflow = true;
+        }
+        self.partial
+            .extend_from_slice(&data[..data.len().min(room)]);
+    }
+
+    /// One complete line (a datagram piece or a framed message).
+    pub fn push_line(&mut self, line: &[u8]) {
+        self.bytes.inc_by(line.len() as u64 + 1);
+        self.line(line, false);
+    }
+
+    /// Counts bytes that arrive as framing around [`Self::push_line`] lines.
+    pub fn count_bytes(&mut self, n: usize) {
+        self.bytes.inc_by(n as u64);
+    }
+
+    fn line(&mut self, line: &[u8], already_cut: bool) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        self.received.inc();
+        let number = self.next_line;
+        self.next_line += 1;
+        let cut = already_cut || line.len() > self.max_line;
+        if cut && self.oversize == Oversize::Drop {
+            self.dropped_oversize.inc();
+            return;
+        }
+        let line = &line[..line.len().min(self.max_line)];
+        let b = self.current.get_or_insert_with(|| Batch {
+            input: self.input.clone(),
+            first_line: number,
+            data: Vec::with_capacity(16 * 1024),
+            ends: Vec::with_capacity(self.batch_lines),
+            truncated: Vec::new(),
+            read_at: Instant::now(),
+            ack: None,
+        });
+        // Dropped lines still take a number; a batch's numbers stay contiguous
+        // because a drop inside a batch is recorded as an empty, unscanned slot.
+        while b.first_line + (b.ends.len() as u64) < number {
+            b.ends.push(b.data.len() as u32);
+        }
+        if cut {
+            self.truncated.inc();
+            b.truncated.push(b.ends.len() as u32);
+        }
+        b.data.extend_from_slice(line);
+        b.ends.push(b.data.len() as u32);
+    }
+
+    /// Bytes read since the last newline (an incomplete line being carried),
+    /// counting any part beyond the maximum length that was not kept.
+    pub fn carried_bytes(&self) -> u64 {
+        self.carried
+    }
+
+    /// True when the batch in progress should be sent before reading more.
+    pub fn is_full(&self) -> bool {
+        self.current
+            .as_ref()
+            .is_some_and(|b| b.ends.len() >= self.batch_lines || b.data.len() >= 1 << 20)
+    }
+
+    /// The batch in progress, if it holds any line.
+    pub fn take(&mut self) -> Option<Batch> {
+        self.current.take()
+    }
+
+    /// End of input: a final line without newline is a line too.
+    pub fn finish(&mut self) -> Option<Batch> {
+        if !self.partial.is_empty() || self.partial_overflow {
+            let p = std::mem::take(&mut self.partial);
+            let overflow = std::mem::replace(&mut self.partial_overflow, false);
+            self.line(&p, overflow);
+        }
+        self.carried = 0;
+        self.take()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+}
+
+/// The sending side of the line queue, shared by every source.
+#[derive(Clone)]
+pub struct LineQueue {
+    tx: mpsc::Sender<Batch>,
+    metrics: Arc<Metrics>,
+}
+
+impl LineQueue {
+    /// Sends a batch, waiting while the queue is full (backpressure).
+    /// Returns false when the pipeline has shut down.
+    pub async fn send(&self, batch: Batch) -> bool {
+        self.metrics.queue_depth.inc();
+        let ok = self.tx.send(batch).await.is_ok();
+        if !ok {
+            self.metrics.queue_depth.dec();
+        }
+        ok
+    }
+
+    /// Sends without waiting (for sources that cannot push back, like UDP).
+    /// When the queue is full the batch is dropped and the number of its
+    /// lines returned, for the caller to count.
+    pub fn try_send(&self, batch: Batch) -> Result<(), usize> {
+        match self.tx.try_send(batch) {
+            Ok(()) => {
+                self.metrics.queue_depth.inc();
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b)) => {
+                Err(b.ends.len())
+            }
+        }
+    }
+
+    /// Sends the batch in progress, if any.
+    pub async fn flush(&self, batcher: &mut LineBatcher) -> bool {
+        match batcher.take() {
+            Some(b) => self.send(b).await,
+            None => true,
+        }
+    }
+}
+
+/// Which encodings the configured sinks need.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Formats {
+    pub native: bool,
+    pub ecs: bool,
+}
+
+/// Starts the matcher threads. Returns the queue sources send to, the
+/// channel of hit batches for the dispatcher, and the threads to join.
+pub fn start_matchers(
+    engine: Arc<ArcSwap<Engine>>,
+    config: &EngineConfig,
+    formats: Formats,
+    metrics: Arc<Metrics>,
+) -> (
+    LineQueue,
+    mpsc::Receiver<HitBatch>,
+    Vec<std::thread::JoinHandle<()>>,
+) {
+    let (tx, rx) = mpsc::channel::<Batch>(config.queue_batches);
+    let (hits_tx, hits_rx) = mpsc::channel::<HitBatch>(config.queue_batches);
+    let rx = Arc::new(Mutex::new(rx));
+    let threads = config
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let original_max = config.original_max_bytes;
+    let handles = (0..threads)
+        .map(|i| {
+            let (rx, hits_tx, engine, metrics) =
+                (rx.clone(), hits_tx.clone(), engine.clone(), metrics.clone());
+            std::thread::Builder::new()
+                .name(format!("iocd-match-{i}"))
+                .spawn(move || matcher(&engine, &rx, &hits_tx, &metrics, formats, original_max))
+                .expect("spawning a matcher thread")
+        })
+        .collect();
+    (LineQueue { tx, metrics }, hits_rx, handles)
+}
+
+fn matcher(
+    engine: &ArcSwap<Engine>,
+    rx: &Mutex<mpsc::Receiver<Batch>>,
+    hits_tx: &mpsc::Sender<HitBatch>,
+    metrics: &Metrics,
+    formats: Formats,
+    original_max: usize,
+) {
+    let mut st = ScanState::new();
+    loop {
+        // Holding the lock while waiting is fine: whoever holds it takes the next batch.
+        let Some(mut batch) = rx.lock().expect("line queue").blocking_recv() else {
+            return;
+        };
+        metrics.queue_depth.dec();
+        let started = Instant::now();
+        let engine = engine.load_full();
+        let mut out = HitBatch {
+            native: Vec::new(),
+            ecs: Vec::new(),
+            hits: 0,
+            _ack: batch.ack.take(),
+        };
+        let mut timestamp: Option<String> = None;
+        let mut start = 0usize;
+        let mut truncated = batch.truncated.iter().peekable();
+        for (i, &end) in batch.ends.iter().enumerate() {
+            let line = &batch.data[start..end as usize];
+            start = end as usize;
+            let cut = truncated.next_if(|&&t| t as usize == i).is_some();
+            for m in engine.scan(line, &mut st) {
+                let ind = engine.indicator(m.indicator);
+                let ts = timestamp.get_or_insert_with(hit::now_rfc3339);
+                let original = &line[..line.len().min(original_max)];
+                let ev = Event {
+                    sighting: Sighting {
+                        timestamp: ts,
+                        input: &batch.input,
+                        line_number: batch.first_line + i as u64,
+                    },
+                    original,
+                    original_truncated: cut || original.len() < line.len(),
+                };
+                let matched = &line[m.start as usize..m.end as usize];
+                if formats.native {
+                    hit::write_native_event(&mut out.native, &ev, ind, m, matched);
+                }
+                if formats.ecs {
+                    hit::write_ecs(&mut out.ecs, &ev, ind, m, matched);
+                }
+                out.hits += 1;
+                metrics
+                    .hits
+                    .with_label_values(&[ind.kind.as_str(), &ind.provenance.feed])
+                    .inc();
+            }
+        }
+        metrics.lines_scanned.inc_by(batch.ends.len() as u64);
+        metrics.batch_scan.observe(started.elapsed().as_secs_f64());
+        metrics
+            .match_latency
+            .observe(batch.read_at.elapsed().as_secs_f64());
+        // A batch without hits needs no sink: dropping it fires its ack.
+        if out.hits > 0 && hits_tx.blocking_send(out).is_err() {
+            return;
+        }
+    }
+}
+
+/// Hands every hit batch to every sink (each through its own bounded
+/// channel, so a slow sink pushes back on the matchers).
+pub async fn dispatch(mut hits: mpsc::Receiver<HitBatch>, sinks: Vec<mpsc::Sender<Arc<HitBatch>>>) {
+    while let Some(batch) = hits.recv().await {
+        let batch = Arc::new(batch);
+        for s in &sinks {
+            let _ = s.send(batch.clone()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batcher(max: usize, oversize: Oversize) -> LineBatcher {
+        let cfg = EngineConfig {
+            max_line_bytes: max,
+            oversize,
+            ..EngineConfig::default()
+        };
+        LineBatcher::new(Arc::from("t"), &cfg, Metrics::new())
+    }
+
+    fn lines(b: &Batch) -> Vec<&[u8]> {
+        let mut start = 0;
+        b.ends
+            .iter()
+            .map(|&e| {
+                let l = &b.data[start..e as usize];
+                start = e as usize;
+                l
+            })
+            .collect()
+    }
+
+    #[test]
+    fn stream_lines_across_reads() {
+        let mut b = batcher(100, Oversize::Truncate);
+        b.push_bytes(b"one\r\ntw");
+        b.push_bytes(b"o\nthree\n\nfo");
+        let batch = b.finish().unwrap();
+        assert_eq!(lines(&batch), [&b"one"[..], b"two", b"three", b"", b"fo"]);
+        assert_eq!(batch.first_line, 1);
+    }
+
+    #[test]
+    fn long_lines_truncated_or_dropped() {
+        let mut b = batcher(4, Oversize::Truncate);
+        b.push_bytes(b"abcdefgh\nij");
+        b.push_bytes(b"klmnop\nqr\n");
+        let batch = b.take().unwrap();
+        assert_eq!(lines(&batch), [&b"abcd"[..], b"ijkl", b"qr"]);
+        assert_eq!(batch.truncated, [0, 1]);
+
+        let mut b = batcher(4, Oversize::Drop);
+        b.push_bytes(b"ok\nabcdefgh\nyes\n");
+        let batch = b.take().unwrap();
+        // The dropped line keeps its number: line 3 is still line 3.
+        assert_eq!(lines(&batch), [&b"ok"[..], b"", b"yes"]);
+        assert_eq!(batch.first_line, 1);
+    }
+
+    #[test]
+    fn numbering_continues_across_batches() {
+        let mut b = batcher(100, Oversize::Truncate);
+        b.push_bytes(b"a\nb\n");
+        assert_eq!(b.take().unwrap().first_line, 1);
+        b.push_line(b"c");
+        assert_eq!(b.take().unwrap().first_line, 3);
+    }
+}

@@ -1,0 +1,361 @@
+//! Keeping the engine current: feeds are watched (notify, on their
+//! directories, so editors that write by rename and Kubernetes ConfigMap
+//! `..data` symlink swaps are seen), reloaded on SIGHUP and on an interval;
+//! a new engine is built off the hot path and swapped in atomically.
+//!
+//! A feed file that cannot be read or is not a usable feed (see
+//! [`crate::feeds::Feed::failure`]) keeps its last good content: the reload
+//! goes on with it, and the failure is counted and logged.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{Config, FeedConfig};
+use crate::engine::{Engine, EngineOptions};
+use crate::feeds::allowlist::Allowlist;
+use crate::feeds::{self, Feed, FeedError};
+use crate::indicator::{Indicator, IndicatorType};
+use crate::load::{FeedSummary, LoadReport, EXAMPLE_FEED};
+use crate::metrics::Metrics;
+
+/// Loads feeds with memory of each file's last good text.
+#[derive(Default)]
+pub struct Loader {
+    last_good: HashMap<PathBuf, Arc<str>>,
+}
+
+/// Why loading cannot produce an engine at all.
+#[derive(Debug)]
+pub enum LoadError {
+    /// A feed path unreadable and never loaded before (exit 65 at start).
+    Unreadable(FeedError),
+    Build(crate::engine::BuildError),
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Unreadable(e) => e.fmt(f),
+            LoadError::Build(e) => e.fmt(f),
+        }
+    }
+}
+
+/// A built engine and what went into it.
+pub struct Built {
+    pub engine: Engine,
+    pub report: LoadReport,
+    /// Feeds that kept their last good content (or were left out): (feed, why).
+    pub failures: Vec<(String, String)>,
+    pub seconds: f64,
+}
+
+impl Loader {
+    /// Reads every feed and allowlist of `config` and builds an engine. At
+    /// `startup` an unreadable feed is an error; later it keeps its last good
+    /// content, or is left out, and is reported in [`Built::failures`].
+    ///
+    /// # Errors
+    /// At startup, a feed that cannot be read; always, an engine that cannot
+    /// be built.
+    pub fn build(&mut self, config: &Config, startup: bool) -> Result<Built, LoadError> {
+        let started = Instant::now();
+        let mut failures = Vec::new();
+        let mut feeds = Vec::new();
+        if config.example_feed {
+            let (name, text) = EXAMPLE_FEED;
+            feeds.push(feeds::parse(name, Path::new(name), text));
+        }
+        for fc in config.feeds.values() {
+            feeds.extend(self.read(fc, startup, &mut failures)?);
+        }
+        let mut allow_feeds = Vec::new();
+        for fc in config.allowlists.values() {
+            allow_feeds.extend(self.read(fc, startup, &mut failures)?);
+        }
+        let allow = Allowlist::new(&allow_feeds);
+        let mut indicators: Vec<Indicator> = Vec::new();
+        let mut summaries = Vec::new();
+        let mut removed = vec![0; allow.names().len()];
+        for mut feed in feeds {
+            for (t, r) in removed.iter_mut().zip(allow.apply(&mut feed.indicators)) {
+                *t += r;
+            }
+            summaries.push(FeedSummary {
+                by_type: feed.counts_by_type(),
+                name: feed.name,
+                path: feed.path,
+                format: feed.format,
+                skipped: feed.skipped,
+            });
+            indicators.append(&mut feed.indicators);
+        }
+        let allowlists = allow
+            .names()
+            .iter()
+            .cloned()
+            .zip(removed)
+            .zip(allow.skipped.iter().cloned())
+            .map(|((n, r), s)| (n, r, s))
+            .collect();
+        let options = EngineOptions {
+            bloom_min_keys: config.engine.bloom_min_keys,
+        };
+        let engine = Engine::build(indicators, &options).map_err(LoadError::Build)?;
+        Ok(Built {
+            engine,
+            report: LoadReport {
+                feeds: summaries,
+                allowlists,
+            },
+            failures,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// The feeds of one configured path, each file falling back to its last
+    /// good text when it cannot be read or is not a usable feed.
+    fn read(
+        &mut self,
+        fc: &FeedConfig,
+        startup: bool,
+        failures: &mut Vec<(String, String)>,
+    ) -> Result<Vec<Feed>, LoadError> {
+        let files = match feeds::list_files(&fc.path) {
+            Ok(files) => files,
+            Err(e) => {
+                // The directory (or file) is gone: keep every file we had from it.
+                let kept: Vec<PathBuf> = self
+                    .last_good
+                    .keys()
+                    .filter(|p| *p == &fc.path || p.starts_with(&fc.path))
+                    .cloned()
+                    .collect();
+                if kept.is_empty() && startup {
+                    return Err(LoadError::Unreadable(e));
+                }
+                failures.push((fc.path.display().to_string(), e.to_string()));
+                kept
+            }
+        };
+        let mut out = Vec::with_capacity(files.len());
+        for file in files {
+            let name = feeds::feed_name(&file);
+            let fresh = feeds::read_text(&file).map(|text| {
+                let feed = feeds::parse(&name, &file, &text);
+                (feed, text)
+            });
+            match fresh {
+                Ok((feed, text)) if feed.failure.is_none() => {
+                    self.last_good.insert(file.clone(), Arc::from(text));
+                    out.push(feed);
+                }
+                other => {
+                    let why = match &other {
+                        Ok((feed, _)) => feed.failure.clone().unwrap_or_default(),
+                        Err(e) => e.to_string(),
+                    };
+                    match self.last_good.get(&file) {
+                        Some(text) => {
+                            failures.push((
+                                name.clone(),
+                                format!("{why}; keeping its last good content"),
+                            ));
+                            out.push(feeds::parse(&name, &file, text));
+                        }
+                        None => match other {
+                            // At start an unreadable feed is an error the operator must see (exit 65).
+                            Err(e) if startup => return Err(LoadError::Unreadable(e)),
+                            Err(_) => failures
+                                .push((name.clone(), format!("{why}; no earlier content to keep"))),
+                            Ok((feed, _)) => {
+                                failures.push((
+                                    name.clone(),
+                                    format!("{why}; no earlier content to keep"),
+                                ));
+                                out.push(feed); // its skip log still reaches the report
+                            }
+                        },
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Publishes a built engine's indicator counts and build time.
+pub fn publish(metrics: &Metrics, built: &Built) {
+    metrics.indicators_loaded.reset();
+    for f in &built.report.feeds {
+        for (t, n) in IndicatorType::ALL.iter().zip(f.by_type) {
+            if n > 0 {
+                metrics
+                    .indicators_loaded
+                    .with_label_values(&[&f.name, t.as_str()])
+                    .add(n as i64);
+            }
+        }
+    }
+    for (feed, why) in &built.failures {
+        metrics.feed_failures.with_label_values(&[feed]).inc();
+        tracing::error!(feed = %feed, reason = %why, "feed failed to load");
+    }
+    metrics.engine_build.set(built.seconds);
+}
+
+/// The directories to watch for the configured feeds and allowlists.
+pub fn watch_dirs(config: &Config) -> BTreeSet<PathBuf> {
+    config
+        .feeds
+        .values()
+        .chain(config.allowlists.values())
+        .map(|fc| {
+            if fc.path.is_dir() {
+                fc.path.clone()
+            } else {
+                fc.path
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."))
+                    .to_path_buf()
+            }
+        })
+        .collect()
+}
+
+/// Everything the reload task needs.
+pub struct Reloader {
+    pub config: Config,
+    pub config_path: Option<PathBuf>,
+    pub loader: Loader,
+    pub engine: Arc<ArcSwap<Engine>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Reloader {
+    /// Runs until shutdown: reloads on feed changes (debounced), on `hup`
+    /// (re-reading the config file too), and every `reload.interval_secs`.
+    pub async fn run(mut self, mut hup: mpsc::Receiver<()>, mut shutdown: watch::Receiver<bool>) {
+        let (tx, mut events) = mpsc::channel::<()>(1);
+        let mut watcher = new_watcher(tx.clone());
+        watch_all(&mut watcher, &self.config);
+        let interval = Duration::from_secs(self.config.reload.interval_secs.max(1));
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        let periodic = self.config.reload.interval_secs > 0;
+        loop {
+            let reread_config = tokio::select! {
+                _ = crate::sources::shutdown_signalled(&mut shutdown) => return,
+                Some(()) = events.recv() => {
+                    // Debounce: wait for a quiet period after the last change.
+                    let quiet = Duration::from_millis(self.config.reload.debounce_ms);
+                    while tokio::time::timeout(quiet, events.recv()).await.is_ok() {}
+                    false
+                }
+                _ = ticker.tick(), if periodic => false,
+                Some(()) = hup.recv() => true,
+            };
+            if reread_config {
+                self.reread_config();
+                watcher = new_watcher(tx.clone());
+                watch_all(&mut watcher, &self.config);
+            }
+            self.reload().await;
+        }
+    }
+
+    fn reread_config(&mut self) {
+        let Some(path) = &self.config_path else {
+            return;
+        };
+        match Config::load(path) {
+            Ok(new) => {
+                if new.sources != self.config.sources
+                    || new.sinks != self.config.sinks
+                    || new.metrics != self.config.metrics
+                {
+                    tracing::warn!(config = %path.display(), "sources, sinks and metrics changes need a restart; applying feed, allowlist and reload changes only");
+                }
+                self.config.feeds = new.feeds;
+                self.config.allowlists = new.allowlists;
+                self.config.reload = new.reload;
+                tracing::info!(config = %path.display(), "configuration re-read");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "configuration not reloaded; keeping the running one")
+            }
+        }
+    }
+
+    /// Builds a new engine on a blocking thread and swaps it in.
+    pub async fn reload(&mut self) {
+        let config = self.config.clone();
+        let mut loader = std::mem::take(&mut self.loader);
+        let started = Instant::now();
+        let (loader, result) = tokio::task::spawn_blocking(move || {
+            let r = loader.build(&config, false);
+            (loader, r)
+        })
+        .await
+        .expect("reload thread panicked");
+        self.loader = loader;
+        let m = &self.metrics;
+        m.reload_duration.observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(built) => {
+                publish(m, &built);
+                let stats = built.engine.stats().clone();
+                self.engine.store(Arc::new(built.engine));
+                m.reloads.with_label_values(&["success"]).inc();
+                m.last_reload_success.set(
+                    SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_secs_f64(),
+                );
+                tracing::info!(
+                    indicators = stats.indicators,
+                    duplicates = stats.duplicates,
+                    seconds = built.seconds,
+                    "engine reloaded"
+                );
+            }
+            Err(e) => {
+                m.reloads.with_label_values(&["failure"]).inc();
+                tracing::error!(error = %e, "reload failed; the running engine stays");
+            }
+        }
+    }
+}
+
+fn new_watcher(tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    let w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            if !matches!(ev.kind, notify::EventKind::Access(_)) {
+                let _ = tx.try_send(()); // a pending reload covers this change too
+            }
+        }
+    });
+    match w {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch feeds; relying on the reload interval and SIGHUP");
+            None
+        }
+    }
+}
+
+fn watch_all(watcher: &mut Option<notify::RecommendedWatcher>, config: &Config) {
+    let Some(w) = watcher else { return };
+    for dir in watch_dirs(config) {
+        if let Err(e) = w.watch(&dir, RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch feed directory");
+        }
+    }
+}

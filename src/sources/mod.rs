@@ -1,0 +1,118 @@
+//! Sources: where log lines come from. Each is a tokio task that reads
+//! bytes, cuts them into lines with a [`LineBatcher`] and sends batches into
+//! the pipeline's bounded queue, waiting when it is full (backpressure).
+//! Every source stops reading when shutdown is signalled, sends what it has,
+//! and ends.
+
+mod file;
+mod framing;
+mod net;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{EngineConfig, SourceConfig};
+use crate::metrics::Metrics;
+use crate::pipeline::{LineBatcher, LineQueue};
+pub use framing::Framing;
+
+/// What every source gets.
+#[derive(Clone)]
+pub struct SourceContext {
+    pub queue: LineQueue,
+    pub engine: EngineConfig,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: watch::Receiver<bool>,
+    pub state_dir: Option<PathBuf>,
+}
+
+impl SourceContext {
+    pub fn batcher(&self, input: &Arc<str>) -> LineBatcher {
+        LineBatcher::new(input.clone(), &self.engine, self.metrics.clone())
+    }
+}
+
+/// Resolves when shutdown has been signalled (now or before).
+pub async fn shutdown_signalled(rx: &mut watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Binds the source (so a bad address fails at start, naming the source)
+/// and spawns its task.
+///
+/// # Errors
+/// The socket cannot be bound or the file's directory read.
+pub async fn start(
+    name: &str,
+    config: &SourceConfig,
+    ctx: SourceContext,
+) -> std::io::Result<JoinHandle<()>> {
+    let name: Arc<str> = Arc::from(name);
+    Ok(match config.clone() {
+        SourceConfig::Stdin {} => tokio::spawn(async move {
+            let mut shutdown = ctx.shutdown.clone();
+            let batcher = ctx.batcher(&name);
+            read_stream(
+                tokio::io::stdin(),
+                batcher,
+                Framing::Newline,
+                &ctx.queue,
+                &mut shutdown,
+            )
+            .await;
+        }),
+        SourceConfig::Tcp {
+            address,
+            max_connections,
+            framing,
+        } => net::tcp(name, address, max_connections, framing, ctx).await?,
+        SourceConfig::Udp { address } => net::udp(name, address, ctx).await?,
+        SourceConfig::Unix {
+            path,
+            mode,
+            max_connections,
+            framing,
+        } => net::unix(name, path, mode, max_connections, framing, ctx).await?,
+        SourceConfig::File { path, start_at } => file::start(name, path, start_at, ctx).await?,
+    })
+}
+
+/// Reads a byte stream to its end (or shutdown), batching its lines.
+pub async fn read_stream<R: AsyncRead + Unpin>(
+    mut reader: R,
+    mut batcher: LineBatcher,
+    framing: Framing,
+    queue: &LineQueue,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut framer = framing::Framer::new(framing);
+    loop {
+        let n = tokio::select! {
+            biased;
+            _ = shutdown_signalled(shutdown) => break,
+            r = reader.read(&mut buf) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            },
+        };
+        framer.feed(&buf[..n], &mut batcher);
+        // Send what this read completed: big reads make big batches, a
+        // trickle is sent line by line without waiting for more.
+        if !queue.flush(&mut batcher).await {
+            return;
+        }
+    }
+    framer.finish(&mut batcher);
+    if let Some(b) = batcher.finish() {
+        queue.send(b).await;
+    }
+}
