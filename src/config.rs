@@ -86,7 +86,7 @@ pub enum SourceConfig {
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Framing {
-    /// RFC 6587 octet counting when a connection starts with `LEN SP`, else newlines.
+    /// RFC 6587 octet counting when a connection starts with `LEN SP <`, else newlines.
     #[default]
     Auto,
     Newline,

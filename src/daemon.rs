@@ -73,6 +73,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let metrics = Metrics::new();
+    let watch = reload::FeedWatch::start(&config);
     let mut loader = Loader::default();
     let built = {
         let config = config.clone();
@@ -161,6 +162,7 @@ pub async fn run(
         loader,
         engine,
         metrics: metrics.clone(),
+        watch,
     };
     let reload_task = tokio::spawn(reloader.run(controls.reload, stop_rx.clone()));
     tracing::info!(sources = source_tasks.len(), "iocd running");

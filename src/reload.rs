@@ -230,6 +230,33 @@ pub fn watch_dirs(config: &Config) -> BTreeSet<PathBuf> {
         .collect()
 }
 
+/// Change events for the feed directories. Started before the first load,
+/// so a change made while the daemon starts is not missed.
+pub struct FeedWatch {
+    watcher: Option<notify::RecommendedWatcher>,
+    tx: mpsc::Sender<()>,
+    events: mpsc::Receiver<()>,
+}
+
+impl FeedWatch {
+    pub fn start(config: &Config) -> FeedWatch {
+        let (tx, events) = mpsc::channel::<()>(1);
+        let mut watcher = new_watcher(tx.clone());
+        watch_all(&mut watcher, config);
+        FeedWatch {
+            watcher,
+            tx,
+            events,
+        }
+    }
+
+    /// Watches the directories of a changed configuration instead.
+    fn rewatch(&mut self, config: &Config) {
+        self.watcher = new_watcher(self.tx.clone());
+        watch_all(&mut self.watcher, config);
+    }
+}
+
 /// Everything the reload task needs.
 pub struct Reloader {
     pub config: Config,
@@ -237,25 +264,23 @@ pub struct Reloader {
     pub loader: Loader,
     pub engine: Arc<ArcSwap<Engine>>,
     pub metrics: Arc<Metrics>,
+    pub watch: FeedWatch,
 }
 
 impl Reloader {
     /// Runs until shutdown: reloads on feed changes (debounced), on `hup`
     /// (re-reading the config file too), and every `reload.interval_secs`.
     pub async fn run(mut self, mut hup: mpsc::Receiver<()>, mut shutdown: watch::Receiver<bool>) {
-        let (tx, mut events) = mpsc::channel::<()>(1);
-        let mut watcher = new_watcher(tx.clone());
-        watch_all(&mut watcher, &self.config);
         let interval = Duration::from_secs(self.config.reload.interval_secs.max(1));
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         let periodic = self.config.reload.interval_secs > 0;
         loop {
             let reread_config = tokio::select! {
                 _ = crate::sources::shutdown_signalled(&mut shutdown) => return,
-                Some(()) = events.recv() => {
+                Some(()) = self.watch.events.recv() => {
                     // Debounce: wait for a quiet period after the last change.
                     let quiet = Duration::from_millis(self.config.reload.debounce_ms);
-                    while tokio::time::timeout(quiet, events.recv()).await.is_ok() {}
+                    while tokio::time::timeout(quiet, self.watch.events.recv()).await.is_ok() {}
                     false
                 }
                 _ = ticker.tick(), if periodic => false,
@@ -263,8 +288,7 @@ impl Reloader {
             };
             if reread_config {
                 self.reread_config();
-                watcher = new_watcher(tx.clone());
-                watch_all(&mut watcher, &self.config);
+                self.watch.rewatch(&self.config);
             }
             self.reload().await;
         }

@@ -40,13 +40,19 @@ impl Framer {
                 State::Undecided(held) => {
                     held.extend_from_slice(data);
                     data = &[];
+                    // RFC 6587 frames carry syslog messages, which start with
+                    // `<PRI>`: `LEN SP <` decides, so a plain line such as
+                    // `1 added.example` is never taken for a frame header.
                     let digits = held.iter().take_while(|b| b.is_ascii_digit()).count();
-                    let decided = digits < held.len() || digits > MAX_LEN_DIGITS;
+                    let decided = digits + 1 < held.len()
+                        || digits > MAX_LEN_DIGITS
+                        || held.get(digits).is_some_and(|&b| b != b' ');
                     if decided {
                         let octets = digits > 0
                             && digits <= MAX_LEN_DIGITS
                             && held[0] != b'0'
-                            && held[digits] == b' ';
+                            && held.get(digits) == Some(&b' ')
+                            && held.get(digits + 1) == Some(&b'<');
                         let held = std::mem::take(held);
                         self.state = if octets {
                             State::Length(Vec::new())
@@ -164,6 +170,18 @@ mod tests {
         );
         assert_eq!(frame(Framing::Auto, &[b"<13>a\n<13>b"]), ["<13>a", "<13>b"]);
         assert_eq!(frame(Framing::Newline, &[b"5 abcde\n"]), ["5 abcde"]);
+        assert_eq!(
+            frame(Framing::Auto, &[b"1 added.example\n2 b\n"]),
+            ["1 added.example", "2 b"]
+        );
+        for cut in 1..6 {
+            let msg: &[u8] = b"12 plain text\n";
+            assert_eq!(
+                frame(Framing::Auto, &[&msg[..cut], &msg[cut..]]),
+                ["12 plain text"],
+                "cut at {cut}"
+            );
+        }
     }
 
     #[test]
@@ -172,6 +190,6 @@ mod tests {
             frame(Framing::OctetCounting, &[b"3 abc3x junk\nok\n"]),
             ["abc", "3x junk", "ok"]
         );
-        assert_eq!(frame(Framing::Auto, &[b"5 ab"]), ["ab"]);
+        assert_eq!(frame(Framing::Auto, &[b"5 <1"]), ["<1"]);
     }
 }

@@ -1,0 +1,177 @@
+//! A running daemon for a test: its config, its output as channels of
+//! lines, signals, and a clean stop.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A fresh directory for one test.
+pub fn test_dir(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("daemon")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Daemon {
+    pub child: Child,
+    pub hits: Receiver<String>,
+    pub log: Receiver<String>,
+    pub dir: PathBuf,
+}
+
+fn lines_of(r: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+impl Daemon {
+    /// Starts `iocd run` with `config` (TOML) written into `dir`, and waits
+    /// until it says it is running.
+    pub fn start(dir: &Path, config: &str) -> Daemon {
+        let path = dir.join("iocd.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = crate::common::iocd()
+            .args(["run", "--config", path.to_str().unwrap()])
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let hits = lines_of(child.stdout.take().unwrap());
+        let log = lines_of(child.stderr.take().unwrap());
+        let mut d = Daemon {
+            child,
+            hits,
+            log,
+            dir: dir.to_owned(),
+        };
+        d.wait_log("iocd running");
+        d
+    }
+
+    /// Waits for a log line containing `needle`; returns it.
+    pub fn wait_log(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => {}
+                Err(_) => panic!("no log line with {needle:?} within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// Reads `n` hit lines (JSON) from stdout.
+    pub fn read_hits(&self, n: usize) -> Vec<serde_json::Value> {
+        (0..n)
+            .map(|i| {
+                let l = self
+                    .hits
+                    .recv_timeout(WAIT)
+                    .unwrap_or_else(|_| panic!("only {i} of {n} hits arrived"));
+                serde_json::from_str(&l).unwrap_or_else(|e| panic!("hit is not JSON ({e}): {l}"))
+            })
+            .collect()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+
+    /// SIGTERM, then the exit status and every hit written until exit.
+    pub fn stop(mut self) -> (std::process::ExitStatus, Vec<serde_json::Value>) {
+        self.signal("TERM");
+        self.finish()
+    }
+
+    /// Waits for exit (bounded) and collects the remaining hits.
+    pub fn finish(mut self) -> (std::process::ExitStatus, Vec<serde_json::Value>) {
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("iocd did not exit within {WAIT:?}");
+            }
+            // Exit is a process event with no portable wait-with-timeout; poll it.
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let hits = self
+            .hits
+            .iter()
+            .map(|l| serde_json::from_str(&l).unwrap())
+            .collect();
+        (status, hits)
+    }
+}
+
+impl Drop for Daemon {
+    /// A failed test must not leave a daemon holding its ports.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A GET on loopback; returns (status, body).
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of an unlabelled (or fully matched) metric line.
+pub fn metric(body: &str, prefix: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+pub fn feed_config(feed: &Path) -> String {
+    format!("[feeds.test]\npath = {:?}\n", feed.display().to_string())
+}
