@@ -33,7 +33,6 @@ pub struct Daemon {
     pub child: Child,
     pub hits: Receiver<String>,
     pub log: Receiver<String>,
-    pub dir: PathBuf,
 }
 
 fn lines_of(r: impl Read + Send + 'static) -> Receiver<String> {
@@ -65,12 +64,7 @@ impl Daemon {
             .unwrap();
         let hits = lines_of(child.stdout.take().unwrap());
         let log = lines_of(child.stderr.take().unwrap());
-        let mut d = Daemon {
-            child,
-            hits,
-            log,
-            dir: dir.to_owned(),
-        };
+        let mut d = Daemon { child, hits, log };
         d.wait_log("iocd running");
         d
     }
@@ -111,7 +105,7 @@ impl Daemon {
     }
 
     /// SIGTERM, then the exit status and every hit written until exit.
-    pub fn stop(mut self) -> (std::process::ExitStatus, Vec<serde_json::Value>) {
+    pub fn stop(self) -> (std::process::ExitStatus, Vec<serde_json::Value>) {
         self.signal("TERM");
         self.finish()
     }
