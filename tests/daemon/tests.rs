@@ -675,3 +675,165 @@ fn check_validates_config_and_feeds() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("nonexistent"));
 }
+
+/// A test HTTP server that answers 503 while `down` is set, 200 after;
+/// it reports each accepted body's hits (line numbers).
+fn switchable_server(
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (u16, std::sync::mpsc::Receiver<Vec<u64>>) {
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) == 0
+                    || line == "\r\n"
+                {
+                    break;
+                }
+                if let Some(v) = line.strip_prefix("Content-Length: ") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0u8; len];
+            std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+            if down.load(Ordering::SeqCst) {
+                let _ = conn
+                    .write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
+                continue;
+            }
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            let lines = String::from_utf8(body)
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).unwrap()["line_number"]
+                        .as_u64()
+                        .unwrap()
+                })
+                .collect();
+            if tx.send(lines).is_err() {
+                return;
+            }
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn a_down_sink_pushes_back_to_tcp_and_nothing_is_lost() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let dir = test_dir("backpressure");
+    let (port, mport) = (free_port(), free_port());
+    let down = Arc::new(AtomicBool::new(true));
+    let (server, bodies) = switchable_server(down.clone());
+    std::fs::create_dir_all(dir.join("feeds")).unwrap();
+    std::fs::write(dir.join("feeds/test.txt"), FEED).unwrap();
+    let config = format!(
+        "{}[sources.syslog]\ntype = \"tcp\"\naddress = \"127.0.0.1:{port}\"\n[sinks.siem]\ntype = \"http\"\nurl = \"http://127.0.0.1:{server}/\"\nbatch_timeout_ms = 10\nbatch_max_events = 100\nbuffer_max_events = 200\nmax_backoff_secs = 1\n[engine]\nqueue_batches = 2\nbatch_lines = 64\n[metrics]\naddress = \"127.0.0.1:{mport}\"\n",
+        feed_config(&dir.join("feeds"))
+    );
+    let d = Daemon::start(&dir, &config);
+    const N: u64 = 300_000;
+    let sent_all = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let sent_all = sent_all.clone();
+        std::thread::spawn(move || {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let mut buf = Vec::new();
+            for i in 1..=N {
+                // ~100 bytes a line: 30 MB, far more than loopback socket buffers hold.
+                let pad = "padding.padding.padding.padding.padding.padding.padding.padding.padding.padding";
+                if i % 10 == 0 {
+                    writeln!(buf, "{i} to 198.51.100.7 {pad}").unwrap();
+                } else {
+                    writeln!(buf, "{i} quiet line {pad}").unwrap();
+                }
+            }
+            s.write_all(&buf).unwrap();
+            sent_all.store(true, Ordering::SeqCst);
+        })
+    };
+    // While the sink keeps failing (several retries seen), the source must have stopped reading.
+    let deadline = Instant::now() + WAIT;
+    while metric(
+        &http_get(mport, "/metrics").1,
+        "iocd_sink_requests_retried_total{sink=\"siem\"}",
+    )
+    .unwrap_or(0.0)
+        < 5.0
+    {
+        assert!(Instant::now() < deadline, "the sink never retried");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let body = http_get(mport, "/metrics").1;
+    let received =
+        metric(&body, "iocd_source_lines_received_total{source=\"syslog\"}").unwrap_or(0.0);
+    assert!(
+        received < N as f64,
+        "iocd read all {received} lines while its sink was down"
+    );
+    assert!(
+        !sent_all.load(Ordering::SeqCst),
+        "the sender finished: no backpressure reached TCP"
+    );
+    let dropped: f64 = body
+        .lines()
+        .filter(|l| l.starts_with("iocd_lines_dropped_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(dropped, 0.0, "nothing is dropped");
+    assert_eq!(
+        http_get(mport, "/ready").0,
+        503,
+        "a failing sink is not ready"
+    );
+    // The server recovers: every hit arrives, none twice.
+    down.store(false, Ordering::SeqCst);
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < (N / 10) as usize {
+        for n in bodies.recv_timeout(WAIT).expect("hits keep arriving") {
+            assert!(seen.insert(n), "line {n} delivered twice");
+        }
+    }
+    sender.join().unwrap();
+    assert!(seen.iter().all(|n| n % 10 == 0));
+    assert_eq!(http_get(mport, "/ready").0, 200);
+    let (status, _) = d.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn kubernetes_configmap_symlink_swap_reloads() {
+    use std::os::unix::fs::symlink;
+    let dir = test_dir("configmap");
+    let port = free_port();
+    // How the kubelet lays out a mounted ConfigMap.
+    let feeds = dir.join("feeds");
+    std::fs::create_dir_all(feeds.join("..2026_11_22_01")).unwrap();
+    std::fs::write(feeds.join("..2026_11_22_01/test.txt"), "old.example\n").unwrap();
+    symlink("..2026_11_22_01", feeds.join("..data")).unwrap();
+    symlink("..data/test.txt", feeds.join("test.txt")).unwrap();
+    let mut d = Daemon::start(&dir, &tcp_config(&dir, port, ""));
+    send_tcp(port, b"a old.example\n");
+    assert_eq!(d.read_hits(1)[0]["indicator"]["value"], "old.example");
+    // The update: a new timestamped directory, then an atomic swap of ..data.
+    std::fs::create_dir_all(feeds.join("..2026_11_22_02")).unwrap();
+    std::fs::write(feeds.join("..2026_11_22_02/test.txt"), "new.example\n").unwrap();
+    symlink("..2026_11_22_02", feeds.join("..data_tmp")).unwrap();
+    std::fs::rename(feeds.join("..data_tmp"), feeds.join("..data")).unwrap();
+    std::fs::remove_dir_all(feeds.join("..2026_11_22_01")).unwrap();
+    d.wait_log("engine reloaded");
+    send_tcp(port, b"b old.example new.example\n");
+    let h = d.read_hits(1);
+    assert_eq!(h[0]["indicator"]["value"], "new.example");
+    let (status, rest) = d.stop();
+    assert!(status.success() && rest.is_empty(), "{rest:?}");
+}
