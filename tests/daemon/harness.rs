@@ -166,6 +166,23 @@ pub fn metric(body: &str, prefix: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Waits (bounded) until metric `prefix` satisfies `ok`; returns the whole exposition.
+pub fn wait_metric(port: u16, prefix: &str, ok: impl Fn(f64) -> bool) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let body = http_get(port, "/metrics").1;
+        if metric(&body, prefix).is_some_and(&ok) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{prefix} never got there:\n{body}"
+        );
+        // A counter has no change notification: poll it.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 pub fn feed_config(feed: &Path) -> String {
     format!("[feeds.test]\npath = {:?}\n", feed.display().to_string())
 }

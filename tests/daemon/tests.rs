@@ -2,7 +2,7 @@ use std::io::Write;
 use std::net::{TcpStream, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::common;
 use super::harness::*;
@@ -466,14 +466,17 @@ fn http_sink_retries_until_the_server_recovers_and_loses_nothing() {
             );
         }
     }
-    let (_, body) = http_get(mport, "/metrics");
-    assert!(
-        metric(&body, "iocd_sink_requests_retried_total{sink=\"siem\"}").unwrap() >= 3.0,
-        "{body}"
-    );
+    // The sink counts a delivery once it has read the server's answer.
+    let body = wait_metric(mport, "iocd_sink_events_sent_total{sink=\"siem\"}", |v| {
+        v >= 100.0
+    });
     assert_eq!(
         metric(&body, "iocd_sink_events_sent_total{sink=\"siem\"}"),
         Some(100.0)
+    );
+    assert!(
+        metric(&body, "iocd_sink_requests_retried_total{sink=\"siem\"}").unwrap() >= 3.0,
+        "{body}"
     );
     let (status, _) = d.stop();
     assert!(status.success());
@@ -563,18 +566,12 @@ fn sigterm_drains_every_line_already_read() {
         .map(|i| format!("{i} beacon malware.example\n"))
         .collect();
     send_tcp(port, lines.as_bytes());
-    // Wait until iocd has read every line (an event seen through its metrics), then stop at once.
-    let deadline = Instant::now() + WAIT;
-    while metric(
-        &http_get(mport, "/metrics").1,
+    // Wait until iocd has read every line (seen through its metrics), then stop at once.
+    wait_metric(
+        mport,
         "iocd_source_lines_received_total{source=\"syslog\"}",
-    )
-    .unwrap_or(0.0)
-        < N as f64
-    {
-        assert!(Instant::now() < deadline, "lines not read in time");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        |v| v >= N as f64,
+    );
     let (status, hits) = d.stop();
     assert!(status.success());
     assert_eq!(
@@ -762,17 +759,11 @@ fn a_down_sink_pushes_back_to_tcp_and_nothing_is_lost() {
         })
     };
     // While the sink keeps failing (several retries seen), the source must have stopped reading.
-    let deadline = Instant::now() + WAIT;
-    while metric(
-        &http_get(mport, "/metrics").1,
+    wait_metric(
+        mport,
         "iocd_sink_requests_retried_total{sink=\"siem\"}",
-    )
-    .unwrap_or(0.0)
-        < 5.0
-    {
-        assert!(Instant::now() < deadline, "the sink never retried");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        |v| v >= 5.0,
+    );
     let body = http_get(mport, "/metrics").1;
     let received =
         metric(&body, "iocd_source_lines_received_total{source=\"syslog\"}").unwrap_or(0.0);
