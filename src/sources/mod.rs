@@ -93,7 +93,7 @@ pub async fn read_stream<R: AsyncRead + Unpin>(
     queue: &LineQueue,
     shutdown: &mut watch::Receiver<bool>,
 ) {
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; 256 * 1024];
     let mut framer = framing::Framer::new(framing);
     loop {
         let n = tokio::select! {
