@@ -828,3 +828,33 @@ fn kubernetes_configmap_symlink_swap_reloads() {
     let (status, rest) = d.stop();
     assert!(status.success() && rest.is_empty(), "{rest:?}");
 }
+
+#[test]
+fn the_example_config_is_valid() {
+    let out = common::iocd()
+        .args(["check", "--config", "deploy/examples/iocd.toml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("feed example.txt (plain): 12 indicators")
+    );
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = test_dir("jsonlog");
+    let port = free_port();
+    let mut d = Daemon::start(&dir, &tcp_config(&dir, port, "[log]\nformat = \"json\"\n"));
+    d.signal("HUP");
+    let line = d.wait_log("configuration re-read");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+    assert_eq!(v["level"], "INFO");
+    let (status, _) = d.stop();
+    assert!(status.success());
+}
