@@ -297,4 +297,26 @@ mod tests {
         assert_eq!(t("http://:80/"), None);
         assert_eq!(t("http://host:notaport/"), None);
     }
+
+    #[test]
+    fn bodies_in_both_encodings() {
+        let mut cfg: crate::config::Config = crate::config::Config::parse(
+            "t",
+            "[feeds.f]\npath = \"f\"\n[sources.i]\ntype = \"stdin\"\n[sinks.h]\ntype = \"http\"\nurl = \"http://127.0.0.1:1/\"\nencoding = \"json_array\"\n",
+        )
+        .unwrap();
+        let sink = HttpSink::new(Arc::from("h"), &cfg.sinks["h"], Metrics::new());
+        let parts: [&[u8]; 2] = [b"{\"a\":1}\n{\"b\":2}\n", b"{\"c\":3}\n"];
+        let array = sink.body(parts.iter().copied());
+        let v: serde_json::Value = serde_json::from_slice(&array).unwrap();
+        assert_eq!(v, serde_json::json!([{"a": 1}, {"b": 2}, {"c": 3}]));
+        if let Some(SinkConfig::Http { encoding, .. }) = cfg.sinks.get_mut("h") {
+            *encoding = HttpEncoding::Ndjson;
+        }
+        let sink = HttpSink::new(Arc::from("h"), &cfg.sinks["h"], Metrics::new());
+        assert_eq!(
+            sink.body(parts.iter().copied()),
+            b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n"
+        );
+    }
 }

@@ -69,15 +69,20 @@ impl Daemon {
         d
     }
 
-    /// Waits for a log line containing `needle`; returns it.
+    /// Waits for a log line containing `needle`; returns it. On failure the
+    /// panic shows what the daemon did log (a config error, say).
     pub fn wait_log(&mut self, needle: &str) -> String {
         let deadline = Instant::now() + WAIT;
+        let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.log.recv_timeout(left) {
                 Ok(l) if l.contains(needle) => return l,
-                Ok(_) => {}
-                Err(_) => panic!("no log line with {needle:?} within {WAIT:?}"),
+                Ok(l) => seen.push(l),
+                Err(e) => panic!(
+                    "no log line with {needle:?} ({e:?}); the daemon logged:\n{}",
+                    seen.join("\n")
+                ),
             }
         }
     }

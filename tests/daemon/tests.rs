@@ -858,3 +858,68 @@ fn json_logs_are_one_object_per_line() {
     let (status, _) = d.stop();
     assert!(status.success());
 }
+
+#[test]
+fn garbage_and_cut_lines_hurt_no_other_client_and_the_limit_holds() {
+    let dir = test_dir("clients");
+    let (port, mport) = (free_port(), free_port());
+    // The limit goes into the TCP source (the first `address`), not [metrics].
+    let config = tcp_config(
+        &dir,
+        port,
+        &format!("[metrics]\naddress = \"127.0.0.1:{mport}\"\n"),
+    )
+    .replacen(
+        "address = \"127.0.0.1:",
+        "max_connections = 2\naddress = \"127.0.0.1:",
+        1,
+    );
+    let d = Daemon::start(&dir, &config);
+    // Client A: binary garbage, then a line cut off by disconnecting.
+    let mut a = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    a.write_all(b"\x00\xff\xfe\x80garbage\x1b[31m\n\xc3\x28 partial 198.51.100.7")
+        .unwrap();
+    // Client B, at the same time: ordinary lines.
+    let mut b = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    b.write_all(b"b1 fine\nb2 malware.example\n").unwrap();
+    let h = d.read_hits(1);
+    assert_eq!(
+        (
+            h[0]["line_number"].as_u64(),
+            h[0]["indicator"]["value"].as_str()
+        ),
+        (Some(2), Some("malware.example"))
+    );
+    // A third client is over the limit of 2: refused and counted.
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 1];
+    assert_eq!(
+        std::io::Read::read(&mut c, &mut buf).unwrap_or(0),
+        0,
+        "the connection over the limit is closed"
+    );
+    wait_metric(
+        mport,
+        "iocd_source_connections_rejected_total{source=\"syslog\"}",
+        |v| v == 1.0,
+    );
+    // A disconnects mid-line: its last partial line is still a line, scanned.
+    drop(a);
+    let h = d.read_hits(1);
+    assert_eq!(
+        (
+            h[0]["line_number"].as_u64(),
+            h[0]["indicator"]["value"].as_str()
+        ),
+        (Some(2), Some("198.51.100.7"))
+    );
+    drop(b);
+    wait_metric(mport, "iocd_source_connections{source=\"syslog\"}", |v| {
+        v == 0.0
+    });
+    send_tcp(port, b"after 198.51.100.7\n");
+    assert_eq!(d.read_hits(1)[0]["line_number"], 1);
+    let (status, _) = d.stop();
+    assert!(status.success());
+}
