@@ -50,6 +50,8 @@ pub struct Batch {
     pub ends: Vec<u32>,
     /// Lines cut to the maximum length, by index.
     pub truncated: Vec<u32>,
+    /// Slots of lines dropped as too long, by index: numbered, never scanned.
+    pub dropped: Vec<u32>,
     pub read_at: Instant,
     pub ack: Option<Ack>,
 }
@@ -173,12 +175,14 @@ impl LineBatcher {
             data: Vec::with_capacity(16 * 1024),
             ends: Vec::with_capacity(self.batch_lines),
             truncated: Vec::new(),
+            dropped: Vec::new(),
             read_at: Instant::now(),
             ack: None,
         });
         // Dropped lines still take a number; a batch's numbers stay contiguous
         // because a drop inside a batch is recorded as an empty, unscanned slot.
         while b.first_line + (b.ends.len() as u64) < number {
+            b.dropped.push(b.ends.len() as u32);
             b.ends.push(b.data.len() as u32);
         }
         if cut {
@@ -334,10 +338,14 @@ fn matcher(
         let mut timestamp: Option<String> = None;
         let mut start = 0usize;
         let mut truncated = batch.truncated.iter().peekable();
+        let mut dropped = batch.dropped.iter().peekable();
         for (i, &end) in batch.ends.iter().enumerate() {
             let line = &batch.data[start..end as usize];
             start = end as usize;
             let cut = truncated.next_if(|&&t| t as usize == i).is_some();
+            if dropped.next_if(|&&d| d as usize == i).is_some() {
+                continue;
+            }
             for m in engine.scan(line, &mut st) {
                 let ind = engine.indicator(m.indicator);
                 let ts = timestamp.get_or_insert_with(hit::now_rfc3339);
@@ -365,7 +373,9 @@ fn matcher(
                     .inc();
             }
         }
-        metrics.lines_scanned.inc_by(batch.ends.len() as u64);
+        metrics
+            .lines_scanned
+            .inc_by((batch.ends.len() - batch.dropped.len()) as u64);
         metrics.batch_scan.observe(started.elapsed().as_secs_f64());
         metrics
             .match_latency
@@ -435,9 +445,11 @@ mod tests {
         let mut b = batcher(4, Oversize::Drop);
         b.push_bytes(b"ok\nabcdefgh\nyes\n");
         let batch = b.take().unwrap();
-        // The dropped line keeps its number: line 3 is still line 3.
+        // The dropped line keeps its number (line 3 is still line 3) and is
+        // marked, so it is never scanned.
         assert_eq!(lines(&batch), [&b"ok"[..], b"", b"yes"]);
         assert_eq!(batch.first_line, 1);
+        assert_eq!(batch.dropped, [1]);
     }
 
     #[test]

@@ -923,3 +923,38 @@ fn garbage_and_cut_lines_hurt_no_other_client_and_the_limit_holds() {
     let (status, _) = d.stop();
     assert!(status.success());
 }
+
+#[test]
+fn long_lines_are_dropped_or_truncated_as_configured_and_counted() {
+    for (mode, want) in [
+        ("drop", vec![(3u64, "malware.example")]),
+        (
+            "truncate",
+            vec![(1, "198.51.100.7"), (3, "malware.example")],
+        ),
+    ] {
+        let dir = test_dir(&format!("oversize-{mode}"));
+        let (port, mport) = (free_port(), free_port());
+        std::fs::create_dir_all(dir.join("feeds")).unwrap();
+        // A regex for empty lines must not fire on the slot a dropped line leaves.
+        std::fs::write(dir.join("feeds/test.txt"), format!("{FEED}regex\t^$\n")).unwrap();
+        let extra = format!("[metrics]\naddress = \"127.0.0.1:{mport}\"\n[engine]\nmax_line_bytes = 40\noversize = \"{mode}\"\n");
+        let d = Daemon::start(&dir, &tcp_config(&dir, port, &extra));
+        let long = format!("198.51.100.7 {} malware.example\n", "x".repeat(100));
+        send_tcp(
+            port,
+            format!("{long}short line\n3 malware.example\n").as_bytes(),
+        );
+        let got = values(&d.read_hits(want.len()));
+        let want: Vec<(u64, String)> = want.into_iter().map(|(n, v)| (n, v.to_owned())).collect();
+        assert_eq!(got, want, "{mode}");
+        let reason = if mode == "drop" {
+            "iocd_lines_dropped_total{reason=\"oversize\",source=\"syslog\"}"
+        } else {
+            "iocd_lines_truncated_total{source=\"syslog\"}"
+        };
+        wait_metric(mport, reason, |v| v == 1.0);
+        let (status, rest) = d.stop();
+        assert!(status.success() && rest.is_empty(), "{mode}: {rest:?}");
+    }
+}
