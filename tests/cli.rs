@@ -302,3 +302,50 @@ fn feed_directories_load_every_file() {
     assert_eq!(h[1]["indicator"]["feed"], "b.intel");
     assert_eq!(h[1]["indicator"]["meta.source"], "unit-test");
 }
+
+#[test]
+fn stix_bundle_hits_carry_stix_metadata() {
+    let bundle = r#"{"type": "bundle", "id": "bundle--1", "objects": [
+      {"type": "indicator", "spec_version": "2.1", "id": "indicator--aa", "created": "2026-01-01T00:00:00Z",
+       "modified": "2026-01-01T00:00:00Z", "valid_from": "2026-01-01T00:00:00Z", "name": "C2 server",
+       "indicator_types": ["malicious-activity"], "confidence": 85, "pattern_type": "stix",
+       "pattern": "[network-traffic:dst_ref.type = 'ipv4-addr' AND network-traffic:dst_ref.value = '198.51.100.7'] OR [domain-name:value = 'malware.example']",
+       "object_marking_refs": ["marking-definition--f88d31f6-486f-44da-b317-01333bde0b82"]},
+      {"type": "indicator", "spec_version": "2.1", "id": "indicator--bb", "created": "2026-01-01T00:00:00Z",
+       "modified": "2026-01-01T00:00:00Z", "valid_from": "2026-01-01T00:00:00Z", "valid_until": "2026-02-01T00:00:00Z",
+       "pattern_type": "stix", "pattern": "[domain-name:value = 'expired.example']"}
+    ]}"#;
+    let feed = tmp("bundle.json", bundle.as_bytes());
+    let out = run(
+        &["scan", "-i", feed.to_str().unwrap()],
+        b"to 198.51.100.7 and www.malware.example and expired.example\n",
+    );
+    assert!(out.status.success());
+    let h = hits(&out);
+    assert_eq!(h.len(), 2);
+    assert_eq!(h[0]["indicator"]["stix_id"], "indicator--aa");
+    assert_eq!(h[0]["indicator"]["tlp"], "amber");
+    assert_eq!(h[0]["indicator"]["confidence"], "85");
+    assert_eq!(h[1]["indicator"]["value"], "malware.example");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("feed bundle.json (stix): 2 indicators")
+            && stderr.contains("indicator--bb: expired"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn real_stix_bundles_load() {
+    let Some(shared) = common::shared_dir() else {
+        return common::skipped("real_stix_bundles_load", "../shared/data is not present");
+    };
+    let week = shared.join("data/feeds/stix/tweetfeed/week.json");
+    let f = iocd::feeds::load_path(&week).unwrap().pop().unwrap();
+    assert_eq!(f.format, iocd::feeds::Format::Stix);
+    assert_eq!((f.indicators.len(), f.skipped.count), (1536, 0));
+    assert!(f
+        .indicators
+        .iter()
+        .all(|i| i.provenance.meta.iter().any(|(k, _)| &**k == "stix_id")));
+}

@@ -10,6 +10,7 @@
 
 mod csv;
 mod plain;
+pub mod stix;
 pub mod types;
 pub mod warninglist;
 mod zeek;
@@ -38,6 +39,8 @@ pub enum Format {
     Zeek,
     /// CSV with a header naming a value column (or TweetFeed's headerless CSV).
     Csv,
+    /// STIX 2.x JSON: a bundle, an indicator object or an array of them.
+    Stix,
     /// A MISP warninglist (`{"list": [...], "type": ...}`); allowlists only.
     Warninglist,
 }
@@ -48,6 +51,7 @@ impl fmt::Display for Format {
             Format::Plain => "plain",
             Format::Zeek => "zeek-intel",
             Format::Csv => "csv",
+            Format::Stix => "stix",
             Format::Warninglist => "misp-warninglist",
         })
     }
@@ -178,8 +182,13 @@ impl std::error::Error for FeedError {}
 /// Detects the format of a feed from its first meaningful lines.
 pub fn detect(text: &str) -> Format {
     let head = text.trim_start_matches('\u{feff}').trim_start();
-    if head.starts_with('{') && warninglist::looks_like(head) {
-        return Format::Warninglist;
+    if head.starts_with('{') || head.starts_with('[') {
+        if stix::looks_like(head) {
+            return Format::Stix;
+        }
+        if head.starts_with('{') && warninglist::looks_like(head) {
+            return Format::Warninglist;
+        }
     }
     if text.lines().take(8).any(|l| l.starts_with("#fields")) {
         return Format::Zeek;
@@ -190,61 +199,97 @@ pub fn detect(text: &str) -> Format {
     Format::Plain
 }
 
-/// Parses feed text (named `name` in provenance) in the format detected from it.
+/// Parses feed text (named `name` in provenance) in the format detected from
+/// it. Time-dependent formats (STIX validity) are judged as of now.
 pub fn parse(name: &str, path: &Path, text: &str) -> Feed {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    parse_at(name, path, text, now)
+}
+
+/// [`parse`] as of `now` (Unix seconds).
+pub fn parse_at(name: &str, path: &Path, text: &str, now: i64) -> Feed {
     let ctx = FeedContext {
         name: Arc::from(name),
     };
-    let format = detect(text);
-    let (parsed, warninglist) = match format {
-        Format::Plain => (plain::parse(&ctx, text), None),
-        Format::Zeek => (zeek::parse(&ctx, text), None),
-        Format::Csv => (csv::parse(&ctx, text), None),
-        Format::Warninglist => match warninglist::parse(text) {
-            Ok(w) => (
-                Parsed {
-                    indicators: Vec::new(),
-                    skipped: SkipLog::default(),
-                },
-                Some(w),
-            ),
-            Err(e) => {
-                let mut skipped = SkipLog::default();
-                skipped.push(e.line() as u32, format!("not a MISP warninglist: {e}"));
-                (
-                    Parsed {
-                        indicators: Vec::new(),
-                        skipped,
-                    },
-                    None,
-                )
-            }
-        },
+    let empty = || Parsed {
+        indicators: Vec::new(),
+        skipped: SkipLog::default(),
     };
-    let failure = if looks_like_html(text) {
-        Some("an HTML page, not a feed (a failed download?)".to_owned())
-    } else if format == Format::Warninglist && warninglist.is_none() {
-        parsed.skipped.examples.first().map(|e| e.reason.clone())
-    } else if parsed.indicators.is_empty() && parsed.skipped.count > 0 && warninglist.is_none() {
-        Some(format!(
+    let mut warninglist = None;
+    let mut failure = None;
+    let format = if looks_like_html(text) {
+        Format::Plain
+    } else {
+        detect(text)
+    };
+    let mut parsed = if looks_like_html(text) {
+        failure = Some("an HTML page, not a feed (a failed download?)".to_owned());
+        let mut p = empty();
+        p.skipped.push(1, "an HTML page, not a feed");
+        p
+    } else {
+        match format {
+            Format::Plain => plain::parse(&ctx, text),
+            Format::Zeek => zeek::parse(&ctx, text),
+            Format::Csv => csv::parse(&ctx, text),
+            Format::Stix => stix::parse(&ctx, text, now),
+            Format::Warninglist => match warninglist::parse(text) {
+                Ok(w) => {
+                    warninglist = Some(w);
+                    empty()
+                }
+                Err(e) => {
+                    let mut p = empty();
+                    p.skipped
+                        .push(e.line() as u32, format!("not a MISP warninglist: {e}"));
+                    failure = Some(format!("not a MISP warninglist: {e}"));
+                    p
+                }
+            },
+        }
+    };
+    // JSON that is no format iocd reads would otherwise become `string`
+    // indicators, one per line of JSON.
+    let head = text.trim_start_matches('\u{feff}').trim_start();
+    if failure.is_none()
+        && format == Format::Plain
+        && (head.starts_with('{') || head.starts_with('['))
+        && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+    {
+        failure = Some("JSON, but not STIX, MISP or a MISP warninglist".to_owned());
+        parsed = empty();
+        parsed
+            .skipped
+            .push(1, "JSON, but not STIX, MISP or a MISP warninglist");
+    }
+    // A line-based feed in which nothing at all could be used is broken
+    // (a daemon keeps its last good version). JSON formats judge for themselves:
+    // a STIX bundle whose indicators have all expired is legitimately empty.
+    let line_based = matches!(format, Format::Plain | Format::Zeek | Format::Csv);
+    if failure.is_none() && line_based && parsed.indicators.is_empty() && parsed.skipped.count > 0 {
+        failure = Some(format!(
             "no usable entry ({} skipped)",
             parsed.skipped.count
-        ))
-    } else {
-        None
-    };
-    let (indicators, mut skipped) = (parsed.indicators, parsed.skipped);
-    let indicators = if failure.is_some() && looks_like_html(text) {
-        skipped.push(1, "an HTML page, not a feed");
-        Vec::new()
-    } else {
-        indicators
-    };
+        ));
+    }
+    if failure.is_none()
+        && format == Format::Stix
+        && parsed
+            .skipped
+            .examples
+            .first()
+            .is_some_and(|e| e.reason.starts_with("not STIX JSON"))
+    {
+        failure = parsed.skipped.examples.first().map(|e| e.reason.clone());
+    }
+    let skipped = std::mem::take(&mut parsed.skipped);
     Feed {
         name: ctx.name,
         path: path.to_owned(),
         format,
-        indicators,
+        indicators: parsed.indicators,
         skipped,
         warninglist,
         failure,

@@ -1,0 +1,406 @@
+//! STIX 2.1 (and 2.0) indicators: bundles, single objects or arrays of
+//! objects in JSON. `pattern_type: stix` patterns become indicators
+//! ([`pattern`]); the lifecycle is applied at load: a revoked indicator, one
+//! whose `valid_until` has passed or whose `valid_from` is still ahead is
+//! skipped (counted, named by id), and of several versions of one `id` the
+//! newest `modified` wins. Hits carry the STIX id, name, types, confidence,
+//! TLP marking, kill chain phases and creator.
+
+pub mod pattern;
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::{FeedContext, Parsed, SkipLog};
+
+/// TLP marking-definition ids fixed by the STIX 2.0/2.1 specifications.
+const TLP_IDS: [(&str, &str); 4] = [
+    (
+        "marking-definition--613f2e26-407d-48c7-9eca-b8e91df99dc9",
+        "white",
+    ),
+    (
+        "marking-definition--34098fce-860f-48ae-8e50-ebd3cc5e41da",
+        "green",
+    ),
+    (
+        "marking-definition--f88d31f6-486f-44da-b317-01333bde0b82",
+        "amber",
+    ),
+    (
+        "marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed",
+        "red",
+    ),
+];
+
+/// True when `text` (JSON) looks like STIX: a bundle or indicator objects.
+pub fn looks_like(head: &str) -> bool {
+    let h = &head[..head.len().min(64 * 1024)];
+    h.contains("\"spec_version\"")
+        || (h.contains("\"type\"") && (h.contains("\"bundle\"") || h.contains("\"indicator\"")))
+}
+
+/// Parses STIX JSON, applying the lifecycle as of `now` (Unix seconds).
+pub fn parse(ctx: &FeedContext, text: &str, now: i64) -> Parsed {
+    let mut skipped = SkipLog::default();
+    let root: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            skipped.push(e.line() as u32, format!("not STIX JSON: {e}"));
+            return Parsed {
+                indicators: Vec::new(),
+                skipped,
+            };
+        }
+    };
+    let objects: Vec<&Value> = match &root {
+        Value::Array(a) => a.iter().collect(),
+        Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("bundle") => o
+            .get("objects")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().collect())
+            .unwrap_or_default(),
+        Value::Object(_) => vec![&root],
+        _ => Vec::new(),
+    };
+    // Markings defined in this file, for TLP names.
+    let mut tlp: HashMap<String, String> = TLP_IDS
+        .iter()
+        .map(|(id, t)| (id.to_string(), t.to_string()))
+        .collect();
+    for o in objects.iter().filter(|o| o["type"] == "marking-definition") {
+        let id = o["id"].as_str().unwrap_or_default().to_owned();
+        let name = o["definition"]["tlp"]
+            .as_str()
+            .map(str::to_owned)
+            .or_else(|| {
+                o["name"]
+                    .as_str()
+                    .and_then(|n| n.strip_prefix("TLP:"))
+                    .map(str::to_ascii_lowercase)
+            });
+        if let Some(n) = name {
+            tlp.insert(id, n.to_ascii_lowercase());
+        }
+    }
+    // Newest version of each indicator id.
+    let mut newest: HashMap<&str, &Value> = HashMap::new();
+    let mut order = Vec::new();
+    for o in objects.iter().filter(|o| o["type"] == "indicator") {
+        let id = o["id"].as_str().unwrap_or_default();
+        match newest.get(id) {
+            Some(old) if old["modified"].as_str() >= o["modified"].as_str() => {}
+            Some(_) => {
+                newest.insert(id, o);
+            }
+            None => {
+                newest.insert(id, o);
+                order.push(id);
+            }
+        }
+    }
+    let mut indicators = Vec::new();
+    for id in order {
+        let o = newest[id];
+        let skip = |why: String, skipped: &mut SkipLog| skipped.push(0, format!("{id}: {why}"));
+        if o["revoked"].as_bool() == Some(true) {
+            skip("revoked".into(), &mut skipped);
+            continue;
+        }
+        let pattern_type = o["pattern_type"].as_str().unwrap_or("stix"); // 2.0 has no pattern_type
+        if pattern_type != "stix" {
+            skip(
+                format!("pattern_type {pattern_type:?} is not stix"),
+                &mut skipped,
+            );
+            continue;
+        }
+        if let Some(until) = o["valid_until"].as_str() {
+            match timestamp(until) {
+                Some(t) if t <= now => {
+                    skip(format!("expired (valid_until {until})"), &mut skipped);
+                    continue;
+                }
+                None => {
+                    skip(
+                        format!("valid_until {until:?} is not a timestamp"),
+                        &mut skipped,
+                    );
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        if let Some(from) = o["valid_from"].as_str().and_then(timestamp) {
+            if from > now {
+                skip(
+                    format!(
+                        "not valid until {}",
+                        o["valid_from"].as_str().unwrap_or_default()
+                    ),
+                    &mut skipped,
+                );
+                continue;
+            }
+        }
+        let Some(pat) = o["pattern"].as_str() else {
+            skip("no pattern".into(), &mut skipped);
+            continue;
+        };
+        match pattern::indicators(pat) {
+            Ok(found) => {
+                let meta = metadata(o, &tlp);
+                indicators.extend(found.into_iter().map(|c| ctx.indicator(c, 0, meta.clone())));
+            }
+            Err(e) => skip(format!("pattern {pat:?}: {e}"), &mut skipped),
+        }
+    }
+    Parsed {
+        indicators,
+        skipped,
+    }
+}
+
+fn metadata(o: &Value, tlp: &HashMap<String, String>) -> Vec<(Box<str>, Box<str>)> {
+    let mut meta: Vec<(Box<str>, Box<str>)> = Vec::new();
+    let mut put = |k: &str, v: String| {
+        if !v.is_empty() {
+            meta.push((k.into(), v.into()));
+        }
+    };
+    put("stix_id", o["id"].as_str().unwrap_or_default().to_owned());
+    put("name", o["name"].as_str().unwrap_or_default().to_owned());
+    let list = |v: &Value| {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default()
+    };
+    put("indicator_types", list(&o["indicator_types"]));
+    put("labels", list(&o["labels"]));
+    if let Some(c) = o["confidence"].as_i64() {
+        put("confidence", c.to_string());
+    }
+    let marks: Vec<&str> = o["object_marking_refs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| tlp.get(m.as_str()?).map(String::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(t) = marks.first() {
+        put("tlp", (*t).to_owned());
+    }
+    let phases: Vec<String> = o["kill_chain_phases"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| {
+                    Some(format!(
+                        "{}:{}",
+                        p["kill_chain_name"].as_str()?,
+                        p["phase_name"].as_str()?
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    put("kill_chain_phases", phases.join(","));
+    put(
+        "created_by_ref",
+        o["created_by_ref"].as_str().unwrap_or_default().to_owned(),
+    );
+    put(
+        "valid_until",
+        o["valid_until"].as_str().unwrap_or_default().to_owned(),
+    );
+    meta
+}
+
+/// RFC 3339 UTC (`2026-08-16T01:04:58.000Z`) to Unix seconds.
+pub fn timestamp(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        std::str::from_utf8(b.get(r)?).ok()?.parse().ok()
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (y, m, d, hh, mm, ss) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
+    let rest = &s[19..];
+    let rest = rest
+        .strip_prefix('.')
+        .map_or(rest, |r| r.trim_start_matches(|c: char| c.is_ascii_digit()));
+    if !(rest == "Z" || rest == "z")
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&d)
+        || hh > 23
+        || mm > 59
+        || ss > 60
+    {
+        return None;
+    }
+    // Days from civil (proleptic Gregorian), as in hit::rfc3339's inverse.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some((era * 146_097 + doe - 719_468) * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    const NOW: i64 = 1_795_348_800; // 2026-11-22T12:00:00Z
+
+    fn ind(id: &str, extra: &str) -> String {
+        format!(
+            r#"{{"type":"indicator","spec_version":"2.1","id":"indicator--{id}","created":"2026-01-01T00:00:00Z","modified":"2026-01-01T00:00:00Z","valid_from":"2026-01-01T00:00:00Z","pattern_type":"stix",{extra}}}"#
+        )
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(timestamp("2026-11-22T12:00:00Z"), Some(NOW));
+        assert_eq!(timestamp("2026-11-22T12:00:00.123456Z"), Some(NOW));
+        assert_eq!(timestamp("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(timestamp("2000-02-29T00:00:00Z"), Some(951_782_400));
+        assert_eq!(timestamp("2026-11-22 12:00:00"), None);
+        assert_eq!(timestamp("2026-13-22T12:00:00Z"), None);
+    }
+
+    #[test]
+    fn bundle_lifecycle_and_metadata() {
+        let objects = [
+            ind("1", r#""name":"c2","pattern":"[ipv4-addr:value = '198.51.100.7']","confidence":80,"indicator_types":["malicious-activity"],"object_marking_refs":["marking-definition--34098fce-860f-48ae-8e50-ebd3cc5e41da"],"kill_chain_phases":[{"kill_chain_name":"mitre-attack","phase_name":"command-and-control"}],"created_by_ref":"identity--x""#),
+            ind("2", r#""pattern":"[domain-name:value = 'gone.example']","revoked":true"#),
+            ind("3", r#""pattern":"[domain-name:value = 'old.example']","valid_until":"2026-02-01T00:00:00Z""#),
+            ind("4", r#""pattern":"[domain-name:value = 'future.example']","valid_from":"2027-01-01T00:00:00Z""#),
+            ind("5", r#""pattern":"[domain-name:value = 'v1.example']""#),
+            ind("5", r#""pattern":"[domain-name:value = 'v2.example']","modified":"2026-06-01T00:00:00Z""#).replace(r#""modified":"2026-01-01T00:00:00Z","#, ""),
+            ind("6", r#""pattern":"[ipv4-addr:value = '1.2.3.4'] FOLLOWEDBY [ipv4-addr:value = '5.6.7.8']""#),
+            ind("7", r#""pattern":"alert tcp any any","pattern_type":"snort""#).replacen(r#""pattern_type":"stix","#, "", 1),
+            ind("8", r#""pattern":"[file:hashes.'SHA-256' = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855']","object_marking_refs":["marking-definition--local"]"#),
+            r#"{"type":"marking-definition","id":"marking-definition--local","definition_type":"tlp","definition":{"tlp":"amber"}}"#.to_owned(),
+        ];
+        let bundle = format!(
+            r#"{{"type":"bundle","id":"bundle--1","objects":[{}]}}"#,
+            objects.join(",")
+        );
+        assert!(looks_like(&bundle));
+        let p = parse(
+            &FeedContext {
+                name: Arc::from("s.json"),
+            },
+            &bundle,
+            NOW,
+        );
+        let got: Vec<(&str, &str)> = p
+            .indicators
+            .iter()
+            .map(|i| (i.kind.as_str(), &*i.value))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("ipv4-addr", "198.51.100.7"),
+                ("domain-name", "v2.example"),
+                (
+                    "sha256",
+                    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+                )
+            ]
+        );
+        let meta: HashMap<&str, &str> = p.indicators[0]
+            .provenance
+            .meta
+            .iter()
+            .map(|(k, v)| (&**k, &**v))
+            .collect();
+        assert_eq!(meta["stix_id"], "indicator--1");
+        assert_eq!(meta["name"], "c2");
+        assert_eq!(meta["confidence"], "80");
+        assert_eq!(meta["tlp"], "green");
+        assert_eq!(meta["indicator_types"], "malicious-activity");
+        assert_eq!(
+            meta["kill_chain_phases"],
+            "mitre-attack:command-and-control"
+        );
+        assert_eq!(meta["created_by_ref"], "identity--x");
+        assert!(p.indicators[2]
+            .provenance
+            .meta
+            .iter()
+            .any(|(k, v)| &**k == "tlp" && &**v == "amber"));
+        let reasons: Vec<&str> = p
+            .skipped
+            .examples
+            .iter()
+            .map(|s| s.reason.as_str())
+            .collect();
+        assert_eq!(p.skipped.count, 5, "{reasons:?}");
+        for (id, why) in [
+            ("2", "revoked"),
+            ("3", "expired"),
+            ("4", "not valid until"),
+            ("6", "FOLLOWEDBY"),
+            ("7", "snort"),
+        ] {
+            assert!(
+                reasons
+                    .iter()
+                    .any(|r| r.starts_with(&format!("indicator--{id}:")) && r.contains(why)),
+                "{id} {why}: {reasons:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn single_objects_arrays_and_broken_json() {
+        let ctx = FeedContext {
+            name: Arc::from("s"),
+        };
+        let one = ind("1", r#""pattern":"[url:value = 'http://a.example/x']""#);
+        assert_eq!(parse(&ctx, &one, NOW).indicators.len(), 1);
+        assert_eq!(
+            parse(
+                &ctx,
+                &format!(
+                    "[{one},{}]",
+                    ind("2", r#""pattern":"[url:value = 'http://b.example/']""#)
+                ),
+                NOW
+            )
+            .indicators
+            .len(),
+            2
+        );
+        let broken = parse(&ctx, "{\"type\": \"bundle\", \"objects\": [", NOW);
+        assert!(
+            broken.indicators.is_empty()
+                && broken.skipped.examples[0].reason.contains("not STIX JSON")
+        );
+    }
+}
