@@ -45,6 +45,17 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct FeedConfig {
     pub path: PathBuf,
+    /// MISP: load attributes not marked `to_ids` too.
+    #[serde(default)]
+    pub misp_all_attributes: bool,
+}
+
+impl FeedConfig {
+    pub fn parse_options(&self) -> crate::feeds::ParseOptions {
+        crate::feeds::ParseOptions {
+            misp_all_attributes: self.misp_all_attributes,
+        }
+    }
 }
 
 /// Where log lines come from. Every source is named in hits as `input`.

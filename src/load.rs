@@ -48,12 +48,13 @@ pub enum FeedSource {
 pub fn load(
     sources: &[FeedSource],
     allowlist_paths: &[PathBuf],
+    options: &feeds::ParseOptions,
 ) -> Result<(Vec<Indicator>, LoadReport), FeedError> {
     let read_all = |paths: &[PathBuf]| -> Result<Vec<Feed>, FeedError> {
         let per_path: Vec<Result<Vec<Feed>, FeedError>> = std::thread::scope(|s| {
             let handles: Vec<_> = paths
                 .iter()
-                .map(|p| s.spawn(move || feeds::load_path(p)))
+                .map(|p| s.spawn(move || feeds::load_path_with(p, options)))
                 .collect();
             handles
                 .into_iter()

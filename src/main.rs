@@ -70,6 +70,9 @@ struct ScanArgs {
     /// Bloom filter in front of exact sets of at least this many keys (0: never).
     #[arg(long, value_name = "KEYS", default_value_t = EngineOptions::default().bloom_min_keys)]
     bloom_min_keys: usize,
+    /// Load MISP attributes not marked `to_ids` too (default: `to_ids` only).
+    #[arg(long)]
+    misp_all_attributes: bool,
     /// Print no load summary on stderr.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -230,7 +233,13 @@ fn scan(args: ScanArgs) -> ExitCode {
             .map(FeedSource::Path)
             .collect()
     };
-    let (indicators, report) = match iocd::load::load(&sources, &args.allowlists) {
+    let (indicators, report) = match iocd::load::load(
+        &sources,
+        &args.allowlists,
+        &iocd::feeds::ParseOptions {
+            misp_all_attributes: args.misp_all_attributes,
+        },
+    ) {
         Ok(loaded) => loaded,
         Err(e) => {
             let _ = writeln!(stderr, "iocd: error: {e}");

@@ -148,7 +148,8 @@ impl Loader {
         for file in files {
             let name = feeds::feed_name(&file);
             let fresh = feeds::read_text(&file).map(|text| {
-                let feed = feeds::parse(&name, &file, &text);
+                let feed =
+                    feeds::parse_with(&name, &file, &text, &fc.parse_options(), feeds::unix_now());
                 (feed, text)
             });
             match fresh {
@@ -167,7 +168,13 @@ impl Loader {
                                 name.clone(),
                                 format!("{why}; keeping its last good content"),
                             ));
-                            out.push(feeds::parse(&name, &file, text));
+                            out.push(feeds::parse_with(
+                                &name,
+                                &file,
+                                text,
+                                &fc.parse_options(),
+                                feeds::unix_now(),
+                            ));
                         }
                         None => match other {
                             // At start an unreadable feed is an error the operator must see (exit 65).

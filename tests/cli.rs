@@ -349,3 +349,31 @@ fn real_stix_bundles_load() {
         .iter()
         .all(|i| i.provenance.meta.iter().any(|(k, _)| &**k == "stix_id")));
 }
+
+#[test]
+fn real_misp_events_and_feed_load() {
+    let Some(shared) = common::shared_dir() else {
+        return common::skipped(
+            "real_misp_events_and_feed_load",
+            "../shared/data is not present",
+        );
+    };
+    for dir in [
+        "data/feeds/misp/eset_malware-ioc_events",
+        "data/feeds/misp/tweetfeed_misp_feed",
+    ] {
+        let feeds = iocd::feeds::load_path(&shared.join(dir)).unwrap();
+        assert!(feeds.len() > 20, "{dir}");
+        for f in &feeds {
+            assert_eq!(f.failure, None, "{}", f.path.display());
+            assert_eq!(f.format, iocd::feeds::Format::Misp, "{}", f.path.display());
+            assert!(f.indicators.iter().all(|i| i
+                .provenance
+                .meta
+                .iter()
+                .any(|(k, _)| &**k == "misp_event_uuid")));
+        }
+        let total: usize = feeds.iter().map(|f| f.indicators.len()).sum();
+        assert!(total > 1000, "{dir}: {total}");
+    }
+}

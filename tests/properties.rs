@@ -123,3 +123,27 @@ proptest! {
         }
     }
 }
+
+/// Pattern-like text: the characters STIX patterns are made of.
+fn pattern_text() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop_oneof![
+            3 => prop::sample::select(vec!["[", "]", "(", ")", "'", "\\", ":", ".", "=", "!=", " AND ", " OR ", " IN ", " MATCHES ", " LIKE ", " ISSUBSET ", " FOLLOWEDBY ", " WITHIN ", ",", "ipv4-addr", "value", "file", "hashes", "'SHA-256'", "domain-name", "network-traffic", "dst_ref", "type", "1.2.3.4", "10.0.0.0/8", "*", "%", "_"]).prop_map(str::to_owned),
+            1 => prop::collection::vec(prop::sample::select(b"az09 -".to_vec()), 0..4).prop_map(|v| String::from_utf8(v).expect("ascii")),
+        ],
+        0..24,
+    )
+    .prop_map(|v| v.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 5000, ..ProptestConfig::default() })]
+
+    /// The STIX pattern parser answers every input with indicators or a
+    /// reason, never a panic.
+    #[test]
+    fn stix_patterns_never_panic(p in pattern_text()) {
+        let _ = iocd::feeds::stix::pattern::indicators(&p);
+        let _ = iocd::feeds::stix::pattern::indicators(&format!("[{p}]"));
+    }
+}

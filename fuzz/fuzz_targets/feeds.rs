@@ -1,4 +1,4 @@
-//! Every feed reader over arbitrary bytes: parse as detected, then force
+//! Every feed reader (plain, Zeek, CSV, warninglist, STIX, MISP) over arbitrary bytes: parse as detected, then force
 //! each format's reader through detection by prefixing its marker, build an
 //! engine from whatever came out, and use the result as an allowlist.
 #![no_main]
@@ -15,6 +15,8 @@ fuzz_target!(|data: &[u8]| {
         format!("#fields\tindicator\tindicator_type\tmeta.source\n{text}"),
         format!("value,type,tags\n{text}"),
         format!("{{\"name\":\"x\",\"type\":\"cidr\",\"list\":[{text}]}}"),
+        format!("{{\"type\":\"bundle\",\"objects\":[{{\"type\":\"indicator\",\"id\":\"indicator--1\",\"pattern\":{}}}, {text}]}}", serde_json::to_string(&*text).unwrap()),
+        format!("{{\"Event\":{{\"uuid\":\"u\",\"Attribute\":[{{\"type\":\"ip-dst\",\"to_ids\":true,\"value\":{}}}, {text}]}}}}", serde_json::to_string(&*text).unwrap()),
     ];
     let parsed: Vec<_> = forced
         .iter()

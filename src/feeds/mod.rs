@@ -9,6 +9,7 @@
 //! are kept with their line and reason so the operator can fix the feed.
 
 mod csv;
+pub mod misp;
 mod plain;
 pub mod stix;
 pub mod types;
@@ -41,6 +42,8 @@ pub enum Format {
     Csv,
     /// STIX 2.x JSON: a bundle, an indicator object or an array of them.
     Stix,
+    /// MISP event JSON (`{"Event": ...}` or a REST `{"response": [...]}`).
+    Misp,
     /// A MISP warninglist (`{"list": [...], "type": ...}`); allowlists only.
     Warninglist,
 }
@@ -52,6 +55,7 @@ impl fmt::Display for Format {
             Format::Zeek => "zeek-intel",
             Format::Csv => "csv",
             Format::Stix => "stix",
+            Format::Misp => "misp",
             Format::Warninglist => "misp-warninglist",
         })
     }
@@ -183,6 +187,9 @@ impl std::error::Error for FeedError {}
 pub fn detect(text: &str) -> Format {
     let head = text.trim_start_matches('\u{feff}').trim_start();
     if head.starts_with('{') || head.starts_with('[') {
+        if misp::looks_like(head) {
+            return Format::Misp;
+        }
         if stix::looks_like(head) {
             return Format::Stix;
         }
@@ -202,14 +209,33 @@ pub fn detect(text: &str) -> Format {
 /// Parses feed text (named `name` in provenance) in the format detected from
 /// it. Time-dependent formats (STIX validity) are judged as of now.
 pub fn parse(name: &str, path: &Path, text: &str) -> Feed {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    parse_at(name, path, text, now)
+    parse_with(name, path, text, &ParseOptions::default(), unix_now())
 }
 
-/// [`parse`] as of `now` (Unix seconds).
-pub fn parse_at(name: &str, path: &Path, text: &str, now: i64) -> Feed {
+/// Choices a feed's configuration can make about its content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseOptions {
+    /// Load MISP attributes not marked `to_ids` too (default: only `to_ids`).
+    pub misp_all_attributes: bool,
+}
+
+impl Default for ParseOptions {
+    fn default() -> Self {
+        ParseOptions {
+            misp_all_attributes: false,
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// [`parse`] with options, as of `now` (Unix seconds).
+pub fn parse_with(name: &str, path: &Path, text: &str, options: &ParseOptions, now: i64) -> Feed {
     let ctx = FeedContext {
         name: Arc::from(name),
     };
@@ -219,6 +245,22 @@ pub fn parse_at(name: &str, path: &Path, text: &str, now: i64) -> Feed {
     };
     let mut warninglist = None;
     let mut failure = None;
+    if misp::looks_like_hashes_index(text) {
+        let mut skipped = SkipLog::default();
+        skipped.push(
+            1,
+            "a MISP feed's hashes.csv: an index of attribute hashes, not indicators",
+        );
+        return Feed {
+            name: ctx.name,
+            path: path.to_owned(),
+            format: Format::Misp,
+            indicators: Vec::new(),
+            skipped,
+            warninglist: None,
+            failure: None,
+        };
+    }
     let format = if looks_like_html(text) {
         Format::Plain
     } else {
@@ -235,6 +277,7 @@ pub fn parse_at(name: &str, path: &Path, text: &str, now: i64) -> Feed {
             Format::Zeek => zeek::parse(&ctx, text),
             Format::Csv => csv::parse(&ctx, text),
             Format::Stix => stix::parse(&ctx, text, now),
+            Format::Misp => misp::parse(&ctx, text, options.misp_all_attributes),
             Format::Warninglist => match warninglist::parse(text) {
                 Ok(w) => {
                     warninglist = Some(w);
@@ -275,12 +318,10 @@ pub fn parse_at(name: &str, path: &Path, text: &str, now: i64) -> Feed {
         ));
     }
     if failure.is_none()
-        && format == Format::Stix
-        && parsed
-            .skipped
-            .examples
-            .first()
-            .is_some_and(|e| e.reason.starts_with("not STIX JSON"))
+        && matches!(format, Format::Stix | Format::Misp)
+        && parsed.skipped.examples.first().is_some_and(|e| {
+            e.reason.starts_with("not STIX JSON") || e.reason.starts_with("not MISP JSON")
+        })
     {
         failure = parsed.skipped.examples.first().map(|e| e.reason.clone());
     }
@@ -364,9 +405,26 @@ pub fn read_text(file: &Path) -> Result<String, FeedError> {
 /// When the path (or a file in the directory) cannot be read at all. Content
 /// problems are never errors: they are skipped entries.
 pub fn load_path(path: &Path) -> Result<Vec<Feed>, FeedError> {
+    load_path_with(path, &ParseOptions::default())
+}
+
+/// [`load_path`] with parse options.
+///
+/// # Errors
+/// As [`load_path`].
+pub fn load_path_with(path: &Path, options: &ParseOptions) -> Result<Vec<Feed>, FeedError> {
+    let now = unix_now();
     list_files(path)?
         .into_iter()
-        .map(|file| Ok(parse(&feed_name(&file), &file, &read_text(&file)?)))
+        .map(|file| {
+            Ok(parse_with(
+                &feed_name(&file),
+                &file,
+                &read_text(&file)?,
+                options,
+                now,
+            ))
+        })
         .collect()
 }
 

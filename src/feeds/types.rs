@@ -20,6 +20,7 @@ pub fn canonical(kind: &str, value: &str) -> Result<Vec<Canonical>, String> {
         "ip" | "ipv4" | "ipv6" | "ip-src" | "ip-dst" | "ipv4-addr" | "ipv6-addr" | "cidr"
         | "subnet" => one(typed("ip", value)),
         "ip-src|port" | "ip-dst|port" => one(typed("ip", &before_pipe(value))),
+        "hostname|port" => one(domain(&before_pipe(value)).map(|d| (IndicatorType::Domain, d))),
         "domain" | "hostname" | "domain-name" | "fqdn" => {
             one(domain(value).map(|d| (IndicatorType::Domain, d)))
         }
@@ -57,7 +58,8 @@ pub fn canonical(kind: &str, value: &str) -> Result<Vec<Canonical>, String> {
         | "uri"
         | "string"
         | "windows-service-name"
-        | "process-name" => one(typed("string", value)),
+        | "process-name"
+        | "pdb" => one(typed("string", value)),
         "regkey|value" => one(typed("string", &before_pipe(value))),
         "regex" => one(typed("regex", value)),
         _ => Err(format!(
