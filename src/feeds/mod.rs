@@ -213,18 +213,10 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Feed {
 }
 
 /// Choices a feed's configuration can make about its content.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ParseOptions {
     /// Load MISP attributes not marked `to_ids` too (default: only `to_ids`).
     pub misp_all_attributes: bool,
-}
-
-impl Default for ParseOptions {
-    fn default() -> Self {
-        ParseOptions {
-            misp_all_attributes: false,
-        }
-    }
 }
 
 /// Seconds since the Unix epoch, now.
