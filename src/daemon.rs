@@ -87,6 +87,7 @@ pub async fn run(
         })?
     };
     let (built, loader) = built;
+    let next_change = built.next_change;
     reload::publish(&metrics, &built);
     let stats = built.engine.stats().clone();
     tracing::info!(
@@ -163,6 +164,7 @@ pub async fn run(
         engine,
         metrics: metrics.clone(),
         watch,
+        next_change,
     };
     let reload_task = tokio::spawn(reloader.run(controls.reload, stop_rx.clone()));
     tracing::info!(sources = source_tasks.len(), "iocd running");

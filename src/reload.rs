@@ -54,6 +54,8 @@ pub struct Built {
     /// Feeds that kept their last good content (or were left out): (feed, why).
     pub failures: Vec<(String, String)>,
     pub seconds: f64,
+    /// The next moment a feed's content changes by itself (STIX validity).
+    pub next_change: Option<i64>,
 }
 
 impl Loader {
@@ -79,6 +81,11 @@ impl Loader {
         for fc in config.allowlists.values() {
             allow_feeds.extend(self.read(fc, startup, &mut failures)?);
         }
+        let next_change = feeds
+            .iter()
+            .chain(&allow_feeds)
+            .filter_map(|f| f.next_change)
+            .min();
         let allow = Allowlist::new(&allow_feeds);
         let mut indicators: Vec<Indicator> = Vec::new();
         let mut summaries = Vec::new();
@@ -116,6 +123,7 @@ impl Loader {
             },
             failures,
             seconds: started.elapsed().as_secs_f64(),
+            next_change,
         })
     }
 
@@ -272,6 +280,8 @@ pub struct Reloader {
     pub engine: Arc<ArcSwap<Engine>>,
     pub metrics: Arc<Metrics>,
     pub watch: FeedWatch,
+    /// When the loaded content changes by itself; a reload is due then.
+    pub next_change: Option<i64>,
 }
 
 impl Reloader {
@@ -291,6 +301,11 @@ impl Reloader {
                     false
                 }
                 _ = ticker.tick(), if periodic => false,
+                // An indicator expires or becomes valid: rebuild without any file event.
+                _ = until_unix(self.next_change.unwrap_or(i64::MAX)), if self.next_change.is_some() => {
+                    tracing::info!("an indicator's validity changes now: rebuilding the engine");
+                    false
+                }
                 Some(()) = hup.recv() => true,
             };
             if reread_config {
@@ -341,6 +356,7 @@ impl Reloader {
         match result {
             Ok(built) => {
                 publish(m, &built);
+                self.next_change = built.next_change;
                 let stats = built.engine.stats().clone();
                 self.engine.store(Arc::new(built.engine));
                 m.reloads.with_label_values(&["success"]).inc();
@@ -363,6 +379,12 @@ impl Reloader {
             }
         }
     }
+}
+
+/// Sleeps until Unix time `t` (plus a second, so `now > t` when it wakes).
+async fn until_unix(t: i64) {
+    let wait = (t - crate::feeds::unix_now()).max(0) as u64 + 1;
+    tokio::time::sleep(Duration::from_secs(wait)).await;
 }
 
 fn new_watcher(tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {

@@ -150,6 +150,9 @@ pub struct Feed {
     /// warninglist that is not JSON, nothing but bad entries). A daemon keeps
     /// the last good version of such a feed.
     pub failure: Option<String>,
+    /// When the feed's content changes by itself (a STIX indicator becomes
+    /// valid or expires), in Unix seconds: the engine must be rebuilt then.
+    pub next_change: Option<i64>,
 }
 
 impl Feed {
@@ -237,6 +240,7 @@ pub fn parse_with(name: &str, path: &Path, text: &str, options: &ParseOptions, n
     };
     let mut warninglist = None;
     let mut failure = None;
+    let mut next_change = None;
     if misp::looks_like_hashes_index(text) {
         let mut skipped = SkipLog::default();
         skipped.push(
@@ -251,6 +255,7 @@ pub fn parse_with(name: &str, path: &Path, text: &str, options: &ParseOptions, n
             skipped,
             warninglist: None,
             failure: None,
+            next_change: None,
         };
     }
     let format = if looks_like_html(text) {
@@ -268,7 +273,11 @@ pub fn parse_with(name: &str, path: &Path, text: &str, options: &ParseOptions, n
             Format::Plain => plain::parse(&ctx, text),
             Format::Zeek => zeek::parse(&ctx, text),
             Format::Csv => csv::parse(&ctx, text),
-            Format::Stix => stix::parse(&ctx, text, now),
+            Format::Stix => {
+                let (p, next) = stix::parse(&ctx, text, now);
+                next_change = next;
+                p
+            }
             Format::Misp => misp::parse(&ctx, text, options.misp_all_attributes),
             Format::Warninglist => match warninglist::parse(text) {
                 Ok(w) => {
@@ -326,6 +335,7 @@ pub fn parse_with(name: &str, path: &Path, text: &str, options: &ParseOptions, n
         skipped,
         warninglist,
         failure,
+        next_change,
     }
 }
 

@@ -958,3 +958,45 @@ fn long_lines_are_dropped_or_truncated_as_configured_and_counted() {
         assert!(status.success() && rest.is_empty(), "{mode}: {rest:?}");
     }
 }
+
+#[test]
+fn stix_indicators_expire_and_activate_while_running() {
+    let dir = test_dir("lifecycle");
+    let port = free_port();
+    let at = |secs: i64| iocd::hit::rfc3339(iocd::feeds::unix_now() + secs, 0);
+    let ind = |id: &str, domain: &str, validity: String| {
+        format!(
+            r#"{{"type":"indicator","spec_version":"2.1","id":"indicator--{id}","created":"2026-01-01T00:00:00Z","modified":"2026-01-01T00:00:00Z","pattern_type":"stix","pattern":"[domain-name:value = '{domain}']",{validity}}}"#
+        )
+    };
+    let bundle = format!(
+        r#"{{"type":"bundle","id":"bundle--1","objects":[{},{}]}}"#,
+        ind(
+            "1",
+            "leaving.example",
+            format!(
+                r#""valid_from":"2026-01-01T00:00:00Z","valid_until":"{}""#,
+                at(2)
+            )
+        ),
+        ind(
+            "2",
+            "arriving.example",
+            format!(r#""valid_from":"{}""#, at(2))
+        ),
+    );
+    std::fs::create_dir_all(dir.join("feeds")).unwrap();
+    std::fs::write(dir.join("feeds/bundle.json"), bundle).unwrap();
+    let mut d = Daemon::start(&dir, &tcp_config(&dir, port, ""));
+    send_tcp(port, b"1 leaving.example arriving.example\n");
+    assert_eq!(d.read_hits(1)[0]["indicator"]["value"], "leaving.example");
+    // No file changes: the daemon rebuilds when the validity changes.
+    d.wait_log("validity changes now");
+    d.wait_log("engine reloaded");
+    send_tcp(port, b"2 leaving.example arriving.example\n");
+    let h = d.read_hits(1);
+    assert_eq!(h[0]["indicator"]["value"], "arriving.example");
+    assert_eq!(h[0]["indicator"]["stix_id"], "indicator--2");
+    let (status, rest) = d.stop();
+    assert!(status.success() && rest.is_empty(), "{rest:?}");
+}

@@ -42,16 +42,23 @@ pub fn looks_like(head: &str) -> bool {
 }
 
 /// Parses STIX JSON, applying the lifecycle as of `now` (Unix seconds).
-pub fn parse(ctx: &FeedContext, text: &str, now: i64) -> Parsed {
+/// Also returns the next moment an indicator becomes valid or expires, when
+/// the engine must be rebuilt even if no file changes.
+pub fn parse(ctx: &FeedContext, text: &str, now: i64) -> (Parsed, Option<i64>) {
+    let mut next_change: Option<i64> = None;
+    let mut note = |t: i64| next_change = Some(next_change.map_or(t, |n: i64| n.min(t)));
     let mut skipped = SkipLog::default();
     let root: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
             skipped.push(e.line() as u32, format!("not STIX JSON: {e}"));
-            return Parsed {
-                indicators: Vec::new(),
-                skipped,
-            };
+            return (
+                Parsed {
+                    indicators: Vec::new(),
+                    skipped,
+                },
+                None,
+            );
         }
     };
     let objects: Vec<&Value> = match &root {
@@ -122,6 +129,7 @@ pub fn parse(ctx: &FeedContext, text: &str, now: i64) -> Parsed {
                     skip(format!("expired (valid_until {until})"), &mut skipped);
                     continue;
                 }
+                Some(t) => note(t),
                 None => {
                     skip(
                         format!("valid_until {until:?} is not a timestamp"),
@@ -129,11 +137,11 @@ pub fn parse(ctx: &FeedContext, text: &str, now: i64) -> Parsed {
                     );
                     continue;
                 }
-                _ => {}
             }
         }
         if let Some(from) = o["valid_from"].as_str().and_then(timestamp) {
             if from > now {
+                note(from);
                 skip(
                     format!(
                         "not valid until {}",
@@ -156,10 +164,13 @@ pub fn parse(ctx: &FeedContext, text: &str, now: i64) -> Parsed {
             Err(e) => skip(format!("pattern {pat:?}: {e}"), &mut skipped),
         }
     }
-    Parsed {
-        indicators,
-        skipped,
-    }
+    (
+        Parsed {
+            indicators,
+            skipped,
+        },
+        next_change,
+    )
 }
 
 fn metadata(o: &Value, tlp: &HashMap<String, String>) -> Vec<(Box<str>, Box<str>)> {
@@ -310,13 +321,15 @@ mod tests {
             objects.join(",")
         );
         assert!(looks_like(&bundle));
-        let p = parse(
+        let (p, next) = parse(
             &FeedContext {
                 name: Arc::from("s.json"),
             },
             &bundle,
             NOW,
         );
+        // Indicator 4 becomes valid on 2027-01-01: the engine must change then.
+        assert_eq!(next, timestamp("2027-01-01T00:00:00Z"));
         let got: Vec<(&str, &str)> = p
             .indicators
             .iter()
@@ -383,7 +396,7 @@ mod tests {
             name: Arc::from("s"),
         };
         let one = ind("1", r#""pattern":"[url:value = 'http://a.example/x']""#);
-        assert_eq!(parse(&ctx, &one, NOW).indicators.len(), 1);
+        assert_eq!(parse(&ctx, &one, NOW).0.indicators.len(), 1);
         assert_eq!(
             parse(
                 &ctx,
@@ -393,11 +406,12 @@ mod tests {
                 ),
                 NOW
             )
+            .0
             .indicators
             .len(),
             2
         );
-        let broken = parse(&ctx, "{\"type\": \"bundle\", \"objects\": [", NOW);
+        let (broken, _) = parse(&ctx, "{\"type\": \"bundle\", \"objects\": [", NOW);
         assert!(
             broken.indicators.is_empty()
                 && broken.skipped.examples[0].reason.contains("not STIX JSON")
