@@ -17,6 +17,9 @@ pub struct Config {
     /// Indicator feeds, by name: a file or a directory, watched for changes.
     #[serde(default)]
     pub feeds: BTreeMap<String, FeedConfig>,
+    /// TAXII 2.1 collections, by name: polled feeds of STIX indicators.
+    #[serde(default)]
+    pub taxii: BTreeMap<String, TaxiiConfig>,
     /// Allowlists, by name: indicators they cover are never loaded.
     #[serde(default)]
     pub allowlists: BTreeMap<String, FeedConfig>,
@@ -54,6 +57,46 @@ impl FeedConfig {
     pub fn parse_options(&self) -> crate::feeds::ParseOptions {
         crate::feeds::ParseOptions {
             misp_all_attributes: self.misp_all_attributes,
+        }
+    }
+}
+
+/// A TAXII 2.1 collection polled for STIX indicators.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TaxiiConfig {
+    /// `http://host:port/api-root/collections/ID/`
+    pub url: String,
+    #[serde(default = "defaults::poll_interval_secs")]
+    pub poll_interval_secs: u64,
+    #[serde(default = "defaults::request_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Objects per page (`limit`).
+    #[serde(default = "defaults::page_size")]
+    pub page_size: usize,
+    /// Basic authentication (or set IOCD_TAXII_USER / IOCD_TAXII_PASSWORD).
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Bearer token (or set IOCD_TAXII_TOKEN).
+    pub token: Option<String>,
+}
+
+impl TaxiiConfig {
+    pub fn collection(&self) -> crate::taxii::Collection {
+        use crate::taxii::Auth;
+        let auth = match (&self.token, &self.username, &self.password) {
+            (Some(t), _, _) => Auth::Bearer(t.clone()),
+            (None, Some(u), Some(p)) => Auth::Basic {
+                user: u.clone(),
+                password: p.clone(),
+            },
+            _ => Auth::from_env(),
+        };
+        crate::taxii::Collection {
+            url: self.url.clone(),
+            auth,
+            timeout: std::time::Duration::from_secs(self.timeout_secs.max(1)),
+            page_size: self.page_size,
         }
     }
 }
@@ -315,6 +358,12 @@ mod defaults {
     pub fn original_max_bytes() -> usize {
         4096
     }
+    pub fn page_size() -> usize {
+        1000
+    }
+    pub fn poll_interval_secs() -> u64 {
+        300
+    }
     pub fn reload_interval_secs() -> u64 {
         300
     }
@@ -412,7 +461,18 @@ impl Config {
         if self.sinks.is_empty() {
             return Err(("sinks".into(), "at least one sink is needed".into()));
         }
-        if self.feeds.is_empty() && !self.example_feed {
+        for (name, t) in &self.taxii {
+            if crate::sinks::http::Target::parse(&t.url).is_none() {
+                return Err((format!("taxii.{name}.url"), format!("{:?}: only http:// TAXII collections are supported (put a TLS proxy in front for https)", t.url)));
+            }
+            if self.state_dir.is_none() {
+                return Err((
+                    format!("taxii.{name}"),
+                    "a TAXII feed needs `state_dir` to keep its checkpoint and objects".into(),
+                ));
+            }
+        }
+        if self.feeds.is_empty() && self.taxii.is_empty() && !self.example_feed {
             return Err(("feeds".into(), "at least one feed is needed".into()));
         }
         let stdins = self

@@ -35,6 +35,8 @@ pub const EXAMPLE_FEED: (&str, &str) = (
 /// Where indicators come from: files and directories, or the embedded example.
 pub enum FeedSource {
     Path(PathBuf),
+    /// A TAXII 2.1 collection URL, fetched whole once.
+    Taxii(String),
     Embedded {
         name: &'static str,
         text: &'static str,
@@ -80,12 +82,35 @@ pub fn load(
         .collect();
     let mut feeds = read_all(&paths)?;
     for s in sources {
-        if let FeedSource::Embedded { name, text } = s {
-            feeds.push(feeds::parse(
-                name,
-                std::path::Path::new(&format!("(embedded) {name}")),
-                text,
-            ));
+        match s {
+            FeedSource::Embedded { name, text } => {
+                feeds.push(feeds::parse(
+                    name,
+                    std::path::Path::new(&format!("(embedded) {name}")),
+                    text,
+                ));
+            }
+            FeedSource::Taxii(url) => {
+                let collection = crate::taxii::Collection {
+                    url: url.clone(),
+                    auth: crate::taxii::Auth::from_env(),
+                    timeout: std::time::Duration::from_secs(30),
+                    page_size: 1000,
+                };
+                let mut state = crate::taxii::State::default();
+                crate::taxii::poll(&collection, &mut state).map_err(|e| FeedError {
+                    path: PathBuf::from(url),
+                    error: std::io::Error::other(e),
+                })?;
+                feeds.push(feeds::parse_with(
+                    url,
+                    std::path::Path::new(url),
+                    &state.as_stix_json(),
+                    options,
+                    feeds::unix_now(),
+                ));
+            }
+            FeedSource::Path(_) => {}
         }
     }
     let allow_feeds = read_all(allowlist_paths)?;

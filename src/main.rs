@@ -53,8 +53,10 @@ const EXIT_CONFIG: u8 = 78;
 
 #[derive(clap::Args)]
 struct ScanArgs {
-    /// Indicator feed: a file or a directory of files (repeatable). Without
-    /// one, the example feed built into iocd (deploy/examples/feeds/).
+    /// Indicator feed: a file, a directory of files, or a TAXII 2.1
+    /// collection URL (credentials from IOCD_TAXII_USER/IOCD_TAXII_PASSWORD or
+    /// IOCD_TAXII_TOKEN); repeatable. Without one, the example feed built
+    /// into iocd (deploy/examples/feeds/).
     #[arg(long = "indicators", short = 'i', value_name = "PATH")]
     indicators: Vec<PathBuf>,
     /// Allowlist removing indicators at load time: any feed format or a MISP
@@ -229,8 +231,12 @@ fn scan(args: ScanArgs) -> ExitCode {
     } else {
         args.indicators
             .iter()
-            .cloned()
-            .map(FeedSource::Path)
+            .map(|p| match p.to_str() {
+                Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                    FeedSource::Taxii(url.to_owned())
+                }
+                _ => FeedSource::Path(p.clone()),
+            })
             .collect()
     };
     let (indicators, report) = match iocd::load::load(

@@ -25,6 +25,7 @@ pub struct Metrics {
     pub hits: IntCounterVec,
     pub indicators_loaded: IntGaugeVec,
     pub feed_failures: IntCounterVec,
+    pub taxii_polls: IntCounterVec,
     pub reloads: IntCounterVec,
     pub reload_duration: Histogram,
     pub last_reload_success: Gauge,
@@ -119,6 +120,12 @@ impl Metrics {
                 "iocd_feed_failures_total",
                 "Feed loads that failed (last good indicators kept), by feed.",
                 &["feed"],
+            ),
+            taxii_polls: counter(
+                &r,
+                "iocd_taxii_polls_total",
+                "TAXII collection polls, by feed and result.",
+                &["feed", "result"],
             ),
             reloads: counter(
                 &r,

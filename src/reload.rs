@@ -28,6 +28,16 @@ use crate::metrics::Metrics;
 #[derive(Default)]
 pub struct Loader {
     last_good: HashMap<PathBuf, Arc<str>>,
+    taxii: HashMap<String, TaxiiFeed>,
+}
+
+/// A TAXII collection's state between reloads.
+struct TaxiiFeed {
+    state: crate::taxii::State,
+    /// Unix time the next poll is due.
+    next_poll: i64,
+    /// Seconds to wait after a failed poll (doubles, capped at the interval).
+    backoff: i64,
 }
 
 /// Why loading cannot produce an engine at all.
@@ -54,6 +64,8 @@ pub struct Built {
     /// Feeds that kept their last good content (or were left out): (feed, why).
     pub failures: Vec<(String, String)>,
     pub seconds: f64,
+    /// TAXII polls made by this build: (feed, error if it failed).
+    pub polls: Vec<(String, Option<String>)>,
     /// The next moment a feed's content changes by itself (STIX validity).
     pub next_change: Option<i64>,
 }
@@ -77,14 +89,25 @@ impl Loader {
         for fc in config.feeds.values() {
             feeds.extend(self.read(fc, startup, &mut failures)?);
         }
+        let mut polls = Vec::new();
+        for (name, tc) in &config.taxii {
+            let state_file = config
+                .state_dir
+                .clone()
+                .unwrap_or_default()
+                .join(format!("taxii-{name}.json"));
+            feeds.push(self.taxii_feed(name, tc, &state_file, &mut polls, &mut failures));
+        }
         let mut allow_feeds = Vec::new();
         for fc in config.allowlists.values() {
             allow_feeds.extend(self.read(fc, startup, &mut failures)?);
         }
+        let next_poll = self.taxii.values().map(|t| t.next_poll).min();
         let next_change = feeds
             .iter()
             .chain(&allow_feeds)
             .filter_map(|f| f.next_change)
+            .chain(next_poll)
             .min();
         let allow = Allowlist::new(&allow_feeds);
         let mut indicators: Vec<Indicator> = Vec::new();
@@ -123,8 +146,69 @@ impl Loader {
             },
             failures,
             seconds: started.elapsed().as_secs_f64(),
+            polls,
             next_change,
         })
+    }
+
+    /// A TAXII collection as a feed: polled when due (a failure keeps what
+    /// was loaded and retries with backoff), persisted, read as STIX.
+    fn taxii_feed(
+        &mut self,
+        name: &str,
+        tc: &crate::config::TaxiiConfig,
+        state_file: &Path,
+        polls: &mut Vec<(String, Option<String>)>,
+        failures: &mut Vec<(String, String)>,
+    ) -> Feed {
+        let now = feeds::unix_now();
+        let t = self
+            .taxii
+            .entry(name.to_owned())
+            .or_insert_with(|| TaxiiFeed {
+                state: crate::taxii::State::load(&state_file.to_path_buf()),
+                next_poll: now,
+                backoff: 5,
+            });
+        if t.next_poll <= now {
+            let interval = tc.poll_interval_secs.max(1) as i64;
+            match crate::taxii::poll(&tc.collection(), &mut t.state) {
+                Ok(p) => {
+                    tracing::info!(
+                        feed = name,
+                        requests = p.requests,
+                        objects = p.objects,
+                        "TAXII poll"
+                    );
+                    if let Err(e) = t.state.save(&state_file.to_path_buf()) {
+                        tracing::warn!(feed = name, error = %e, "cannot save TAXII state");
+                    }
+                    // Jitter (up to a tenth of the interval) spreads many daemons' polls.
+                    let nanos = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.subsec_nanos());
+                    t.next_poll = now + interval + (nanos as i64) % (interval / 10 + 1);
+                    t.backoff = 5;
+                    polls.push((name.to_owned(), None));
+                }
+                Err(e) => {
+                    failures.push((
+                        name.to_owned(),
+                        format!("TAXII poll failed: {e}; keeping what was loaded"),
+                    ));
+                    t.next_poll = now + t.backoff.min(interval);
+                    t.backoff = (t.backoff * 2).min(interval);
+                    polls.push((name.to_owned(), Some(e)));
+                }
+            }
+        }
+        feeds::parse_with(
+            name,
+            Path::new(&tc.url),
+            &t.state.as_stix_json(),
+            &feeds::ParseOptions::default(),
+            now,
+        )
     }
 
     /// The feeds of one configured path, each file falling back to its last
@@ -217,6 +301,14 @@ pub fn publish(metrics: &Metrics, built: &Built) {
                     .add(n as i64);
             }
         }
+    }
+    for (feed, error) in &built.polls {
+        let result = if error.is_none() {
+            "success"
+        } else {
+            "failure"
+        };
+        metrics.taxii_polls.with_label_values(&[feed, result]).inc();
     }
     for (feed, why) in &built.failures {
         metrics.feed_failures.with_label_values(&[feed]).inc();
