@@ -1,0 +1,254 @@
+//! TAXII 2.1 against the OASIS reference server `medallion` (PyPI), started
+//! on a free loopback port with a small page size: paging, `added_after`, a
+//! revoked object and a `valid_until` that passes during the test, the
+//! server going away and coming back, and a restart with the server down.
+
+mod common;
+#[path = "daemon/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use harness::{free_port, test_dir, Daemon, WAIT};
+use serde_json::{json, Value};
+
+struct Medallion {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Medallion {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn indicator(n: u32, domain: &str, extra: Value) -> Value {
+    let mut o = json!({
+        "type": "indicator", "spec_version": "2.1", "id": format!("indicator--{n:08}-0000-4000-8000-000000000000"),
+        "created": "2026-01-01T00:00:00.000Z", "modified": "2026-01-01T00:00:00.000Z", "valid_from": "2026-01-01T00:00:00Z",
+        "pattern_type": "stix", "pattern": format!("[domain-name:value = '{domain}']"),
+    });
+    o.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    o
+}
+
+/// Starts medallion serving `objects` in collection `c1` of api root `api1`
+/// (page size 2, user `u`/`p`). `None` (said loudly) when not installed.
+fn medallion(dir: &Path, port: u16, objects: &[Value]) -> Option<Medallion> {
+    if Command::new("medallion")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_err()
+    {
+        common::skipped(
+            "taxii tests",
+            "medallion is not installed (pip install medallion)",
+        );
+        return None;
+    }
+    let manifest: Vec<Value> = objects
+        .iter()
+        .enumerate()
+        .map(|(i, o)| json!({"id": o["id"], "date_added": format!("2026-01-01T00:00:{:02}.000000Z", i % 60), "version": o["modified"], "media_type": "application/stix+json;version=2.1"}))
+        .collect();
+    let data = json!({
+        "/discovery": {"title": "test", "api_roots": [format!("http://127.0.0.1:{port}/api1/")]},
+        "api1": {"information": {"title": "a", "versions": ["application/taxii+json;version=2.1"], "max_content_length": 9765625}, "status": [],
+                 "collections": [{"id": "c1", "title": "c", "can_read": true, "can_write": true, "media_types": ["application/stix+json;version=2.1"], "objects": objects, "manifest": manifest}]}
+    });
+    std::fs::write(dir.join("data.json"), data.to_string()).unwrap();
+    let config = json!({"backend": {"module": "medallion.backends.memory_backend", "module_class": "MemoryBackend", "filename": dir.join("data.json")}, "users": {"u": "p"}, "taxii": {"max_page_size": 2}});
+    std::fs::write(dir.join("medallion.json"), config.to_string()).unwrap();
+    let log = std::fs::File::create(dir.join("medallion.log")).unwrap();
+    let child = Command::new("medallion")
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .arg(dir.join("medallion.json"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let m = Medallion { child, port };
+    let deadline = Instant::now() + WAIT;
+    // The server is up when it accepts a connection; there is no other signal.
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "medallion did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Some(m)
+}
+
+impl Medallion {
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/api1/collections/c1/", self.port)
+    }
+
+    fn post(&self, objects: &[Value]) {
+        let body = json!({ "objects": objects }).to_string();
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            s,
+            "POST /api1/collections/c1/objects/ HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic dTpw\r\nAccept: application/taxii+json;version=2.1\r\nContent-Type: application/taxii+json;version=2.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut resp = String::new();
+        std::io::Read::read_to_string(&mut s, &mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.1 202"), "{resp}");
+    }
+}
+
+fn objects(n: u32) -> Vec<Value> {
+    (0..n)
+        .map(|i| indicator(i, &format!("d{i}.example"), json!({})))
+        .collect()
+}
+
+#[test]
+fn scan_pages_through_a_collection() {
+    let dir = test_dir("taxii-scan");
+    let port = free_port();
+    let mut objs = objects(7);
+    objs.push(json!({"type": "malware", "spec_version": "2.1", "id": "malware--00000000-0000-4000-8000-000000000000", "created": "2026-01-01T00:00:00.000Z", "modified": "2026-01-01T00:00:00.000Z", "name": "m", "is_family": false}));
+    // Real indicators too, when the shared data is there.
+    if let Some(shared) = common::shared_dir() {
+        let week: Value = serde_json::from_slice(
+            &std::fs::read(shared.join("data/feeds/stix/tweetfeed/week.json")).unwrap(),
+        )
+        .unwrap();
+        objs.extend(
+            week["objects"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|o| o["type"] == "indicator")
+                .take(40)
+                .cloned(),
+        );
+    }
+    let Some(m) = medallion(&dir, port, &objs) else {
+        return;
+    };
+    let indicators = objs.iter().filter(|o| o["type"] == "indicator").count();
+    let out = common::iocd()
+        .args(["scan", "-i", &m.url()])
+        .env("IOCD_TAXII_USER", "u")
+        .env("IOCD_TAXII_PASSWORD", "p")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(b"to d0.example and d6.example\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("(stix): {indicators} indicators")),
+        "all {indicators} indicators over pages of 2: {stderr}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    // Wrong credentials: the feed cannot be read, said with the server's answer.
+    let bad = common::iocd()
+        .args(["scan", "-i", &m.url(), "/dev/null"])
+        .env("IOCD_TAXII_USER", "u")
+        .env("IOCD_TAXII_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(65));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("HTTP 401"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
+fn send(port: u16, line: &str) {
+    TcpStream::connect(("127.0.0.1", port))
+        .unwrap()
+        .write_all(format!("{line}\n").as_bytes())
+        .unwrap();
+}
+
+fn config(dir: &Path, taxii: &str, port: u16) -> String {
+    let state: PathBuf = dir.join("state");
+    format!(
+        "state_dir = {:?}\n[taxii.cti]\nurl = \"{taxii}\"\npoll_interval_secs = 1\nusername = \"u\"\npassword = \"p\"\npage_size = 2\n[sources.syslog]\ntype = \"tcp\"\naddress = \"127.0.0.1:{port}\"\n[sinks.out]\ntype = \"stdout\"\n",
+        state.display().to_string()
+    )
+}
+
+#[test]
+fn daemon_follows_revocation_expiry_outage_and_restart() {
+    let dir = test_dir("taxii-daemon");
+    let (mport, port) = (free_port(), free_port());
+    let Some(m) = medallion(&dir, mport, &objects(5)) else {
+        return;
+    };
+    let conf = config(&dir, &m.url(), port);
+    let mut d = Daemon::start(&dir, &conf);
+    send(port, "1 d1.example");
+    assert_eq!(d.read_hits(1)[0]["indicator"]["value"], "d1.example");
+
+    // A revocation and an indicator that expires in a few seconds arrive.
+    let until = iocd::hit::rfc3339(iocd::feeds::unix_now() + 3, 0);
+    m.post(&[
+        indicator(
+            1,
+            "d1.example",
+            json!({"modified": "2026-06-01T00:00:00.000Z", "revoked": true}),
+        ),
+        indicator(9, "d9.example", json!({"valid_until": until})),
+    ]);
+    d.wait_log("objects=2");
+    d.wait_log("engine reloaded");
+    send(port, "2 d1.example d9.example");
+    let h = d.read_hits(1);
+    assert_eq!(
+        (
+            h[0]["line_number"].as_u64(),
+            h[0]["indicator"]["value"].as_str()
+        ),
+        (Some(1), Some("d9.example"))
+    );
+    d.wait_log("validity changes now");
+    d.wait_log("engine reloaded");
+    send(port, "3 d9.example d2.example");
+    assert_eq!(d.read_hits(1)[0]["indicator"]["value"], "d2.example");
+
+    // The server goes away: what was loaded keeps matching.
+    drop(m);
+    d.wait_log("TAXII poll failed");
+    send(port, "4 d2.example");
+    assert_eq!(d.read_hits(1)[0]["indicator"]["value"], "d2.example");
+    let (status, rest) = d.stop();
+    assert!(status.success() && rest.is_empty(), "{rest:?}");
+
+    // A restart with the server still down matches from the persisted objects.
+    let mut d = Daemon::start(&dir, &conf);
+    send(port, "5 d1.example d3.example");
+    assert_eq!(d.read_hits(1)[0]["indicator"]["value"], "d3.example");
+    // The server comes back: polling resumes from the checkpoint.
+    let m = medallion(&dir, mport, &objects(5)).expect("medallion ran before");
+    d.wait_log("objects=0");
+    send(port, "6 d1.example d4.example");
+    assert_eq!(d.read_hits(1)[0]["indicator"]["value"], "d4.example");
+    drop(m);
+    let (status, rest) = d.stop();
+    assert!(status.success() && rest.is_empty(), "{rest:?}");
+}
