@@ -26,6 +26,8 @@ pub struct Metrics {
     pub indicators_loaded: IntGaugeVec,
     pub feed_failures: IntCounterVec,
     pub taxii_polls: IntCounterVec,
+    pub taxii_last_poll: GaugeVec,
+    pub feed_skipped: IntGaugeVec,
     pub reloads: IntCounterVec,
     pub reload_duration: Histogram,
     pub last_reload_success: Gauge,
@@ -121,6 +123,12 @@ impl Metrics {
                 "Feed loads that failed (last good indicators kept), by feed.",
                 &["feed"],
             ),
+            taxii_last_poll: {
+                let g = GaugeVec::new(Opts::new("iocd_taxii_last_poll_timestamp_seconds", "Unix time of a TAXII feed's last poll, by result."), &["feed", "result"]).expect("valid");
+                r.register(Box::new(g.clone())).expect("unique");
+                g
+            },
+            feed_skipped: gauge_vec(&r, "iocd_feed_entries_skipped", "Entries of the active feeds not loaded, by feed and reason (revoked, expired, not_yet_valid, not_for_detection, ...).", &["feed", "reason"]),
             taxii_polls: counter(
                 &r,
                 "iocd_taxii_polls_total",

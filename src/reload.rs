@@ -292,6 +292,15 @@ impl Loader {
 /// Publishes a built engine's indicator counts and build time.
 pub fn publish(metrics: &Metrics, built: &Built) {
     metrics.indicators_loaded.reset();
+    metrics.feed_skipped.reset();
+    for f in &built.report.feeds {
+        for (reason, n) in &f.skipped.by_kind {
+            metrics
+                .feed_skipped
+                .with_label_values(&[&*f.name, *reason])
+                .set(*n as i64);
+        }
+    }
     for f in &built.report.feeds {
         for (t, n) in IndicatorType::ALL.iter().zip(f.by_type) {
             if n > 0 {
@@ -309,6 +318,10 @@ pub fn publish(metrics: &Metrics, built: &Built) {
             "failure"
         };
         metrics.taxii_polls.with_label_values(&[feed, result]).inc();
+        metrics
+            .taxii_last_poll
+            .with_label_values(&[feed, result])
+            .set(crate::feeds::unix_now() as f64);
     }
     for (feed, why) in &built.failures {
         metrics.feed_failures.with_label_values(&[feed]).inc();

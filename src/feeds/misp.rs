@@ -108,14 +108,18 @@ pub fn parse(ctx: &FeedContext, text: &str, all_attributes: bool) -> Parsed {
                 .as_bool()
                 .unwrap_or_else(|| a["to_ids"].as_str() == Some("1"));
             if !to_ids && !all_attributes {
-                skipped.push(0, format!("attribute {uuid}: to_ids is false"));
+                skipped.push_kind(
+                    0,
+                    "not_for_detection",
+                    format!("attribute {uuid}: to_ids is false"),
+                );
                 continue;
             }
             let (kind, value) = (str_of(&a["type"]), str_of(&a["value"]));
             let found = match types::canonical(&kind, &value) {
                 Ok(found) => found,
                 Err(why) => {
-                    skipped.push(0, format!("attribute {uuid}: {why}"));
+                    skipped.push_kind(0, "unsupported_type", format!("attribute {uuid}: {why}"));
                     continue;
                 }
             };

@@ -73,6 +73,8 @@ pub struct Skipped {
 pub struct SkipLog {
     pub count: usize,
     pub examples: Vec<Skipped>,
+    /// Counts by reason class (`invalid`, `revoked`, `expired`, ...), for metrics.
+    pub by_kind: std::collections::BTreeMap<&'static str, usize>,
 }
 
 impl SkipLog {
@@ -80,6 +82,12 @@ impl SkipLog {
     /// bytes, so a megabyte-long bad line stays a readable warning) while
     /// fewer than [`SKIP_EXAMPLES`] are kept.
     pub fn push(&mut self, line: u32, reason: impl Into<String>) {
+        self.push_kind(line, "invalid", reason);
+    }
+
+    /// [`Self::push`] with a reason class other than `invalid`.
+    pub fn push_kind(&mut self, line: u32, kind: &'static str, reason: impl Into<String>) {
+        *self.by_kind.entry(kind).or_default() += 1;
         self.count += 1;
         if self.examples.len() < SKIP_EXAMPLES {
             let mut reason = reason.into();
@@ -98,6 +106,9 @@ impl SkipLog {
     /// Adds the skips of a later part of the same feed.
     pub fn merge(&mut self, later: SkipLog) {
         self.count += later.count;
+        for (k, n) in later.by_kind {
+            *self.by_kind.entry(k).or_default() += n;
+        }
         let room = SKIP_EXAMPLES.saturating_sub(self.examples.len());
         self.examples.extend(later.examples.into_iter().take(room));
     }

@@ -962,7 +962,7 @@ fn long_lines_are_dropped_or_truncated_as_configured_and_counted() {
 #[test]
 fn stix_indicators_expire_and_activate_while_running() {
     let dir = test_dir("lifecycle");
-    let port = free_port();
+    let (port, mport) = (free_port(), free_port());
     let at = |secs: i64| iocd::hit::rfc3339(iocd::feeds::unix_now() + secs, 0);
     let ind = |id: &str, domain: &str, validity: String| {
         format!(
@@ -987,7 +987,23 @@ fn stix_indicators_expire_and_activate_while_running() {
     );
     std::fs::create_dir_all(dir.join("feeds")).unwrap();
     std::fs::write(dir.join("feeds/bundle.json"), bundle).unwrap();
-    let mut d = Daemon::start(&dir, &tcp_config(&dir, port, ""));
+    let mut d = Daemon::start(
+        &dir,
+        &tcp_config(
+            &dir,
+            port,
+            &format!("[metrics]\naddress = \"127.0.0.1:{mport}\"\n"),
+        ),
+    );
+    let body = http_get(mport, "/metrics").1;
+    assert_eq!(
+        metric(
+            &body,
+            "iocd_feed_entries_skipped{feed=\"bundle.json\",reason=\"not_yet_valid\"}"
+        ),
+        Some(1.0),
+        "{body}"
+    );
     send_tcp(port, b"1 leaving.example arriving.example\n");
     assert_eq!(d.read_hits(1)[0]["indicator"]["value"], "leaving.example");
     // No file changes: the daemon rebuilds when the validity changes.

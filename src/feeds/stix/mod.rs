@@ -110,7 +110,17 @@ pub fn parse(ctx: &FeedContext, text: &str, now: i64) -> (Parsed, Option<i64>) {
     let mut indicators = Vec::new();
     for id in order {
         let o = newest[id];
-        let skip = |why: String, skipped: &mut SkipLog| skipped.push(0, format!("{id}: {why}"));
+        let skip = |why: String, skipped: &mut SkipLog| {
+            let kind = match why.as_str() {
+                "revoked" => "revoked",
+                w if w.starts_with("expired") => "expired",
+                w if w.starts_with("not valid until") => "not_yet_valid",
+                w if w.starts_with("pattern_type") => "unsupported_pattern_type",
+                w if w.starts_with("pattern") => "unsupported_pattern",
+                _ => "invalid",
+            };
+            skipped.push_kind(0, kind, format!("{id}: {why}"))
+        };
         if o["revoked"].as_bool() == Some(true) {
             skip("revoked".into(), &mut skipped);
             continue;
