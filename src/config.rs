@@ -79,6 +79,8 @@ pub struct TaxiiConfig {
     pub password: Option<String>,
     /// Bearer token (or set IOCD_TAXII_TOKEN).
     pub token: Option<String>,
+    /// PEM CA file to verify an https server with (default: the system's roots).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl TaxiiConfig {
@@ -97,6 +99,7 @@ impl TaxiiConfig {
             auth,
             timeout: std::time::Duration::from_secs(self.timeout_secs.max(1)),
             page_size: self.page_size,
+            ca_file: self.ca_file.clone(),
         }
     }
 }
@@ -462,8 +465,11 @@ impl Config {
             return Err(("sinks".into(), "at least one sink is needed".into()));
         }
         for (name, t) in &self.taxii {
-            if crate::sinks::http::Target::parse(&t.url).is_none() {
-                return Err((format!("taxii.{name}.url"), format!("{:?}: only http:// TAXII collections are supported (put a TLS proxy in front for https)", t.url)));
+            if crate::taxii::endpoint(&t.url).is_none() {
+                return Err((
+                    format!("taxii.{name}.url"),
+                    format!("{:?} is not an http:// or https:// collection URL", t.url),
+                ));
             }
             if self.state_dir.is_none() {
                 return Err((

@@ -95,6 +95,7 @@ pub fn load(
                     url: url.clone(),
                     auth: crate::taxii::Auth::from_env(),
                     timeout: std::time::Duration::from_secs(30),
+                    ca_file: std::env::var_os("IOCD_TAXII_CA_FILE").map(PathBuf::from),
                     page_size: 1000,
                 };
                 let mut state = crate::taxii::State::default();

@@ -7,8 +7,9 @@
 //! with backoff. Objects become indicators through the STIX reader, so the
 //! lifecycle (revoked, expired, newest version) is the same as for files.
 //!
-//! A small blocking HTTP/1.1 client (it runs on the reload thread): plain
-//! `http://`, basic or bearer authentication, timeouts.
+//! A small blocking HTTP/1.1 client (it runs on the reload thread):
+//! `http://` or `https://` (rustls, verified against the system's roots or a
+//! configured CA file), basic or bearer authentication, timeouts.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -32,6 +33,8 @@ pub struct Collection {
     pub timeout: Duration,
     /// Objects asked for per page (`limit`); servers may send fewer.
     pub page_size: usize,
+    /// PEM file of the CA(s) to trust for https, instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -222,10 +225,63 @@ fn base64(data: &[u8]) -> String {
 
 type Response = (u16, HashMap<String, String>, Vec<u8>);
 
+/// `http[s]://host[:port]/path` → (TLS?, target); https defaults to port 443.
+pub fn endpoint(url: &str) -> Option<(bool, Target)> {
+    let (tls, rest) = match url.strip_prefix("https://") {
+        Some(r) => (true, r),
+        None => (false, url.strip_prefix("http://")?),
+    };
+    let mut t = Target::parse(&format!("http://{rest}"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let explicit_port = authority.rsplit_once(':').is_some_and(|(h, p)| {
+        !p.is_empty()
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && (!h.starts_with('[') || h.ends_with(']'))
+    });
+    if tls && !explicit_port {
+        t.port = 443;
+    }
+    Some((tls, t))
+}
+
+/// A TLS client configuration trusting `ca_file`, or the system's roots.
+fn tls_config(ca_file: Option<&PathBuf>) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("CA file {}: {e}", path.display()))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("CA file {}: {e}", path.display()))?;
+            for c in certs {
+                roots
+                    .add(c)
+                    .map_err(|e| format!("CA file {}: {e}", path.display()))?;
+            }
+        }
+        None => {
+            for c in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(c); // an unusable system root is no reason to fail
+            }
+        }
+    }
+    if roots.is_empty() {
+        return Err("no CA certificate to verify the server with".into());
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
+}
+
 /// One GET on a fresh connection.
 fn get(url: &str, c: &Collection) -> Result<Response, String> {
-    let t = Target::parse(url)
-        .ok_or_else(|| format!("{url}: only http:// TAXII servers are supported"))?;
+    let (tls, t) = endpoint(url).ok_or_else(|| format!("{url}: not an http:// or https:// URL"))?;
     let addr = (t.host.as_str(), t.port)
         .to_socket_addrs()
         .map_err(|e| format!("{url}: {e}"))?
@@ -240,10 +296,27 @@ fn get(url: &str, c: &Collection) -> Result<Response, String> {
         req.push_str(&format!("Authorization: {a}\r\n"));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes())
-        .map_err(|e| format!("{url}: {e}"))?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| format!("{url}: {e}"))?;
+    if tls {
+        let name = rustls::pki_types::ServerName::try_from(t.host.clone())
+            .map_err(|e| format!("{url}: {e}"))?;
+        let conn = rustls::ClientConnection::new(tls_config(c.ca_file.as_ref())?, name)
+            .map_err(|e| format!("{url}: {e}"))?;
+        let mut tls = rustls::StreamOwned::new(conn, s);
+        tls.write_all(req.as_bytes())
+            .map_err(|e| format!("{url}: {e}"))?;
+        // Servers often close without close_notify after a complete answer;
+        // the body is still checked against its length below.
+        if let Err(e) = tls.read_to_end(&mut raw) {
+            if e.kind() != std::io::ErrorKind::UnexpectedEof || raw.is_empty() {
+                return Err(format!("{url}: {e}"));
+            }
+        }
+    } else {
+        s.write_all(req.as_bytes())
+            .map_err(|e| format!("{url}: {e}"))?;
+        s.read_to_end(&mut raw).map_err(|e| format!("{url}: {e}"))?;
+    }
     parse_response(&raw).ok_or_else(|| format!("{url}: not an HTTP response"))
 }
 
@@ -306,6 +379,29 @@ mod tests {
             encode("2026-01-01T00:00:00.000Z"),
             "2026-01-01T00%3A00%3A00.000Z"
         );
+    }
+
+    #[test]
+    fn endpoints() {
+        let e = |u: &str| endpoint(u).map(|(tls, t)| (tls, t.host, t.port, t.path));
+        assert_eq!(
+            e("https://cti.example/api/collections/x/"),
+            Some((
+                true,
+                "cti.example".into(),
+                443,
+                "/api/collections/x/".into()
+            ))
+        );
+        assert_eq!(
+            e("https://127.0.0.1:8443/a/"),
+            Some((true, "127.0.0.1".into(), 8443, "/a/".into()))
+        );
+        assert_eq!(
+            e("http://127.0.0.1/a/"),
+            Some((false, "127.0.0.1".into(), 80, "/a/".into()))
+        );
+        assert_eq!(e("ftp://x/"), None);
     }
 
     #[test]

@@ -252,3 +252,100 @@ fn daemon_follows_revocation_expiry_outage_and_restart() {
     let (status, rest) = d.stop();
     assert!(status.success() && rest.is_empty(), "{rest:?}");
 }
+
+/// Runs `cmd` (a peer tool the test needs); `None`, said loudly, when the
+/// tool is not installed.
+fn tool(name: &str) -> Option<()> {
+    if Command::new(name)
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_err()
+    {
+        common::skipped("taxii over https", &format!("{name} is not installed"));
+        return None;
+    }
+    Some(())
+}
+
+#[test]
+fn taxii_over_https_verifies_the_server() {
+    let dir = test_dir("taxii-tls");
+    let (mport, tport) = (free_port(), free_port());
+    let Some(m) = medallion(&dir, mport, &objects(3)) else {
+        return;
+    };
+    let (Some(()), Some(())) = (tool("openssl"), tool("socat")) else {
+        return;
+    };
+    // A throwaway CA and a server certificate for 127.0.0.1.
+    let sh = |script: &str| {
+        assert!(
+            Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .current_dir(&dir)
+                .status()
+                .unwrap()
+                .success(),
+            "{script}"
+        )
+    };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj '/CN=iocd test CA' 2>/dev/null");
+    sh("openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj '/CN=127.0.0.1' 2>/dev/null");
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    sh("openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile ext.cnf 2>/dev/null");
+    // TLS in front of medallion, as a reverse proxy would be.
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _proxy = Kill(
+        Command::new("socat")
+            .arg(format!("OPENSSL-LISTEN:{tport},cert=server.pem,key=server.key,verify=0,fork,reuseaddr,bind=127.0.0.1"))
+            .arg(format!("TCP:127.0.0.1:{}", m.port))
+            .current_dir(&dir)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect(("127.0.0.1", tport)).is_err() {
+        assert!(Instant::now() < deadline, "socat did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let url = format!("https://127.0.0.1:{tport}/api1/collections/c1/");
+    let scan = |ca: Option<&Path>| {
+        let mut c = common::iocd();
+        c.args(["scan", "-i", &url, "/dev/null"])
+            .env("IOCD_TAXII_USER", "u")
+            .env("IOCD_TAXII_PASSWORD", "p");
+        if let Some(ca) = ca {
+            c.env("IOCD_TAXII_CA_FILE", ca);
+        }
+        c.output().unwrap()
+    };
+    let ok = scan(Some(&dir.join("ca.pem")));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stderr).contains("(stix): 3 indicators"));
+    // The system's roots do not know this CA: refused, and said why.
+    let refused = scan(None);
+    assert_eq!(refused.status.code(), Some(65));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("UnknownIssuer"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
