@@ -28,6 +28,7 @@ pub struct Metrics {
     pub taxii_polls: IntCounterVec,
     pub taxii_last_poll: GaugeVec,
     pub feed_skipped: IntGaugeVec,
+    pub feed_entries: IntGaugeVec,
     pub reloads: IntCounterVec,
     pub reload_duration: Histogram,
     pub last_reload_success: Gauge,
@@ -129,6 +130,7 @@ impl Metrics {
                 g
             },
             feed_skipped: gauge_vec(&r, "iocd_feed_entries_skipped", "Entries of the active feeds not loaded, by feed and reason (revoked, expired, not_yet_valid, not_for_detection, ...).", &["feed", "reason"]),
+                        feed_entries: gauge_vec(&r, "iocd_feed_entries", "Entries (lines, objects, attributes) read from each active feed, loaded or skipped.", &["feed"]),
             taxii_polls: counter(
                 &r,
                 "iocd_taxii_polls_total",

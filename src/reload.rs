@@ -28,6 +28,10 @@ use crate::metrics::Metrics;
 #[derive(Default)]
 pub struct Loader {
     last_good: HashMap<PathBuf, Arc<str>>,
+    /// Parsed MISP event files by (modification time, size): a MISP feed
+    /// directory of thousands of events re-reads only those that changed.
+    /// (STIX is not cached: its content depends on the time of reading.)
+    unchanged: HashMap<PathBuf, ((std::time::SystemTime, u64), Feed)>,
     taxii: HashMap<String, TaxiiFeed>,
 }
 
@@ -239,6 +243,15 @@ impl Loader {
         let mut out = Vec::with_capacity(files.len());
         for file in files {
             let name = feeds::feed_name(&file);
+            let stamp = std::fs::metadata(&file)
+                .and_then(|m| Ok((m.modified()?, m.len())))
+                .ok();
+            if let (Some(stamp), Some((cached_stamp, feed))) = (stamp, self.unchanged.get(&file)) {
+                if *cached_stamp == stamp {
+                    out.push(feed.clone());
+                    continue;
+                }
+            }
             let fresh = feeds::read_text(&file).map(|text| {
                 let feed =
                     feeds::parse_with(&name, &file, &text, &fc.parse_options(), feeds::unix_now());
@@ -246,6 +259,9 @@ impl Loader {
             });
             match fresh {
                 Ok((feed, text)) if feed.failure.is_none() => {
+                    if let (Some(stamp), feeds::Format::Misp) = (stamp, feed.format) {
+                        self.unchanged.insert(file.clone(), (stamp, feed.clone()));
+                    }
                     self.last_good.insert(file.clone(), Arc::from(text));
                     out.push(feed);
                 }
@@ -293,7 +309,13 @@ impl Loader {
 pub fn publish(metrics: &Metrics, built: &Built) {
     metrics.indicators_loaded.reset();
     metrics.feed_skipped.reset();
+    metrics.feed_entries.reset();
     for f in &built.report.feeds {
+        let loaded: usize = f.by_type.iter().sum();
+        metrics
+            .feed_entries
+            .with_label_values(&[&*f.name])
+            .set((loaded + f.skipped.count) as i64);
         for (reason, n) in &f.skipped.by_kind {
             metrics
                 .feed_skipped
@@ -515,5 +537,63 @@ fn watch_all(watcher: &mut Option<notify::RecommendedWatcher>, config: &Config) 
         if let Err(e) = w.watch(&dir, RecursiveMode::NonRecursive) {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot watch feed directory");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(uuid: &str, domain: &str) -> String {
+        format!(
+            r#"{{"Event": {{"uuid": "{uuid}", "info": "i", "Attribute": [{{"uuid": "a-{uuid}", "type": "domain", "to_ids": true, "value": "{domain}"}}]}}}}"#
+        )
+    }
+
+    fn domains(built: &Built) -> Vec<String> {
+        let mut v: Vec<String> = built
+            .engine
+            .indicators()
+            .iter()
+            .map(|i| i.value.to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn misp_events_are_reread_only_when_changed() {
+        let dir = std::env::temp_dir().join(format!("iocd-misp-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("aaaaaaaa.json"), dir.join("bbbbbbbb.json"));
+        std::fs::write(&a, event("e-a", "one.example")).unwrap();
+        std::fs::write(&b, event("e-b", "two.example")).unwrap();
+        let text = format!(
+            "[feeds.m]\npath = {:?}\n[sources.i]\ntype = \"stdin\"\n[sinks.o]\ntype = \"stdout\"\n",
+            dir.display().to_string()
+        );
+        let config = Config::parse("t", &text).unwrap();
+        let mut loader = Loader::default();
+        assert_eq!(
+            domains(&loader.build(&config, true).unwrap()),
+            ["one.example", "two.example"]
+        );
+        // b changes: it is read again.
+        std::fs::write(&b, event("e-b", "fwo.example")).unwrap();
+        // a's bytes change but its size and time are put back: it is not read again.
+        let mtime = std::fs::metadata(&a).unwrap().modified().unwrap();
+        std::fs::write(&a, event("e-a", "xne.example")).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&a)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_eq!(
+            domains(&loader.build(&config, false).unwrap()),
+            ["fwo.example", "one.example"]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -148,7 +148,7 @@ pub struct Parsed {
 }
 
 /// One loaded feed: its name, path, format and content.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Feed {
     pub name: Arc<str>,
     pub path: PathBuf,

@@ -401,6 +401,33 @@ mod tests {
     }
 
     #[test]
+    fn stix_2_0_objects() {
+        // 2.0: no spec_version or pattern_type, `labels` for the indicator types.
+        let v20 = r#"{"type": "bundle", "id": "bundle--1", "spec_version": "2.0", "objects": [{"type": "indicator", "id": "indicator--20",
+            "created": "2016-04-06T20:03:48.000Z", "modified": "2016-04-06T20:03:48.000Z", "labels": ["malicious-activity"],
+            "pattern": "[file:hashes.'SHA-256' = 'ef537f25c895bfa782526529a9b63d97aa631564d5d789c2b765448c8635fb6c']",
+            "valid_from": "2016-01-01T00:00:00Z", "object_marking_refs": ["marking-definition--613f2e26-407d-48c7-9eca-b8e91df99dc9"]}]}"#;
+        let (p, _) = parse(
+            &FeedContext {
+                name: Arc::from("v20"),
+            },
+            v20,
+            NOW,
+        );
+        assert_eq!(p.indicators.len(), 1);
+        let meta: HashMap<&str, &str> = p.indicators[0]
+            .provenance
+            .meta
+            .iter()
+            .map(|(k, v)| (&**k, &**v))
+            .collect();
+        assert_eq!(
+            (meta["labels"], meta["tlp"]),
+            ("malicious-activity", "white")
+        );
+    }
+
+    #[test]
     fn single_objects_arrays_and_broken_json() {
         let ctx = FeedContext {
             name: Arc::from("s"),
