@@ -77,6 +77,9 @@ pub struct State {
     /// The `X-TAXII-Date-Added-Last` of the last page read.
     pub checkpoint: Option<String>,
     pub objects: HashMap<String, Value>,
+    /// The API root and collection were checked (by this process).
+    #[serde(skip)]
+    pub checked: bool,
 }
 
 impl State {
@@ -139,6 +142,10 @@ pub struct Poll {
 /// A request failed or an answer was not TAXII; `state` keeps whatever pages
 /// were merged before, but its checkpoint only moves on a complete poll.
 pub fn poll(c: &Collection, state: &mut State) -> Result<Poll, String> {
+    if !state.checked {
+        check(c)?;
+        state.checked = true;
+    }
     let base = format!("{}/objects/", c.url.trim_end_matches('/'));
     let mut result = Poll::default();
     let mut next: Option<String> = None;
@@ -187,6 +194,49 @@ pub fn poll(c: &Collection, state: &mut State) -> Result<Poll, String> {
     }
     state.checkpoint = last_added;
     Ok(result)
+}
+
+/// Checks, once, that the API root speaks TAXII 2.1 and that the collection
+/// exists and may be read, so a wrong URL or account says so plainly.
+fn check(c: &Collection) -> Result<(), String> {
+    let url = c.url.trim_end_matches('/');
+    let (root, _) = url.rsplit_once("/collections/").ok_or_else(|| {
+        format!(
+            "{}: not a collection URL (…/API-ROOT/collections/ID/)",
+            c.url
+        )
+    })?;
+    let json = |u: &str| -> Result<Value, String> {
+        let (status, _, body) = get(u, c)?;
+        if status != 200 {
+            return Err(format!(
+                "GET {u}: HTTP {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            ));
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("GET {u}: not JSON: {e}"))
+    };
+    let api_root = json(&format!("{root}/"))?;
+    let versions = api_root["versions"]
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .filter_map(Value::as_str)
+                .any(|v| v.starts_with(MEDIA_TYPE))
+        })
+        .unwrap_or(false);
+    if !versions {
+        return Err(format!(
+            "{root}/ does not list {MEDIA_TYPE} among its versions"
+        ));
+    }
+    let collection = json(&format!("{url}/"))?;
+    if collection["can_read"].as_bool() != Some(true) {
+        return Err(format!(
+            "{url}/: the collection cannot be read with these credentials (can_read is not true)"
+        ));
+    }
+    Ok(())
 }
 
 /// Percent-encodes a query value.

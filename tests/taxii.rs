@@ -349,3 +349,25 @@ fn taxii_over_https_verifies_the_server() {
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+#[test]
+fn a_wrong_collection_is_named() {
+    let dir = test_dir("taxii-wrong");
+    let port = free_port();
+    let Some(m) = medallion(&dir, port, &objects(1)) else {
+        return;
+    };
+    let url = m.url().replace("/c1/", "/nope/");
+    let out = common::iocd()
+        .args(["scan", "-i", &url, "/dev/null"])
+        .env("IOCD_TAXII_USER", "u")
+        .env("IOCD_TAXII_PASSWORD", "p")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(65));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("collections/nope/") && err.contains("HTTP 404"),
+        "{err}"
+    );
+}
