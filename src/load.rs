@@ -115,16 +115,20 @@ pub fn load(
         }
     }
     let allow_feeds = read_all(allowlist_paths)?;
-    let allow = Allowlist::new(&allow_feeds);
+    Ok(apply_allowlists(feeds, &allow_feeds))
+}
+
+/// Removes what the allowlists cover from the feeds and gathers the
+/// indicators left, with the report of what each feed and allowlist did.
+pub fn apply_allowlists(feeds: Vec<Feed>, allow_feeds: &[Feed]) -> (Vec<Indicator>, LoadReport) {
+    let allow = Allowlist::new(allow_feeds);
     let mut summaries = Vec::with_capacity(feeds.len());
     let mut indicators = Vec::with_capacity(feeds.iter().map(|f| f.indicators.len()).sum());
     let mut removed = vec![0; allow.names().len()];
     for mut feed in feeds {
         if feed.format == Format::Warninglist {
-            feed.skipped.push(
-                0,
-                "a MISP warninglist is an allowlist: pass it with --allowlist",
-            );
+            feed.skipped
+                .push(0, "a MISP warninglist is an allowlist: configure it as one");
         }
         for (total, r) in removed.iter_mut().zip(allow.apply(&mut feed.indicators)) {
             *total += r;
@@ -146,13 +150,13 @@ pub fn load(
         .zip(allow.skipped.iter().cloned())
         .map(|((n, r), s)| (n, r, s))
         .collect();
-    Ok((
+    (
         indicators,
         LoadReport {
             feeds: summaries,
             allowlists,
         },
-    ))
+    )
 }
 
 impl LoadReport {

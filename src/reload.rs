@@ -18,10 +18,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::{Config, FeedConfig};
 use crate::engine::{Engine, EngineOptions};
-use crate::feeds::allowlist::Allowlist;
 use crate::feeds::{self, Feed, FeedError};
-use crate::indicator::{Indicator, IndicatorType};
-use crate::load::{FeedSummary, LoadReport, EXAMPLE_FEED};
+use crate::indicator::IndicatorType;
+use crate::load::{LoadReport, EXAMPLE_FEED};
 use crate::metrics::Metrics;
 
 /// Loads feeds with memory of each file's last good text.
@@ -113,41 +112,14 @@ impl Loader {
             .filter_map(|f| f.next_change)
             .chain(next_poll)
             .min();
-        let allow = Allowlist::new(&allow_feeds);
-        let mut indicators: Vec<Indicator> = Vec::new();
-        let mut summaries = Vec::new();
-        let mut removed = vec![0; allow.names().len()];
-        for mut feed in feeds {
-            for (t, r) in removed.iter_mut().zip(allow.apply(&mut feed.indicators)) {
-                *t += r;
-            }
-            summaries.push(FeedSummary {
-                by_type: feed.counts_by_type(),
-                name: feed.name,
-                path: feed.path,
-                format: feed.format,
-                skipped: feed.skipped,
-            });
-            indicators.append(&mut feed.indicators);
-        }
-        let allowlists = allow
-            .names()
-            .iter()
-            .cloned()
-            .zip(removed)
-            .zip(allow.skipped.iter().cloned())
-            .map(|((n, r), s)| (n, r, s))
-            .collect();
+        let (indicators, report) = crate::load::apply_allowlists(feeds, &allow_feeds);
         let options = EngineOptions {
             bloom_min_keys: config.engine.bloom_min_keys,
         };
         let engine = Engine::build(indicators, &options).map_err(LoadError::Build)?;
         Ok(Built {
             engine,
-            report: LoadReport {
-                feeds: summaries,
-                allowlists,
-            },
+            report,
             failures,
             seconds: started.elapsed().as_secs_f64(),
             polls,
