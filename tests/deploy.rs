@@ -1,0 +1,104 @@
+//! The deployment files are checked by the tools that will read them:
+//! `systemd-analyze verify` for the unit, `kubernetes-validate` (offline
+//! schemas) for the manifests, and `iocd check` for the configuration the
+//! Kubernetes ConfigMap carries.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn installed(tool: &str, test: &str) -> bool {
+    let ok = Command::new(tool).arg("--version").output().is_ok();
+    if !ok {
+        common::skipped(test, &format!("{tool} is not installed"));
+    }
+    ok
+}
+
+#[test]
+fn systemd_unit_verifies() {
+    if !installed("systemd-analyze", "systemd_unit_verifies") {
+        return;
+    }
+    // verify checks that ExecStart exists: point it at the binary just built.
+    let unit = std::fs::read_to_string(root().join("deploy/systemd/iocd.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/iocd run --config /etc/iocd/iocd.toml"));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("systemd");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("iocd.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/iocd", env!("CARGO_BIN_EXE_iocd")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && !said.contains("iocd.service"),
+        "systemd-analyze verify: {said}"
+    );
+}
+
+#[test]
+fn kubernetes_manifests_validate_and_carry_a_valid_config() {
+    let manifest = root().join("deploy/kubernetes/iocd.yaml");
+    if installed("kubernetes-validate", "kubernetes_manifests_validate") {
+        let out = Command::new("kubernetes-validate")
+            .arg("--strict")
+            .arg(&manifest)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The iocd.toml and the feed inside the ConfigMaps, as iocd will read them.
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let block = |key: &str| -> String {
+        let start = text
+            .find(&format!("  {key}: |\n"))
+            .unwrap_or_else(|| panic!("{key} in the manifest"))
+            + key.len()
+            + 6;
+        text[start..]
+            .lines()
+            .take_while(|l| l.starts_with("    ") || l.is_empty())
+            .map(|l| l.get(4..).unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("k8s");
+    std::fs::create_dir_all(dir.join("feeds")).unwrap();
+    std::fs::write(dir.join("feeds/local.txt"), block("local.txt")).unwrap();
+    let config = block("iocd.toml")
+        .replace("/etc/iocd/feeds", &dir.join("feeds").display().to_string())
+        .replace("/var/lib/iocd", &dir.join("state").display().to_string());
+    std::fs::write(dir.join("iocd.toml"), config).unwrap();
+    let out = common::iocd()
+        .args(["check", "--config"])
+        .arg(dir.join("iocd.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("feed local.txt (plain): 2 indicators"));
+}
