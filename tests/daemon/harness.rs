@@ -188,6 +188,45 @@ pub fn wait_metric(port: u16, prefix: &str, ok: impl Fn(f64) -> bool) -> String 
     }
 }
 
+/// A test HTTP server on loopback: request `n` (from 0) is answered 503 when
+/// `fails(n)`, else 200 and its head and body are handed over.
+pub fn http_server(
+    fails: impl Fn(usize) -> bool + Send + 'static,
+) -> (u16, Receiver<(String, Vec<u8>)>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut conn) = conn else { return };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let (mut head, mut len) = (String::new(), 0usize);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.strip_prefix("Content-Length: ") {
+                    len = v.trim().parse().unwrap();
+                }
+                head.push_str(&line);
+            }
+            let mut body = vec![0u8; len];
+            reader.read_exact(&mut body).unwrap();
+            if fails(n) {
+                let _ = conn
+                    .write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
+                continue;
+            }
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            if tx.send((head, body)).is_err() {
+                return;
+            }
+        }
+    });
+    (port, rx)
+}
+
 pub fn feed_config(feed: &Path) -> String {
     format!("[feeds.test]\npath = {:?}\n", feed.display().to_string())
 }

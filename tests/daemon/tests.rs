@@ -393,49 +393,11 @@ fn file_source_follows_rotation_and_truncation_and_resumes_after_restart() {
     assert!(status.success() && rest.is_empty(), "re-read: {rest:?}");
 }
 
-/// A test HTTP server that fails the first `failures` requests with 503.
-fn flaky_server(failures: usize) -> (u16, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for (n, conn) in listener.incoming().enumerate() {
-            let Ok(mut conn) = conn else { return };
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") {
-                if std::io::Read::read(&mut conn, &mut byte).unwrap_or(0) == 0 {
-                    break;
-                }
-                head.push(byte[0]);
-            }
-            let head = String::from_utf8_lossy(&head).into_owned();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("Content-Length: "))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            let mut body = vec![0u8; len];
-            std::io::Read::read_exact(&mut conn, &mut body).unwrap();
-            if n < failures {
-                let _ = conn
-                    .write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
-            } else {
-                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-                if tx.send((head, body)).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    (port, rx)
-}
-
 #[test]
 fn http_sink_retries_until_the_server_recovers_and_loses_nothing() {
     let dir = test_dir("http");
     let (port, mport) = (free_port(), free_port());
-    let (server, bodies) = flaky_server(3);
+    let (server, bodies) = http_server(|n| n < 3);
     std::fs::create_dir_all(dir.join("feeds")).unwrap();
     std::fs::write(dir.join("feeds/test.txt"), FEED).unwrap();
     let config = format!(
@@ -673,56 +635,6 @@ fn check_validates_config_and_feeds() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nonexistent"));
 }
 
-/// A test HTTP server that answers 503 while `down` is set, 200 after;
-/// it reports each accepted body's hits (line numbers).
-fn switchable_server(
-    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> (u16, std::sync::mpsc::Receiver<Vec<u64>>) {
-    use std::sync::atomic::Ordering;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) == 0
-                    || line == "\r\n"
-                {
-                    break;
-                }
-                if let Some(v) = line.strip_prefix("Content-Length: ") {
-                    len = v.trim().parse().unwrap();
-                }
-            }
-            let mut body = vec![0u8; len];
-            std::io::Read::read_exact(&mut reader, &mut body).unwrap();
-            if down.load(Ordering::SeqCst) {
-                let _ = conn
-                    .write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
-                continue;
-            }
-            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-            let lines = String::from_utf8(body)
-                .unwrap()
-                .lines()
-                .map(|l| {
-                    serde_json::from_str::<serde_json::Value>(l).unwrap()["line_number"]
-                        .as_u64()
-                        .unwrap()
-                })
-                .collect();
-            if tx.send(lines).is_err() {
-                return;
-            }
-        }
-    });
-    (port, rx)
-}
-
 #[test]
 fn a_down_sink_pushes_back_to_tcp_and_nothing_is_lost() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -730,7 +642,10 @@ fn a_down_sink_pushes_back_to_tcp_and_nothing_is_lost() {
     let dir = test_dir("backpressure");
     let (port, mport) = (free_port(), free_port());
     let down = Arc::new(AtomicBool::new(true));
-    let (server, bodies) = switchable_server(down.clone());
+    let (server, bodies) = {
+        let down = down.clone();
+        http_server(move |_| down.load(Ordering::SeqCst))
+    };
     std::fs::create_dir_all(dir.join("feeds")).unwrap();
     std::fs::write(dir.join("feeds/test.txt"), FEED).unwrap();
     let config = format!(
@@ -790,7 +705,11 @@ fn a_down_sink_pushes_back_to_tcp_and_nothing_is_lost() {
     down.store(false, Ordering::SeqCst);
     let mut seen = std::collections::BTreeSet::new();
     while seen.len() < (N / 10) as usize {
-        for n in bodies.recv_timeout(WAIT).expect("hits keep arriving") {
+        let (_, body) = bodies.recv_timeout(WAIT).expect("hits keep arriving");
+        for line in String::from_utf8(body).unwrap().lines() {
+            let n = serde_json::from_str::<serde_json::Value>(line).unwrap()["line_number"]
+                .as_u64()
+                .unwrap();
             assert!(seen.insert(n), "line {n} delivered twice");
         }
     }
