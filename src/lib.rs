@@ -20,6 +20,7 @@ pub mod reload;
 pub mod scan;
 pub mod sinks;
 pub mod sources;
+pub mod state;
 pub mod taxii;
 
 pub use engine::{Engine, EngineOptions, Match, ScanState};

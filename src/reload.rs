@@ -142,7 +142,7 @@ impl Loader {
             .taxii
             .entry(name.to_owned())
             .or_insert_with(|| TaxiiFeed {
-                state: crate::taxii::State::load(&state_file.to_path_buf()),
+                state: crate::taxii::State::load(state_file),
                 next_poll: now,
                 backoff: 5,
             });
@@ -156,7 +156,7 @@ impl Loader {
                         objects = p.objects,
                         "TAXII poll"
                     );
-                    if let Err(e) = t.state.save(&state_file.to_path_buf()) {
+                    if let Err(e) = t.state.save(state_file) {
                         tracing::warn!(feed = name, error = %e, "cannot save TAXII state");
                     }
                     // Jitter (up to a tenth of the interval) spreads many daemons' polls.

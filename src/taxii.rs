@@ -84,7 +84,7 @@ pub struct State {
 
 impl State {
     /// Loads a persisted state (empty when there is none).
-    pub fn load(path: &PathBuf) -> State {
+    pub fn load(path: &std::path::Path) -> State {
         std::fs::read(path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -95,13 +95,8 @@ impl State {
     ///
     /// # Errors
     /// The state directory cannot be written.
-    pub fn save(&self, path: &PathBuf) -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(self)?)?;
-        std::fs::rename(&tmp, path)
+    pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
+        crate::state::save(path, self)
     }
 
     /// The objects as STIX JSON for the STIX reader.

@@ -164,6 +164,7 @@ fn split_record(line: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::feeds::test_support::pairs;
     use std::sync::Arc;
 
     fn read(text: &str) -> Parsed {
@@ -182,11 +183,7 @@ mod tests {
                     2026-08-16 01:04:58,masaomi346,url,hxxps://bad[.]example/a,#phishing,https://x.com/s/3\n";
         assert!(looks_like(text));
         let p = read(text);
-        let got: Vec<(&str, &str)> = p
-            .indicators
-            .iter()
-            .map(|i| (i.kind.as_str(), &*i.value))
-            .collect();
+        let got = pairs(&p.indicators);
         assert_eq!(
             got,
             [

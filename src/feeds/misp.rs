@@ -57,29 +57,27 @@ fn tags(v: &Value) -> Vec<String> {
 
 /// Parses MISP JSON. With `all_attributes`, attributes not marked `to_ids`
 /// are loaded too.
-pub fn parse(ctx: &FeedContext, text: &str, all_attributes: bool) -> Parsed {
+///
+/// # Errors
+/// The text is not JSON.
+pub fn parse(
+    ctx: &FeedContext,
+    text: &str,
+    all_attributes: bool,
+) -> Result<Parsed, serde_json::Error> {
     let mut skipped = SkipLog::default();
     let mut indicators = Vec::new();
-    let root: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(e) => {
-            skipped.push(e.line() as u32, format!("not MISP JSON: {e}"));
-            return Parsed {
-                indicators,
-                skipped,
-            };
-        }
-    };
+    let root: Value = serde_json::from_str(text)?;
     let events: Vec<&Value> = if let Some(e) = root.get("Event") {
         vec![e]
     } else if let Some(r) = root.get("response").and_then(Value::as_array) {
         r.iter().filter_map(|x| x.get("Event")).collect()
     } else {
         // A feed manifest (uuid -> event summary) or something else without events.
-        return Parsed {
+        return Ok(Parsed {
             indicators,
             skipped,
-        };
+        });
     };
     for event in events {
         let str_of = |v: &Value| v.as_str().unwrap_or_default().to_owned();
@@ -147,15 +145,16 @@ pub fn parse(ctx: &FeedContext, text: &str, all_attributes: bool) -> Parsed {
             indicators.extend(found.into_iter().map(|c| ctx.indicator(c, 0, meta.clone())));
         }
     }
-    Parsed {
+    Ok(Parsed {
         indicators,
         skipped,
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::feeds::test_support::{meta, pairs};
     use std::sync::Arc;
 
     const EVENT: &str = r#"{"Event": {"uuid": "ev-1", "info": "Campaign X", "threat_level_id": "1",
@@ -180,14 +179,10 @@ mod tests {
             },
             EVENT,
             false,
-        );
-        let got: Vec<(&str, &str)> = p
-            .indicators
-            .iter()
-            .map(|i| (i.kind.as_str(), &*i.value))
-            .collect();
+        )
+        .unwrap();
         assert_eq!(
-            got,
+            pairs(&p.indicators),
             [
                 ("ipv4-addr", "198.51.100.7"),
                 ("domain-name", "c2.example"),
@@ -195,24 +190,15 @@ mod tests {
                 ("md5", "d41d8cd98f00b204e9800998ecf8427e")
             ]
         );
-        let meta: std::collections::HashMap<&str, &str> = p.indicators[0]
-            .provenance
-            .meta
-            .iter()
-            .map(|(k, v)| (&**k, &**v))
-            .collect();
-        assert_eq!(meta["misp_event_uuid"], "ev-1");
-        assert_eq!(meta["misp_event_info"], "Campaign X");
-        assert_eq!(meta["misp_threat_level"], "high");
-        assert_eq!(meta["misp_attribute_uuid"], "a1");
-        assert_eq!(meta["misp_category"], "Network activity");
-        assert_eq!(meta["comment"], "C2");
-        assert_eq!(meta["tlp"], "amber");
-        assert!(p.indicators[1]
-            .provenance
-            .meta
-            .iter()
-            .any(|(k, v)| &**k == "tags" && v.contains("c2")));
+        let m = meta(&p.indicators[0]);
+        assert_eq!(m["misp_event_uuid"], "ev-1");
+        assert_eq!(m["misp_event_info"], "Campaign X");
+        assert_eq!(m["misp_threat_level"], "high");
+        assert_eq!(m["misp_attribute_uuid"], "a1");
+        assert_eq!(m["misp_category"], "Network activity");
+        assert_eq!(m["comment"], "C2");
+        assert_eq!(m["tlp"], "amber");
+        assert!(meta(&p.indicators[1])["tags"].contains("c2"));
         assert_eq!(p.skipped.count, 2);
         assert!(p
             .skipped
@@ -226,8 +212,17 @@ mod tests {
             },
             EVENT,
             true,
-        );
+        )
+        .unwrap();
         assert_eq!(all.indicators.len(), 5);
+        assert!(parse(
+            &FeedContext {
+                name: Arc::from("m")
+            },
+            "{\"Event\": [",
+            false
+        )
+        .is_err());
     }
 
     #[test]
@@ -244,18 +239,15 @@ mod tests {
     #[test]
     fn rest_answers_and_manifests() {
         let rest = format!(r#"{{"response": [{EVENT}, {EVENT}]}}"#);
-        assert_eq!(
-            parse(
-                &FeedContext {
-                    name: Arc::from("m")
-                },
-                &rest,
-                false
-            )
-            .indicators
-            .len(),
-            8
-        );
+        let p = parse(
+            &FeedContext {
+                name: Arc::from("m"),
+            },
+            &rest,
+            false,
+        )
+        .unwrap();
+        assert_eq!(p.indicators.len(), 8);
         let manifest = r#"{"2e03": {"info": "TweetFeed IOCs", "date": "2025-08-23", "timestamp": "1755989538", "threat_level_id": "4"}}"#;
         assert!(looks_like(manifest));
         let p = parse(
@@ -264,7 +256,8 @@ mod tests {
             },
             manifest,
             false,
-        );
+        )
+        .unwrap();
         assert!(p.indicators.is_empty() && p.skipped.count == 0);
     }
 }

@@ -250,7 +250,6 @@ pub fn parse_with(name: &str, path: &Path, text: &str, options: &ParseOptions, n
         skipped: SkipLog::default(),
     };
     let mut warninglist = None;
-    let mut failure = None;
     let mut next_change = None;
     if misp::looks_like_hashes_index(text) {
         let mut skipped = SkipLog::default();
@@ -269,39 +268,42 @@ pub fn parse_with(name: &str, path: &Path, text: &str, options: &ParseOptions, n
             next_change: None,
         };
     }
-    let format = if looks_like_html(text) {
-        Format::Plain
-    } else {
-        detect(text)
-    };
-    let mut parsed = if looks_like_html(text) {
-        failure = Some("an HTML page, not a feed (a failed download?)".to_owned());
+    // A file that is not a usable feed at all: one skip naming why, and a
+    // failure, so a daemon keeps the file's last good content.
+    let broken = |line: u32, why: String| {
         let mut p = empty();
-        p.skipped.push(1, "an HTML page, not a feed");
-        p
+        p.skipped.push(line, why.clone());
+        (p, Some(why))
+    };
+    let html = looks_like_html(text);
+    let format = if html { Format::Plain } else { detect(text) };
+    let (mut parsed, mut failure) = if html {
+        broken(
+            1,
+            "an HTML page, not a feed (a failed download?)".to_owned(),
+        )
     } else {
         match format {
-            Format::Plain => plain::parse(&ctx, text),
-            Format::Zeek => zeek::parse(&ctx, text),
-            Format::Csv => csv::parse(&ctx, text),
-            Format::Stix => {
-                let (p, next) = stix::parse(&ctx, text, now);
-                next_change = next;
-                p
-            }
-            Format::Misp => misp::parse(&ctx, text, options.misp_all_attributes),
+            Format::Plain => (plain::parse(&ctx, text), None),
+            Format::Zeek => (zeek::parse(&ctx, text), None),
+            Format::Csv => (csv::parse(&ctx, text), None),
+            Format::Stix => match stix::parse(&ctx, text, now) {
+                Ok((p, next)) => {
+                    next_change = next;
+                    (p, None)
+                }
+                Err(e) => broken(e.line() as u32, format!("not STIX JSON: {e}")),
+            },
+            Format::Misp => match misp::parse(&ctx, text, options.misp_all_attributes) {
+                Ok(p) => (p, None),
+                Err(e) => broken(e.line() as u32, format!("not MISP JSON: {e}")),
+            },
             Format::Warninglist => match warninglist::parse(text) {
                 Ok(w) => {
                     warninglist = Some(w);
-                    empty()
+                    (empty(), None)
                 }
-                Err(e) => {
-                    let mut p = empty();
-                    p.skipped
-                        .push(e.line() as u32, format!("not a MISP warninglist: {e}"));
-                    failure = Some(format!("not a MISP warninglist: {e}"));
-                    p
-                }
+                Err(e) => broken(e.line() as u32, format!("not a MISP warninglist: {e}")),
             },
         }
     };
@@ -313,29 +315,20 @@ pub fn parse_with(name: &str, path: &Path, text: &str, options: &ParseOptions, n
         && (head.starts_with('{') || head.starts_with('['))
         && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
     {
-        failure = Some("JSON, but not STIX, MISP or a MISP warninglist".to_owned());
-        parsed = empty();
-        parsed
-            .skipped
-            .push(1, "JSON, but not STIX, MISP or a MISP warninglist");
+        (parsed, failure) = broken(
+            1,
+            "JSON, but not STIX, MISP or a MISP warninglist".to_owned(),
+        );
     }
-    // A line-based feed in which nothing at all could be used is broken
-    // (a daemon keeps its last good version). JSON formats judge for themselves:
-    // a STIX bundle whose indicators have all expired is legitimately empty.
+    // A line-based feed in which nothing at all could be used is broken too.
+    // JSON formats judge for themselves: a STIX bundle whose indicators have
+    // all expired is legitimately empty.
     let line_based = matches!(format, Format::Plain | Format::Zeek | Format::Csv);
     if failure.is_none() && line_based && parsed.indicators.is_empty() && parsed.skipped.count > 0 {
         failure = Some(format!(
             "no usable entry ({} skipped)",
             parsed.skipped.count
         ));
-    }
-    if failure.is_none()
-        && matches!(format, Format::Stix | Format::Misp)
-        && parsed.skipped.examples.first().is_some_and(|e| {
-            e.reason.starts_with("not STIX JSON") || e.reason.starts_with("not MISP JSON")
-        })
-    {
-        failure = parsed.skipped.examples.first().map(|e| e.reason.clone());
     }
     let skipped = std::mem::take(&mut parsed.skipped);
     Feed {
@@ -447,6 +440,30 @@ pub(crate) fn numbered_lines(text: &str) -> impl Iterator<Item = (u32, &str)> {
     text.split('\n')
         .enumerate()
         .map(|(i, l)| ((i + 1) as u32, l.strip_suffix('\r').unwrap_or(l)))
+}
+
+/// What reader tests look at: (type, value) pairs and metadata by key.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::collections::HashMap;
+
+    use crate::indicator::Indicator;
+
+    pub fn pairs(indicators: &[Indicator]) -> Vec<(&str, &str)> {
+        indicators
+            .iter()
+            .map(|i| (i.kind.as_str(), &*i.value))
+            .collect()
+    }
+
+    pub fn meta(indicator: &Indicator) -> HashMap<&str, &str> {
+        indicator
+            .provenance
+            .meta
+            .iter()
+            .map(|(k, v)| (&**k, &**v))
+            .collect()
+    }
 }
 
 #[cfg(test)]

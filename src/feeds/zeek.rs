@@ -72,6 +72,7 @@ pub fn parse(ctx: &FeedContext, text: &str) -> Parsed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::feeds::test_support::pairs;
     use std::sync::Arc;
 
     #[test]
@@ -89,11 +90,7 @@ mod tests {
             },
             text,
         );
-        let got: Vec<(&str, &str)> = p
-            .indicators
-            .iter()
-            .map(|i| (i.kind.as_str(), &*i.value))
-            .collect();
+        let got = pairs(&p.indicators);
         assert_eq!(
             got,
             [

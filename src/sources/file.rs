@@ -221,10 +221,7 @@ fn commit(
 
 /// Writes the checkpoint atomically (temp file, then rename).
 fn write_checkpoint(state: &Path, c: &Checkpoint) {
-    let tmp = state.with_extension("json.tmp");
-    let ok = std::fs::write(&tmp, serde_json::to_vec(c).expect("serialisable"))
-        .and_then(|()| std::fs::rename(&tmp, state));
-    if let Err(e) = ok {
+    if let Err(e) = crate::state::save(state, c) {
         tracing::warn!(state = %state.display(), error = %e, "cannot save file offset");
     }
 }

@@ -227,6 +227,11 @@ pub fn http_server(
     (port, rx)
 }
 
+/// The `[metrics]` table serving on `port`.
+pub fn metrics_at(port: u16) -> String {
+    format!("[metrics]\naddress = \"127.0.0.1:{port}\"\n")
+}
+
 pub fn feed_config(feed: &Path) -> String {
     format!("[feeds.test]\npath = {:?}\n", feed.display().to_string())
 }

@@ -78,14 +78,7 @@ fn embedded_default_reads_stdin_and_exits_at_eof() {
 fn tcp_newline_and_octet_counting_number_lines_per_connection() {
     let dir = test_dir("tcp");
     let (port, mport) = (free_port(), free_port());
-    let d = Daemon::start(
-        &dir,
-        &tcp_config(
-            &dir,
-            port,
-            &format!("[metrics]\naddress = \"127.0.0.1:{mport}\"\n"),
-        ),
-    );
+    let d = Daemon::start(&dir, &tcp_config(&dir, port, &metrics_at(mport)));
     send_tcp(port, b"a 198.51.100.7\nb nothing\r\nc malware.example\n");
     let mut got = values(&d.read_hits(2));
     send_tcp(
@@ -299,14 +292,7 @@ fn sighup_rereads_the_config_and_adds_a_feed() {
 fn broken_feed_keeps_its_last_good_indicators() {
     let dir = test_dir("broken");
     let (port, mport) = (free_port(), free_port());
-    let mut d = Daemon::start(
-        &dir,
-        &tcp_config(
-            &dir,
-            port,
-            &format!("[metrics]\naddress = \"127.0.0.1:{mport}\"\n"),
-        ),
-    );
+    let mut d = Daemon::start(&dir, &tcp_config(&dir, port, &metrics_at(mport)));
     // A failed download saved over the feed.
     std::fs::write(
         dir.join("feeds/test.txt"),
@@ -448,14 +434,7 @@ fn http_sink_retries_until_the_server_recovers_and_loses_nothing() {
 fn metrics_pass_promtool_and_move() {
     let dir = test_dir("metrics");
     let (port, mport) = (free_port(), free_port());
-    let d = Daemon::start(
-        &dir,
-        &tcp_config(
-            &dir,
-            port,
-            &format!("[metrics]\naddress = \"127.0.0.1:{mport}\"\n"),
-        ),
-    );
+    let d = Daemon::start(&dir, &tcp_config(&dir, port, &metrics_at(mport)));
     let before = metric(
         &http_get(mport, "/metrics").1,
         "iocd_hits_total{feed=\"test.txt\",type=\"ipv4-addr\"}",
@@ -515,14 +494,7 @@ fn metrics_pass_promtool_and_move() {
 fn sigterm_drains_every_line_already_read() {
     let dir = test_dir("drain");
     let (port, mport) = (free_port(), free_port());
-    let d = Daemon::start(
-        &dir,
-        &tcp_config(
-            &dir,
-            port,
-            &format!("[metrics]\naddress = \"127.0.0.1:{mport}\"\n"),
-        ),
-    );
+    let d = Daemon::start(&dir, &tcp_config(&dir, port, &metrics_at(mport)));
     const N: usize = 20_000;
     let lines: String = (1..=N)
         .map(|i| format!("{i} beacon malware.example\n"))
@@ -783,12 +755,7 @@ fn garbage_and_cut_lines_hurt_no_other_client_and_the_limit_holds() {
     let dir = test_dir("clients");
     let (port, mport) = (free_port(), free_port());
     // The limit goes into the TCP source (the first `address`), not [metrics].
-    let config = tcp_config(
-        &dir,
-        port,
-        &format!("[metrics]\naddress = \"127.0.0.1:{mport}\"\n"),
-    )
-    .replacen(
+    let config = tcp_config(&dir, port, &metrics_at(mport)).replacen(
         "address = \"127.0.0.1:",
         "max_connections = 2\naddress = \"127.0.0.1:",
         1,
@@ -906,14 +873,7 @@ fn stix_indicators_expire_and_activate_while_running() {
     );
     std::fs::create_dir_all(dir.join("feeds")).unwrap();
     std::fs::write(dir.join("feeds/bundle.json"), bundle).unwrap();
-    let mut d = Daemon::start(
-        &dir,
-        &tcp_config(
-            &dir,
-            port,
-            &format!("[metrics]\naddress = \"127.0.0.1:{mport}\"\n"),
-        ),
-    );
+    let mut d = Daemon::start(&dir, &tcp_config(&dir, port, &metrics_at(mport)));
     let body = http_get(mport, "/metrics").1;
     assert_eq!(
         metric(

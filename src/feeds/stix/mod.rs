@@ -44,23 +44,18 @@ pub fn looks_like(head: &str) -> bool {
 /// Parses STIX JSON, applying the lifecycle as of `now` (Unix seconds).
 /// Also returns the next moment an indicator becomes valid or expires, when
 /// the engine must be rebuilt even if no file changes.
-pub fn parse(ctx: &FeedContext, text: &str, now: i64) -> (Parsed, Option<i64>) {
+///
+/// # Errors
+/// The text is not JSON.
+pub fn parse(
+    ctx: &FeedContext,
+    text: &str,
+    now: i64,
+) -> Result<(Parsed, Option<i64>), serde_json::Error> {
     let mut next_change: Option<i64> = None;
     let mut note = |t: i64| next_change = Some(next_change.map_or(t, |n: i64| n.min(t)));
     let mut skipped = SkipLog::default();
-    let root: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(e) => {
-            skipped.push(e.line() as u32, format!("not STIX JSON: {e}"));
-            return (
-                Parsed {
-                    indicators: Vec::new(),
-                    skipped,
-                },
-                None,
-            );
-        }
-    };
+    let root: Value = serde_json::from_str(text)?;
     let objects: Vec<&Value> = match &root {
         Value::Array(a) => a.iter().collect(),
         Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("bundle") => o
@@ -174,13 +169,13 @@ pub fn parse(ctx: &FeedContext, text: &str, now: i64) -> (Parsed, Option<i64>) {
             Err(e) => skip(format!("pattern {pat:?}: {e}"), &mut skipped),
         }
     }
-    (
+    Ok((
         Parsed {
             indicators,
             skipped,
         },
         next_change,
-    )
+    ))
 }
 
 fn metadata(o: &Value, tlp: &HashMap<String, String>) -> Vec<(Box<str>, Box<str>)> {
@@ -292,6 +287,7 @@ pub fn timestamp(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::feeds::test_support::{meta, pairs};
     use std::sync::Arc;
 
     const NOW: i64 = 1_795_348_800; // 2026-11-22T12:00:00Z
@@ -337,16 +333,12 @@ mod tests {
             },
             &bundle,
             NOW,
-        );
+        )
+        .unwrap();
         // Indicator 4 becomes valid on 2027-01-01: the engine must change then.
         assert_eq!(next, timestamp("2027-01-01T00:00:00Z"));
-        let got: Vec<(&str, &str)> = p
-            .indicators
-            .iter()
-            .map(|i| (i.kind.as_str(), &*i.value))
-            .collect();
         assert_eq!(
-            got,
+            pairs(&p.indicators),
             [
                 ("ipv4-addr", "198.51.100.7"),
                 ("domain-name", "v2.example"),
@@ -356,27 +348,15 @@ mod tests {
                 )
             ]
         );
-        let meta: HashMap<&str, &str> = p.indicators[0]
-            .provenance
-            .meta
-            .iter()
-            .map(|(k, v)| (&**k, &**v))
-            .collect();
-        assert_eq!(meta["stix_id"], "indicator--1");
-        assert_eq!(meta["name"], "c2");
-        assert_eq!(meta["confidence"], "80");
-        assert_eq!(meta["tlp"], "green");
-        assert_eq!(meta["indicator_types"], "malicious-activity");
-        assert_eq!(
-            meta["kill_chain_phases"],
-            "mitre-attack:command-and-control"
-        );
-        assert_eq!(meta["created_by_ref"], "identity--x");
-        assert!(p.indicators[2]
-            .provenance
-            .meta
-            .iter()
-            .any(|(k, v)| &**k == "tlp" && &**v == "amber"));
+        let m = meta(&p.indicators[0]);
+        assert_eq!(m["stix_id"], "indicator--1");
+        assert_eq!(m["name"], "c2");
+        assert_eq!(m["confidence"], "80");
+        assert_eq!(m["tlp"], "green");
+        assert_eq!(m["indicator_types"], "malicious-activity");
+        assert_eq!(m["kill_chain_phases"], "mitre-attack:command-and-control");
+        assert_eq!(m["created_by_ref"], "identity--x");
+        assert_eq!(meta(&p.indicators[2])["tlp"], "amber");
         let reasons: Vec<&str> = p
             .skipped
             .examples
@@ -413,18 +393,11 @@ mod tests {
             },
             v20,
             NOW,
-        );
+        )
+        .unwrap();
         assert_eq!(p.indicators.len(), 1);
-        let meta: HashMap<&str, &str> = p.indicators[0]
-            .provenance
-            .meta
-            .iter()
-            .map(|(k, v)| (&**k, &**v))
-            .collect();
-        assert_eq!(
-            (meta["labels"], meta["tlp"]),
-            ("malicious-activity", "white")
-        );
+        let m = meta(&p.indicators[0]);
+        assert_eq!((m["labels"], m["tlp"]), ("malicious-activity", "white"));
     }
 
     #[test]
@@ -433,25 +406,22 @@ mod tests {
             name: Arc::from("s"),
         };
         let one = ind("1", r#""pattern":"[url:value = 'http://a.example/x']""#);
-        assert_eq!(parse(&ctx, &one, NOW).0.indicators.len(), 1);
-        assert_eq!(
-            parse(
-                &ctx,
-                &format!(
-                    "[{one},{}]",
-                    ind("2", r#""pattern":"[url:value = 'http://b.example/']""#)
-                ),
-                NOW
-            )
-            .0
-            .indicators
-            .len(),
-            2
+        assert_eq!(parse(&ctx, &one, NOW).unwrap().0.indicators.len(), 1);
+        let two = format!(
+            "[{one},{}]",
+            ind("2", r#""pattern":"[url:value = 'http://b.example/']""#)
         );
-        let (broken, _) = parse(&ctx, "{\"type\": \"bundle\", \"objects\": [", NOW);
+        assert_eq!(parse(&ctx, &two, NOW).unwrap().0.indicators.len(), 2);
+        let broken = "{\"type\": \"bundle\", \"objects\": [";
+        assert!(parse(&ctx, broken, NOW).is_err());
+        // As a feed file: a failure (the last good content is kept) with the reason.
+        let feed = crate::feeds::parse("s.json", std::path::Path::new("s.json"), broken);
         assert!(
-            broken.indicators.is_empty()
-                && broken.skipped.examples[0].reason.contains("not STIX JSON")
+            feed.indicators.is_empty() && feed.skipped.examples[0].reason.contains("not STIX JSON")
         );
+        assert!(feed
+            .failure
+            .as_deref()
+            .is_some_and(|f| f.starts_with("not STIX JSON")));
     }
 }
