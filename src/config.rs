@@ -51,12 +51,23 @@ pub struct FeedConfig {
     /// MISP: load attributes not marked `to_ids` too.
     #[serde(default)]
     pub misp_all_attributes: bool,
+    /// Load addresses in special-purpose space (private, loopback, ...):
+    /// for an internal list of compromised hosts. Network breadth, short
+    /// strings and empty-matching regexes are still refused.
+    #[serde(default)]
+    pub allow_special_addresses: bool,
 }
 
 impl FeedConfig {
     pub fn parse_options(&self) -> crate::feeds::ParseOptions {
+        use crate::indicator::guard::GuardPolicy;
         crate::feeds::ParseOptions {
             misp_all_attributes: self.misp_all_attributes,
+            guard: if self.allow_special_addresses {
+                GuardPolicy::AllowSpecialAddresses
+            } else {
+                GuardPolicy::All
+            },
         }
     }
 }

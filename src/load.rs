@@ -52,24 +52,25 @@ pub fn load(
     allowlist_paths: &[PathBuf],
     options: &feeds::ParseOptions,
 ) -> Result<(Vec<Indicator>, LoadReport), FeedError> {
-    let read_all = |paths: &[PathBuf]| -> Result<Vec<Feed>, FeedError> {
-        let per_path: Vec<Result<Vec<Feed>, FeedError>> = std::thread::scope(|s| {
-            let handles: Vec<_> = paths
-                .iter()
-                .map(|p| s.spawn(move || feeds::load_path_with(p, options)))
-                .collect();
-            handles
+    let read_all =
+        |paths: &[PathBuf], options: &feeds::ParseOptions| -> Result<Vec<Feed>, FeedError> {
+            let per_path: Vec<Result<Vec<Feed>, FeedError>> = std::thread::scope(|s| {
+                let handles: Vec<_> = paths
+                    .iter()
+                    .map(|p| s.spawn(move || feeds::load_path_with(p, options)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("feed reader panicked"))
+                    .collect()
+            });
+            Ok(per_path
                 .into_iter()
-                .map(|h| h.join().expect("feed reader panicked"))
-                .collect()
-        });
-        Ok(per_path
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .flatten()
-            .collect())
-    };
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .flatten()
+                .collect())
+        };
     let paths: Vec<PathBuf> = sources
         .iter()
         .filter_map(|s| {
@@ -80,14 +81,16 @@ pub fn load(
             }
         })
         .collect();
-    let mut feeds = read_all(&paths)?;
+    let mut feeds = read_all(&paths, options)?;
     for s in sources {
         match s {
             FeedSource::Embedded { name, text } => {
-                feeds.push(feeds::parse(
+                feeds.push(feeds::parse_with(
                     name,
                     std::path::Path::new(&format!("(embedded) {name}")),
                     text,
+                    options,
+                    feeds::unix_now(),
                 ));
             }
             FeedSource::Taxii(url) => {
@@ -114,7 +117,7 @@ pub fn load(
             FeedSource::Path(_) => {}
         }
     }
-    let allow_feeds = read_all(allowlist_paths)?;
+    let allow_feeds = read_all(allowlist_paths, &options.for_allowlist())?;
     Ok(apply_allowlists(feeds, &allow_feeds))
 }
 

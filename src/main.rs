@@ -75,6 +75,10 @@ struct ScanArgs {
     /// Load MISP attributes not marked `to_ids` too (default: `to_ids` only).
     #[arg(long)]
     misp_all_attributes: bool,
+    /// Load addresses in special-purpose space (private, loopback, ...) from
+    /// the feeds: for internal lists of compromised hosts.
+    #[arg(long)]
+    allow_special_addresses: bool,
     /// Print no load summary on stderr.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -244,6 +248,11 @@ fn scan(args: ScanArgs) -> ExitCode {
         &args.allowlists,
         &iocd::feeds::ParseOptions {
             misp_all_attributes: args.misp_all_attributes,
+            guard: if args.allow_special_addresses {
+                iocd::indicator::guard::GuardPolicy::AllowSpecialAddresses
+            } else {
+                iocd::indicator::guard::GuardPolicy::All
+            },
         },
     ) {
         Ok(loaded) => loaded,

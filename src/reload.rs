@@ -87,10 +87,16 @@ impl Loader {
         let mut feeds = Vec::new();
         if config.example_feed {
             let (name, text) = EXAMPLE_FEED;
-            feeds.push(feeds::parse(name, Path::new(name), text));
+            feeds.push(feeds::parse_with(
+                name,
+                Path::new(name),
+                text,
+                &feeds::ParseOptions::default(),
+                feeds::unix_now(),
+            ));
         }
         for fc in config.feeds.values() {
-            feeds.extend(self.read(fc, startup, &mut failures)?);
+            feeds.extend(self.read(fc, &fc.parse_options(), startup, &mut failures)?);
         }
         let mut polls = Vec::new();
         for (name, tc) in &config.taxii {
@@ -103,7 +109,7 @@ impl Loader {
         }
         let mut allow_feeds = Vec::new();
         for fc in config.allowlists.values() {
-            allow_feeds.extend(self.read(fc, startup, &mut failures)?);
+            allow_feeds.extend(self.read(fc, &fc.parse_options(), startup, &mut failures)?);
         }
         let next_poll = self.taxii.values().map(|t| t.next_poll).min();
         let next_change = feeds
@@ -192,6 +198,7 @@ impl Loader {
     fn read(
         &mut self,
         fc: &FeedConfig,
+        options: &feeds::ParseOptions,
         startup: bool,
         failures: &mut Vec<(String, String)>,
     ) -> Result<Vec<Feed>, LoadError> {
@@ -225,8 +232,7 @@ impl Loader {
                 }
             }
             let fresh = feeds::read_text(&file).map(|text| {
-                let feed =
-                    feeds::parse_with(&name, &file, &text, &fc.parse_options(), feeds::unix_now());
+                let feed = feeds::parse_with(&name, &file, &text, options, feeds::unix_now());
                 (feed, text)
             });
             match fresh {

@@ -260,6 +260,7 @@ fn allowlists_remove_indicators_at_load() {
     let out = run(
         &[
             "scan",
+            "--allow-special-addresses",
             "-i",
             feed.to_str().unwrap(),
             "--allowlist",

@@ -143,9 +143,9 @@ const CASES: &[(&str, &str, &str, &[&str])] = &[
     ),
     (
         "ipv6 zone",
-        "fe80::7",
-        "fe80::7%eth0",
-        &["ipv6-addr fe80::7"],
+        "2001:db8::7",
+        "2001:db8::7%eth0",
+        &["ipv6-addr 2001:db8::7"],
     ),
     (
         "ipv6 neighbours",
@@ -160,10 +160,10 @@ const CASES: &[(&str, &str, &str, &[&str])] = &[
         &[],
     ),
     (
-        "time is a string",
+        "time is shapeless, not loaded from a plain list",
         "10:22:33",
         "at 10:22:33",
-        &["string 10:22:33"],
+        &[],
     ),
     // Domains
     (
@@ -373,25 +373,25 @@ const CASES: &[(&str, &str, &str, &[&str])] = &[
     // Strings and regexes
     (
         "string case-sensitive",
-        "EvilAgent/1.0",
+        "string\tEvilAgent/1.0",
         "ua=EvilAgent/1.0 ua=evilagent/1.0",
         &["string EvilAgent/1.0"],
     ),
     (
         "string lower miss",
-        "EvilAgent/1.0",
+        "string\tEvilAgent/1.0",
         "ua=evilagent/1.0",
         &[],
     ),
     (
         "string substring",
-        "EvilMutex",
+        "string\tEvilMutex",
         "Global\\EvilMutexV2",
         &["string EvilMutex"],
     ),
     (
         "strings overlapping",
-        "Evil\nEvilMutex",
+        "string\tEvil\nstring\tEvilMutex",
         "EvilMutex",
         &["string Evil", "string EvilMutex"],
     ),
@@ -430,6 +430,37 @@ const CASES: &[(&str, &str, &str, &[&str])] = &[
             "md5 44d88612fea8a8f36de82e1278abb02f",
         ],
     ),
+    // What a plain list may load, and what is too broad to match
+    (
+        "url without scheme: host:port/path",
+        "Evil.Example:8080/gate.php",
+        "GET https://evil.example:8080/gate.php and http://evil.example/gate.php",
+        &["url evil.example:8080/gate.php"],
+    ),
+    (
+        "value then a comment",
+        "185[.]196[.]10[.]136 (C2 server)",
+        "conn to 185.196.10.136:443",
+        &["ipv4-addr 185.196.10.136"],
+    ),
+    (
+        "private address not loaded",
+        "10.1.2.3\n192.168.0.0/16\n198.51.100.3",
+        "10.1.2.3 192.168.4.4 198.51.100.3",
+        &["ipv4-addr 198.51.100.3"],
+    ),
+    (
+        "network shorter than /8 not loaded",
+        "8.0.0.0/7\n2a00::/12\n9.0.0.0/8",
+        "9.9.9.9 8.8.8.8 2a00::1",
+        &["ipv4-addr 9.0.0.0/8"],
+    ),
+    (
+        "short string and empty regex not loaded",
+        "string\tabc\nregex\tx*\nstring\tabcd",
+        "abcd",
+        &["string abcd"],
+    ),
 ];
 
 #[test]
@@ -452,7 +483,7 @@ fn contract_table() {
 
 #[test]
 fn bytes_not_text() {
-    let e = engine("198.51.100.3\nmalware.example\nNeedle");
+    let e = engine("198.51.100.3\nmalware.example\nstring\tNeedle");
     let mut line = b"\xff\xfe\x00 198.51.100.3\x00malware.example\xc3(Needle".to_vec();
     line.extend_from_slice(&[0x80; 5]);
     let got = hits(&e, &line);
@@ -474,7 +505,7 @@ fn hit_ranges_point_at_tokens() {
 
 #[test]
 fn one_hit_per_indicator_per_line() {
-    let e = engine("198.51.100.3\nEvil");
+    let e = engine("198.51.100.3\nstring\tEvil");
     assert_eq!(hits(&e, b"198.51.100.3 198.51.100.3 EvilEvil").len(), 2);
 }
 
@@ -554,14 +585,14 @@ fn shared_worked_cases() {
 fn few_and_many_literals_find_the_same() {
     let names: Vec<String> = (0..20).map(|i| format!("string\tMutex{i:02}")).collect();
     let mut feed = names.join("\n");
-    feed.push_str("\nstring\tEvil\nstring\tEvilMutex07\nstring\tx");
+    feed.push_str("\nstring\tEvil\nstring\tEvilMutex07\nstring\tex2x");
     let line = b"Global\\EvilMutex07 and Mutex19; Mutex07 again; no mutex2x";
     let want = [
         "string Evil",
         "string EvilMutex07",
         "string Mutex07",
         "string Mutex19",
-        "string x",
+        "string ex2x",
     ];
     let many = engine(&feed);
     let got: Vec<String> = hits(&many, line)
@@ -569,7 +600,7 @@ fn few_and_many_literals_find_the_same() {
         .map(|(t, v)| format!("{t} {v}"))
         .collect();
     assert_eq!(got, want);
-    let few = engine("string\tEvil\nstring\tEvilMutex07\nstring\tMutex07\nstring\tMutex19\nstring\tx\nstring\tMutex99");
+    let few = engine("string\tEvil\nstring\tEvilMutex07\nstring\tMutex07\nstring\tMutex19\nstring\tex2x\nstring\tMutex99");
     let got: Vec<String> = hits(&few, line)
         .into_iter()
         .map(|(t, v)| format!("{t} {v}"))

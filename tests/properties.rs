@@ -20,7 +20,7 @@ const FEED: &[&str] = &[
     "ceo@phish.example",
     "44d88612fea8a8f36de82e1278abb02f",
     "3395856ce81f2b7382dee72602f798b642f14140",
-    "EvilMutex",
+    "string\tEvilMutex",
 ];
 
 /// How each planted value appears in a line, and what it must hit.

@@ -232,10 +232,13 @@ mod tests {
     #[test]
     fn plain_and_warninglists() {
         let feeds = [
-            parse(
+            // Allowlists are read without the breadth guard: 10.0.0.0/8 stays.
+            crate::feeds::parse_with(
                 "mine",
                 Path::new("mine"),
                 "10.0.0.0/8\ngoogle.com\nd41d8cd98f00b204e9800998ecf8427e\n",
+                &crate::feeds::ParseOptions::default().for_allowlist(),
+                0,
             ),
             parse(
                 "wl-host",

@@ -7,6 +7,7 @@
 
 use super::{types, FeedContext, Parsed, SkipLog};
 use crate::indicator::canon::{classify, refang};
+use crate::indicator::IndicatorType;
 
 const VALUE_COLUMNS: [&str; 4] = ["value", "indicator", "ioc", "observable"];
 const TYPE_COLUMNS: [&str; 3] = ["type", "indicator_type", "ioc_type"];
@@ -92,9 +93,16 @@ pub fn parse(ctx: &FeedContext, text: &str) -> Parsed {
             .filter(|t| !t.is_empty())
         {
             Some(kind) => types::canonical(kind, &refang(value)),
-            None => classify(&refang(value))
-                .map(|c| vec![c])
-                .ok_or_else(|| "empty value".to_owned()),
+            // No type column: typed by shape, as a plain list is, so a
+            // shapeless value is not loaded as a string.
+            None => match classify(&refang(value)) {
+                Some((IndicatorType::String, _)) => {
+                    skipped.push_kind(n, "no_shape", format!("{value:?} has no indicator shape"));
+                    continue;
+                }
+                Some(c) => Ok(vec![c]),
+                None => Err("empty value".to_owned()),
+            },
         };
         let meta: Vec<(Box<str>, Box<str>)> = names
             .iter()

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::indicator::canon::Canonical;
+use crate::indicator::guard::{too_broad, GuardPolicy};
 use crate::indicator::{Indicator, IndicatorType, Provenance};
 
 /// How many skipped entries per feed are kept with their line and reason.
@@ -231,6 +232,19 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Feed {
 pub struct ParseOptions {
     /// Load MISP attributes not marked `to_ids` too (default: only `to_ids`).
     pub misp_all_attributes: bool,
+    /// Which "too broad to match" rules apply ([`GuardPolicy::Off`] for
+    /// allowlists, whose entries are not indicators).
+    pub guard: GuardPolicy,
+}
+
+impl ParseOptions {
+    /// These options for reading an allowlist: no breadth guard.
+    pub fn for_allowlist(&self) -> ParseOptions {
+        ParseOptions {
+            guard: GuardPolicy::Off,
+            ..self.clone()
+        }
+    }
 }
 
 /// Seconds since the Unix epoch, now.
@@ -330,6 +344,9 @@ pub fn parse_with(name: &str, path: &Path, text: &str, options: &ParseOptions, n
             parsed.skipped.count
         ));
     }
+    // After the failure verdict: a feed of nothing but private addresses is
+    // a feed that loads nothing, not a broken download to fall back from.
+    drop_too_broad(&mut parsed, options.guard);
     let skipped = std::mem::take(&mut parsed.skipped);
     Feed {
         name: ctx.name,
@@ -341,6 +358,28 @@ pub fn parse_with(name: &str, path: &Path, text: &str, options: &ParseOptions, n
         failure,
         next_change,
     }
+}
+
+/// Removes the indicators too broad to match, each a skipped entry with its
+/// line and reason (`MATCHING.md`, "Indicators too broad to match").
+fn drop_too_broad(parsed: &mut Parsed, policy: GuardPolicy) {
+    if policy == GuardPolicy::Off {
+        return;
+    }
+    let skipped = &mut parsed.skipped;
+    parsed
+        .indicators
+        .retain(|i| match too_broad(i.kind, &i.value, policy) {
+            None => true,
+            Some(why) => {
+                skipped.push_kind(
+                    i.provenance.line,
+                    "too_broad",
+                    format!("{} {}: {why}", i.kind, i.value),
+                );
+                false
+            }
+        });
 }
 
 /// An HTML page (what a failed feed download often leaves) is not a feed:

@@ -106,13 +106,29 @@ fn parse_lines(ctx: &FeedContext, text: &str, lines_before: u32) -> Parsed {
                 }
             }
         }
-        match classify(&refang(v)) {
+        let mut found = classify(&refang(v));
+        if matches!(found, Some((IndicatorType::String, _))) && fields.len() > 1 {
+            // `VALUE comment`: the first field has a shape, the rest is prose.
+            if let Some(c) = classify(&refang(fields[0])).filter(|c| c.0 != IndicatorType::String) {
+                let rest = v[fields[0].len()..].trim();
+                meta.push(("comment".into(), rest.into()));
+                found = Some(c);
+            }
+        }
+        match found {
             Some((IndicatorType::String, s)) if looks_like_damaged_hash(&s) => skipped.push(
                 n,
                 format!(
                     "{} hex digits is not a hash length (32, 40, 64 or 128)",
                     s.len()
                 ),
+            ),
+            // A plain list holds shapes; headers, prose and fragments (`tc`,
+            // `.ws`) would fire everywhere as substrings. Strings must be typed.
+            Some((IndicatorType::String, s)) => skipped.push_kind(
+                n,
+                "no_shape",
+                format!("{s:?} has no indicator shape (type it as `string<TAB>value` to match it as text)"),
             ),
             Some(c) => indicators.push(ctx.indicator(c, n, meta)),
             None => {}
@@ -192,7 +208,6 @@ mod tests {
                 "d41d8cd98f00b204e9800998ecf8427e;Empty file",
                 &[("md5", "d41d8cd98f00b204e9800998ecf8427e")],
             ),
-            ("\\\\evil\\.sys;80", &[("string", "\\\\evil\\.sys;80")]),
             (
                 "domain-name\tlocalhost.test",
                 &[("domain-name", "localhost.test")],
@@ -203,8 +218,24 @@ mod tests {
             ),
             ("evil[.]com", &[("domain-name", "evil.com")]),
             (
-                "Mozilla/4.0 (compatible; EvilBot)",
-                &[("string", "Mozilla/4.0 (compatible; EvilBot)")],
+                "185[.]196[.]10[.]136 (C2 server)",
+                &[("ipv4-addr", "185.196.10.136")],
+            ),
+            (
+                "evil[dot]example/gate.php",
+                &[("url", "evil.example/gate.php")],
+            ),
+            (
+                "hXXps[://]evil(dot)example",
+                &[("url", "https://evil.example/")],
+            ),
+            (
+                "ceo[at]phish.example",
+                &[("email-addr", "ceo@phish.example")],
+            ),
+            (
+                "string\tMozilla/4.0 (EvilBot)",
+                &[("string", "Mozilla/4.0 (EvilBot)")],
             ),
             (
                 "a.example\r\nb.example\r\n",
@@ -223,13 +254,36 @@ mod tests {
     }
 
     #[test]
+    fn shapeless_values_are_skipped_not_loaded_as_strings() {
+        for text in [
+            "\\\\evil\\.sys;80",
+            "Mozilla/4.0 (compatible; EvilBot)",
+            "tc",
+            ".ws",
+            "All rights reserved.",
+        ] {
+            let (got, skipped) = read(text);
+            assert!(got.is_empty(), "feed {text:?} loaded {got:?}");
+            assert_eq!(skipped.count, 1, "feed {text:?}");
+            assert_eq!(skipped.by_kind.get("no_shape"), Some(&1), "feed {text:?}");
+            assert!(skipped.examples[0].reason.contains("no indicator shape"));
+        }
+    }
+
+    #[test]
     fn comments_become_metadata() {
-        let (got, _) = read("d41d8cd98f00b204e9800998ecf8427e;Empty file\n1.2.3.4 # scanner\n");
+        let (got, _) = read(
+            "d41d8cd98f00b204e9800998ecf8427e;Empty file\n1.2.3.4 # scanner\n198.51.100.7 (C2 server)\n",
+        );
         assert_eq!(
             got[0].2,
             vec![("comment".to_owned(), "Empty file".to_owned())]
         );
         assert_eq!(got[1].2, vec![("comment".to_owned(), "scanner".to_owned())]);
+        assert_eq!(
+            got[2].2,
+            vec![("comment".to_owned(), "(C2 server)".to_owned())]
+        );
     }
 
     #[test]

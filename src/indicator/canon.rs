@@ -15,8 +15,8 @@ use super::{punycode, IndicatorType};
 pub type Canonical = (IndicatorType, String);
 
 /// Undoes the usual defanging of shared indicators: a leading `hxxp` (any
-/// case) becomes `http`; `[.]`, `(.)`, `{.}` become `.`; `[:]` and `[@]` lose
-/// their brackets.
+/// case) becomes `http`; `[.]`, `(.)`, `{.}`, `[dot]`, `(dot)` become `.`;
+/// `[://]`, `[:]`, `[@]` lose their brackets and `[at]` becomes `@`.
 pub fn refang(value: &str) -> String {
     let mut v = String::with_capacity(value.len());
     if value.len() >= 4 && value.as_bytes()[..4].eq_ignore_ascii_case(b"hxxp") {
@@ -31,8 +31,12 @@ pub fn refang(value: &str) -> String {
     v.replace("[.]", ".")
         .replace("(.)", ".")
         .replace("{.}", ".")
+        .replace("[dot]", ".")
+        .replace("(dot)", ".")
+        .replace("[://]", "://")
         .replace("[:]", ":")
         .replace("[@]", "@")
+        .replace("[at]", "@")
 }
 
 /// Types a value by its shape (plain lists): IP or CIDR, hash, URL, email,
@@ -56,6 +60,9 @@ pub fn classify(value: &str) -> Option<Canonical> {
             return Some((IndicatorType::Url, url));
         }
     }
+    if let Some(url) = schemeless_url(v) {
+        return Some(url);
+    }
     if v.contains('@') && !v.contains(' ') {
         let (local, host) = v.rsplit_once('@').expect("contains @");
         if !local.is_empty() && is_domain(host.to_lowercase().trim_end_matches('.')) {
@@ -69,6 +76,42 @@ pub fn classify(value: &str) -> Option<Canonical> {
         IndicatorType::String,
         value.trim_end_matches(['\r', '\n']).to_owned(),
     ))
+}
+
+/// `host[:port]/path` with a domain or IPv4 host: a URL without scheme.
+fn schemeless_url(v: &str) -> Option<Canonical> {
+    let slash = v.find('/')?;
+    let (hostport, path) = v.split_at(slash);
+    if path.contains(char::is_whitespace) {
+        return None;
+    }
+    let host = match hostport.rsplit_once(':') {
+        Some((host, port)) if is_port(port) => host,
+        Some(_) => return None,
+        None => hostport,
+    };
+    let host_chars = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+    if host.is_empty() || !host.bytes().all(host_chars) {
+        return None;
+    }
+    let lower = host.to_ascii_lowercase();
+    if !is_domain(lower.trim_end_matches('.')) && !is_ipv4_token(host) {
+        return None;
+    }
+    typed("url", v)
+}
+
+/// `d.d.d.d` as the scanner accepts it: 1-3 digits a part, at most 255, no
+/// leading zero.
+fn is_ipv4_token(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    parts.len() == 4
+        && parts.iter().all(|p| {
+            (1..=3).contains(&p.len())
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && (p.len() == 1 || !p.starts_with('0'))
+                && p.parse::<u16>().is_ok_and(|n| n <= 255)
+        })
 }
 
 /// Canonicalises a value whose type the feed states (`ip` means either IP
@@ -345,7 +388,14 @@ mod tests {
             (".evil.com", Some((Domain, "evil.com"))),
             ("bücher.de", Some((Domain, "xn--bcher-kva.de"))),
             ("evil", Some((String, "evil"))),
-            ("bad.example/p", Some((String, "bad.example/p"))),
+            ("bad.example/p", Some((Url, "bad.example/p"))),
+            ("Bad.Example:8080/p?q", Some((Url, "bad.example:8080/p?q"))),
+            (
+                "198.51.100.7/gate.php",
+                Some((Url, "198.51.100.7/gate.php")),
+            ),
+            ("nohost/p", Some((String, "nohost/p"))),
+            ("bad.example:x/p", Some((String, "bad.example:x/p"))),
             (
                 "Mozilla/4.0 (compatible; EvilBot)",
                 Some((String, "Mozilla/4.0 (compatible; EvilBot)")),
@@ -367,6 +417,10 @@ mod tests {
             ("user[@]evil[.]com", "user@evil.com"),
             ("1.2.3.4[:]80", "1.2.3.4:80"),
             ("plain.example", "plain.example"),
+            ("evil[dot]com", "evil.com"),
+            ("evil(dot)com", "evil.com"),
+            ("hXXps[://]evil.com", "https://evil.com"),
+            ("a[at]b.example", "a@b.example"),
         ] {
             assert_eq!(refang(input), want);
         }

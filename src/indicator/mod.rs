@@ -5,6 +5,7 @@
 //! indicators are matched: that is the engine's job.
 
 pub mod canon;
+pub mod guard;
 mod punycode;
 
 use std::fmt;

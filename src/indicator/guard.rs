@@ -1,0 +1,165 @@
+//! Indicators too broad to match (`MATCHING.md`, "Indicators too broad to
+//! match"): values that would fire on ordinary traffic, whatever feed format
+//! they arrive in.
+//!
+//! The rule is applied to indicator feeds only. Allowlist entries are not
+//! indicators (`10.0.0.0/8` in an allowlist still removes what it covers).
+
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::IndicatorType;
+
+/// Why an indicator is too broad to load. Each reason owns its message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TooBroad {
+    /// An IPv4 network shorter than /8, or IPv6 shorter than /16.
+    Network,
+    /// An address or network inside special-purpose space.
+    SpecialAddress,
+    /// A `string` shorter than [`MIN_STRING_BYTES`].
+    ShortString,
+    /// A `regex` that matches the empty string (and so every line).
+    EmptyRegex,
+}
+
+impl fmt::Display for TooBroad {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TooBroad::Network => "network too broad",
+            TooBroad::SpecialAddress => "special-purpose address",
+            TooBroad::ShortString => "string shorter than 4 bytes",
+            TooBroad::EmptyRegex => "regex matches the empty string",
+        })
+    }
+}
+
+/// Shortest `string` indicator loaded, in bytes.
+pub const MIN_STRING_BYTES: usize = 4;
+
+/// Special-purpose address space (IANA registries) minus the documentation
+/// ranges, which never occur in real traffic and which examples use.
+const SPECIAL: [&str; 17] = [
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "::/128",
+    "::1/128",
+    "100::/64",
+    "fc00::/7",
+    "fe80::/10",
+    "ff00::/8",
+];
+
+/// [`SPECIAL`], parsed once (a million-indicator feed asks for each).
+fn special_nets() -> &'static [IpNet] {
+    static NETS: std::sync::LazyLock<Vec<IpNet>> = std::sync::LazyLock::new(|| {
+        SPECIAL
+            .iter()
+            .map(|s| s.parse().expect("constant network"))
+            .collect()
+    });
+    &NETS
+}
+
+/// What the guard checks for one feed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GuardPolicy {
+    /// Every rule (the default for indicator feeds).
+    #[default]
+    All,
+    /// Every rule but the special-purpose address one: an internal list of
+    /// compromised hosts (`allow_special_addresses = true`).
+    AllowSpecialAddresses,
+    /// No rule: allowlists, whose entries are not indicators.
+    Off,
+}
+
+/// Why `(kind, value)` is too broad to load under `policy`, or `None`.
+/// `value` is canonical for `kind`.
+pub fn too_broad(kind: IndicatorType, value: &str, policy: GuardPolicy) -> Option<TooBroad> {
+    if policy == GuardPolicy::Off {
+        return None;
+    }
+    match kind {
+        IndicatorType::Ipv4 | IndicatorType::Ipv6 => {
+            let net = match value.parse::<IpNet>() {
+                Ok(net) => net,
+                Err(_) => IpNet::from(value.parse::<IpAddr>().ok()?),
+            };
+            let min_len = if net.addr().is_ipv4() { 8 } else { 16 };
+            if net.prefix_len() < min_len {
+                return Some(TooBroad::Network);
+            }
+            let special =
+                policy == GuardPolicy::All && special_nets().iter().any(|s| s.contains(&net));
+            special.then_some(TooBroad::SpecialAddress)
+        }
+        IndicatorType::String => (value.len() < MIN_STRING_BYTES).then_some(TooBroad::ShortString),
+        IndicatorType::Regex => regex::bytes::Regex::new(value)
+            .is_ok_and(|r| r.is_match(b""))
+            .then_some(TooBroad::EmptyRegex),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use IndicatorType::*;
+
+    #[test]
+    fn table() {
+        let all = GuardPolicy::All;
+        let cases: &[(IndicatorType, &str, Option<TooBroad>)] = &[
+            (Ipv4, "1.0.0.0/7", Some(TooBroad::Network)),
+            (Ipv4, "1.0.0.0/8", None),
+            (Ipv4, "0.0.0.0/0", Some(TooBroad::Network)),
+            (Ipv6, "2a00::/15", Some(TooBroad::Network)),
+            (Ipv6, "2a00::/16", None),
+            (Ipv4, "10.1.2.3", Some(TooBroad::SpecialAddress)),
+            (Ipv4, "10.1.0.0/16", Some(TooBroad::SpecialAddress)),
+            (Ipv4, "8.0.0.0/7", Some(TooBroad::Network)),
+            (Ipv4, "172.32.0.1", None),
+            (Ipv4, "100.63.255.255", None),
+            (Ipv4, "100.64.0.1", Some(TooBroad::SpecialAddress)),
+            (Ipv4, "192.0.2.1", None),
+            (Ipv4, "198.51.100.0/24", None),
+            (Ipv4, "203.0.113.9", None),
+            (Ipv4, "255.255.255.255", Some(TooBroad::SpecialAddress)),
+            (Ipv6, "2001:db8::1", None),
+            (Ipv6, "::1", Some(TooBroad::SpecialAddress)),
+            (Ipv6, "fe80::1", Some(TooBroad::SpecialAddress)),
+            (Ipv6, "fd00:1::/48", Some(TooBroad::SpecialAddress)),
+            (String, "abc", Some(TooBroad::ShortString)),
+            (String, "abcd", None),
+            (String, "éé", None),
+            (Regex, "a*", Some(TooBroad::EmptyRegex)),
+            (Regex, "^", Some(TooBroad::EmptyRegex)),
+            (Regex, "a+", None),
+            (Domain, "a.b", None),
+        ];
+        for &(kind, value, want) in cases {
+            assert_eq!(too_broad(kind, value, all), want, "{kind} {value}");
+        }
+    }
+
+    #[test]
+    fn policies() {
+        let p = GuardPolicy::AllowSpecialAddresses;
+        assert_eq!(too_broad(Ipv4, "10.1.2.3", p), None);
+        assert_eq!(too_broad(Ipv4, "10.0.0.0/7", p), Some(TooBroad::Network));
+        assert_eq!(too_broad(String, "ab", p), Some(TooBroad::ShortString));
+        assert_eq!(too_broad(Ipv4, "0.0.0.0/0", GuardPolicy::Off), None);
+    }
+}
