@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Config;
 use crate::metrics::{self, Metrics};
 use crate::pipeline;
-use crate::reload::{self, LoadError, Loader, Reloader};
+use crate::reload::{self, Loader, Reloader};
 use crate::sinks;
 use crate::sources::{self, SourceContext};
 
@@ -77,14 +77,12 @@ pub async fn run(
     let mut loader = Loader::default();
     let built = {
         let config = config.clone();
-        let r =
-            tokio::task::spawn_blocking(move || loader.build(&config, true).map(|b| (b, loader)))
-                .await
-                .expect("loader thread");
-        r.map_err(|e| match e {
-            LoadError::Unreadable(e) => DaemonError::Feeds(e.to_string()),
-            LoadError::Build(e) => DaemonError::Feeds(e.to_string()),
-        })?
+        tokio::task::spawn_blocking(move || {
+            loader.build_catching(&config, true).map(|b| (b, loader))
+        })
+        .await
+        .map_err(|e| DaemonError::Feeds(format!("loading feeds: {e}")))?
+        .map_err(|e| DaemonError::Feeds(e.to_string()))?
     };
     let (built, loader) = built;
     let next_change = built.next_change;
@@ -166,7 +164,19 @@ pub async fn run(
         watch,
         next_change,
     };
-    let reload_task = tokio::spawn(reloader.run(controls.reload, stop_rx.clone()));
+    let reload_task = {
+        // A reload loop that ends before shutdown means feed changes are
+        // no longer loaded: /ready must say so.
+        let (metrics, mut stop) = (metrics.clone(), stop_rx.clone());
+        let task = tokio::spawn(reloader.run(controls.reload, stop_rx.clone()));
+        tokio::spawn(async move {
+            let ended = task.await;
+            if !*stop.borrow_and_update() {
+                metrics.reloader_alive.store(false, Ordering::Release);
+                tracing::error!(outcome = ?ended.err(), "the reload task has ended; feed changes are no longer loaded");
+            }
+        })
+    };
     tracing::info!(sources = source_tasks.len(), "iocd running");
 
     let all_sources = futures_all(source_tasks);

@@ -141,7 +141,7 @@ fn run(args: ConfigArgs) -> ExitCode {
             return ExitCode::from(71);
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
             signal(SignalKind::terminate()),
@@ -186,7 +186,11 @@ fn run(args: ConfigArgs) -> ExitCode {
                 ExitCode::from(e.exit_code())
             }
         }
-    })
+    });
+    // Everything is drained by now. A blocking read of a stdin that is still
+    // open (`tail -F log | iocd run`) cannot be cancelled: do not wait for it.
+    runtime.shutdown_background();
+    code
 }
 
 fn check(args: ConfigArgs) -> ExitCode {
@@ -196,7 +200,7 @@ fn check(args: ConfigArgs) -> ExitCode {
     };
     let stderr = &mut io::stderr().lock();
     let t0 = Instant::now();
-    match iocd::reload::Loader::default().build(&config, true) {
+    match iocd::reload::Loader::default().build_catching(&config, true) {
         Ok(built) => {
             let _ = built.report.write(&mut io::stdout().lock());
             for (feed, why) in &built.failures {

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub batch_scan: Histogram,
     /// Set when the first engine is built.
     pub engine_ready: AtomicBool,
+    /// False once the reload task has ended before shutdown (it panicked).
+    pub reloader_alive: AtomicBool,
     /// Each sink's last known state, for readiness.
     sinks: Mutex<BTreeMap<String, bool>>,
 }
@@ -228,6 +230,7 @@ impl Metrics {
                 prometheus::exponential_buckets(0.000_01, 2.0, 18).expect("buckets"),
             ),
             engine_ready: AtomicBool::new(false),
+            reloader_alive: AtomicBool::new(true),
             sinks: Mutex::new(BTreeMap::new()),
             registry: r,
         };
@@ -261,15 +264,28 @@ impl Metrics {
             .insert(sink.to_owned(), up);
     }
 
-    /// Ready: the first engine is built and every sink is up.
+    /// Ready: the first engine is built, the reload task is alive and every
+    /// sink is up.
     pub fn ready(&self) -> bool {
-        let sinks_up = self
-            .sinks
-            .lock()
-            .expect("sink states")
-            .values()
-            .all(|&up| up);
-        self.engine_ready.load(Ordering::Acquire) && sinks_up
+        self.not_ready_reasons().is_empty()
+    }
+
+    /// Why the daemon is not ready, one reason a line (empty when ready):
+    /// the body of a 503 from `/ready`.
+    pub fn not_ready_reasons(&self) -> Vec<String> {
+        let mut why = Vec::new();
+        if !self.engine_ready.load(Ordering::Acquire) {
+            why.push("no engine built yet".to_owned());
+        }
+        if !self.reloader_alive.load(Ordering::Acquire) {
+            why.push("the reload task has died: feed changes are no longer loaded".to_owned());
+        }
+        for (sink, up) in self.sinks.lock().expect("sink states").iter() {
+            if !up {
+                why.push(format!("sink {sink} is down"));
+            }
+        }
+        why
     }
 }
 
@@ -317,14 +333,14 @@ pub async fn serve(
                     metrics.render(),
                 ),
                 (b"GET", b"/live") => ("200 OK", "text/plain", b"live\n".to_vec()),
-                (b"GET", b"/ready") if metrics.ready() => {
-                    ("200 OK", "text/plain", b"ready\n".to_vec())
-                }
-                (b"GET", b"/ready") => (
-                    "503 Service Unavailable",
-                    "text/plain",
-                    b"not ready\n".to_vec(),
-                ),
+                (b"GET", b"/ready") => match metrics.not_ready_reasons() {
+                    why if why.is_empty() => ("200 OK", "text/plain", b"ready\n".to_vec()),
+                    why => (
+                        "503 Service Unavailable",
+                        "text/plain",
+                        format!("not ready\n{}\n", why.join("\n")).into_bytes(),
+                    ),
+                },
                 (b"GET", _) => ("404 Not Found", "text/plain", b"not found\n".to_vec()),
                 _ => (
                     "405 Method Not Allowed",

@@ -48,14 +48,21 @@ struct TaxiiFeed {
 pub enum LoadError {
     /// A feed path unreadable and never loaded before (exit 65 at start).
     Unreadable(FeedError),
+    /// The engine could not be built from what was loaded.
     Build(crate::engine::BuildError),
+    /// Loading or building panicked (a bug, or input no check foresaw).
+    /// The running engine stays; the message is the panic's.
+    Panicked(String),
 }
+
+impl std::error::Error for LoadError {}
 
 impl std::fmt::Display for LoadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             LoadError::Unreadable(e) => e.fmt(f),
             LoadError::Build(e) => e.fmt(f),
+            LoadError::Panicked(why) => write!(f, "loading feeds panicked: {why}"),
         }
     }
 }
@@ -74,6 +81,20 @@ pub struct Built {
 }
 
 impl Loader {
+    /// [`Self::build`], with a panic turned into [`LoadError::Panicked`] so
+    /// that one bad feed file cannot end the reload loop.
+    ///
+    /// The loader stays usable after a panic: it records a file's last good
+    /// text and parse only after the file was read and parsed whole, so a
+    /// panic leaves each entry either as before or updated.
+    ///
+    /// # Errors
+    /// As [`Self::build`], and [`LoadError::Panicked`].
+    pub fn build_catching(&mut self, config: &Config, startup: bool) -> Result<Built, LoadError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.build(config, startup)))
+            .unwrap_or_else(|panic| Err(LoadError::Panicked(panic_message(&*panic))))
+    }
+
     /// Reads every feed and allowlist of `config` and builds an engine. At
     /// `startup` an unreadable feed is an error; later it keeps its last good
     /// content, or is left out, and is reported in [`Built::failures`].
@@ -449,13 +470,20 @@ impl Reloader {
         let config = self.config.clone();
         let mut loader = std::mem::take(&mut self.loader);
         let started = Instant::now();
-        let (loader, result) = tokio::task::spawn_blocking(move || {
-            let r = loader.build(&config, false);
+        let joined = tokio::task::spawn_blocking(move || {
+            let r = loader.build_catching(&config, false);
             (loader, r)
         })
-        .await
-        .expect("reload thread panicked");
-        self.loader = loader;
+        .await;
+        let result = match joined {
+            Ok((loader, result)) => {
+                self.loader = loader;
+                result
+            }
+            // The build's panics are caught inside; this is a cancelled
+            // task. The loader's memory is lost: start afresh, do not die.
+            Err(e) => Err(LoadError::Panicked(e.to_string())),
+        };
         let m = &self.metrics;
         m.reload_duration.observe(started.elapsed().as_secs_f64());
         match result {
@@ -484,6 +512,15 @@ impl Reloader {
             }
         }
     }
+}
+
+/// The text of a panic payload (`&str` or `String`), or a placeholder.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// Sleeps until Unix time `t` (plus a second, so `now > t` when it wakes).

@@ -10,12 +10,6 @@ use serde_json::Value;
 
 use super::{types, FeedContext, Parsed, SkipLog};
 
-/// True when the JSON `head` is a MISP event, a REST answer or a feed manifest.
-pub fn looks_like(head: &str) -> bool {
-    let h = &head[..head.len().min(64 * 1024)];
-    h.contains("\"Event\"") || (h.contains("\"info\"") && h.contains("\"threat_level_id\""))
-}
-
 /// A MISP feed's `hashes.csv`: `md5-of-value,event-uuid` lines, an index
 /// for correlation, not indicators.
 pub fn looks_like_hashes_index(text: &str) -> bool {
@@ -65,19 +59,29 @@ pub fn parse(
     text: &str,
     all_attributes: bool,
 ) -> Result<Parsed, serde_json::Error> {
+    Ok(parse_value(
+        ctx,
+        &serde_json::from_str(text)?,
+        all_attributes,
+    ))
+}
+
+/// [`parse`] of JSON already parsed.
+pub fn parse_value(ctx: &FeedContext, root: &Value, all_attributes: bool) -> Parsed {
     let mut skipped = SkipLog::default();
     let mut indicators = Vec::new();
-    let root: Value = serde_json::from_str(text)?;
     let events: Vec<&Value> = if let Some(e) = root.get("Event") {
         vec![e]
     } else if let Some(r) = root.get("response").and_then(Value::as_array) {
         r.iter().filter_map(|x| x.get("Event")).collect()
+    } else if root.as_object().is_some_and(super::json::is_bare_event) {
+        vec![root]
     } else {
         // A feed manifest (uuid -> event summary) or something else without events.
-        return Ok(Parsed {
+        return Parsed {
             indicators,
             skipped,
-        });
+        };
     };
     for event in events {
         let str_of = |v: &Value| v.as_str().unwrap_or_default().to_owned();
@@ -145,10 +149,10 @@ pub fn parse(
             indicators.extend(found.into_iter().map(|c| ctx.indicator(c, 0, meta.clone())));
         }
     }
-    Ok(Parsed {
+    Parsed {
         indicators,
         skipped,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -172,7 +176,6 @@ mod tests {
 
     #[test]
     fn events_attributes_objects_and_metadata() {
-        assert!(looks_like(EVENT));
         let p = parse(
             &FeedContext {
                 name: Arc::from("m"),
@@ -249,7 +252,6 @@ mod tests {
         .unwrap();
         assert_eq!(p.indicators.len(), 8);
         let manifest = r#"{"2e03": {"info": "TweetFeed IOCs", "date": "2025-08-23", "timestamp": "1755989538", "threat_level_id": "4"}}"#;
-        assert!(looks_like(manifest));
         let p = parse(
             &FeedContext {
                 name: Arc::from("manifest.json"),

@@ -9,6 +9,7 @@
 //! are kept with their line and reason so the operator can fix the feed.
 
 mod csv;
+pub mod json;
 pub mod misp;
 mod plain;
 pub mod stix;
@@ -198,20 +199,9 @@ impl fmt::Display for FeedError {
 
 impl std::error::Error for FeedError {}
 
-/// Detects the format of a feed from its first meaningful lines.
+/// Detects the format of a line-based feed from its first meaningful lines.
+/// (JSON is told apart by its structure: see [`json`].)
 pub fn detect(text: &str) -> Format {
-    let head = text.trim_start_matches('\u{feff}').trim_start();
-    if head.starts_with('{') || head.starts_with('[') {
-        if misp::looks_like(head) {
-            return Format::Misp;
-        }
-        if stix::looks_like(head) {
-            return Format::Stix;
-        }
-        if head.starts_with('{') && warninglist::looks_like(head) {
-            return Format::Warninglist;
-        }
-    }
     if text.lines().take(8).any(|l| l.starts_with("#fields")) {
         return Format::Zeek;
     }
@@ -289,51 +279,65 @@ pub fn parse_with(name: &str, path: &Path, text: &str, options: &ParseOptions, n
         p.skipped.push(line, why.clone());
         (p, Some(why))
     };
-    let html = looks_like_html(text);
-    let format = if html { Format::Plain } else { detect(text) };
-    let (mut parsed, mut failure) = if html {
-        broken(
-            1,
-            "an HTML page, not a feed (a failed download?)".to_owned(),
+    let (format, (mut parsed, mut failure)) = if looks_like_html(text) {
+        (
+            Format::Plain,
+            broken(
+                1,
+                "an HTML page, not a feed (a failed download?)".to_owned(),
+            ),
         )
-    } else {
-        match format {
-            Format::Plain => (plain::parse(&ctx, text), None),
-            Format::Zeek => (zeek::parse(&ctx, text), None),
-            Format::Csv => (csv::parse(&ctx, text), None),
-            Format::Stix => match stix::parse(&ctx, text, now) {
-                Ok((p, next)) => {
+    } else if json::must_be_json(text) {
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Err(e) => (
+                Format::Plain,
+                broken(e.line() as u32, format!("invalid JSON: {e}")),
+            ),
+            Ok(root) => match json::kind(&root) {
+                Some(json::JsonKind::Stix) => {
+                    let (p, next) = stix::parse_value(&ctx, &root, now);
                     next_change = next;
-                    (p, None)
+                    (Format::Stix, (p, None))
                 }
-                Err(e) => broken(e.line() as u32, format!("not STIX JSON: {e}")),
-            },
-            Format::Misp => match misp::parse(&ctx, text, options.misp_all_attributes) {
-                Ok(p) => (p, None),
-                Err(e) => broken(e.line() as u32, format!("not MISP JSON: {e}")),
-            },
-            Format::Warninglist => match warninglist::parse(text) {
-                Ok(w) => {
-                    warninglist = Some(w);
-                    (empty(), None)
+                Some(json::JsonKind::Misp) => (
+                    Format::Misp,
+                    (
+                        misp::parse_value(&ctx, &root, options.misp_all_attributes),
+                        None,
+                    ),
+                ),
+                // An index of a MISP feed's events: nothing to load, no failure.
+                Some(json::JsonKind::MispManifest) => (Format::Misp, (empty(), None)),
+                Some(json::JsonKind::Warninglist) => {
+                    match serde_json::from_value::<warninglist::Warninglist>(root) {
+                        Ok(w) => {
+                            warninglist = Some(w);
+                            (Format::Warninglist, (empty(), None))
+                        }
+                        Err(e) => (
+                            Format::Warninglist,
+                            broken(1, format!("not a MISP warninglist: {e}")),
+                        ),
+                    }
                 }
-                Err(e) => broken(e.line() as u32, format!("not a MISP warninglist: {e}")),
+                None => (
+                    Format::Plain,
+                    broken(
+                        1,
+                        "JSON, but not STIX, MISP or a MISP warninglist".to_owned(),
+                    ),
+                ),
             },
         }
+    } else {
+        let format = detect(text);
+        let parsed = match format {
+            Format::Zeek => zeek::parse(&ctx, text),
+            Format::Csv => csv::parse(&ctx, text),
+            _ => plain::parse(&ctx, text),
+        };
+        (format, (parsed, None))
     };
-    // JSON that is no format iocd reads would otherwise become `string`
-    // indicators, one per line of JSON.
-    let head = text.trim_start_matches('\u{feff}').trim_start();
-    if failure.is_none()
-        && format == Format::Plain
-        && (head.starts_with('{') || head.starts_with('['))
-        && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
-    {
-        (parsed, failure) = broken(
-            1,
-            "JSON, but not STIX, MISP or a MISP warninglist".to_owned(),
-        );
-    }
     // A line-based feed in which nothing at all could be used is broken too.
     // JSON formats judge for themselves: a STIX bundle whose indicators have
     // all expired is legitimately empty.
@@ -508,6 +512,77 @@ pub(crate) mod test_support {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A multi-byte character across byte 65,536 once panicked the format
+    /// sniffers (a slice at a fixed offset); JSON is now parsed whole.
+    #[test]
+    fn multibyte_character_across_64_kib_and_keys_in_any_order() {
+        for (open, close) in [
+            (
+                "{\"objects\": [",
+                "], \"type\": \"bundle\", \"id\": \"bundle--1\"}",
+            ),
+            ("", ""),
+        ] {
+            let mut text = open.to_owned();
+            let object = r#"{"type":"indicator","spec_version":"2.1","id":"indicator--ID","pattern":"[domain-name:value = 'nNUM.example']","valid_from":"2020-01-01T00:00:00Z","name":"PAD"},"#;
+            let object = |n: usize, pad: &str| {
+                object
+                    .replace("ID", &format!("{n:08}"))
+                    .replace("NUM", &n.to_string())
+                    .replace("PAD", pad)
+            };
+            let mut n = 0;
+            while text.len() + 2 * object(n, "").len() < 65_536 {
+                text.push_str(&object(n, ""));
+                n += 1;
+            }
+            // Pad the next name so that `é` starts at byte 65,535.
+            let at = text.len() + object(n, "PAD").find("PAD").unwrap();
+            text.push_str(&object(n, &("x".repeat(65_535 - at) + "é")));
+            n += 1;
+            while text.len() < 70_000 {
+                text.push_str(&object(n, ""));
+                n += 1;
+            }
+            assert!(
+                !text.is_char_boundary(65_536),
+                "the test must split a character"
+            );
+            if open.is_empty() {
+                // The same bytes as a plain list: no JSON, no panic.
+                let feed = parse("p.txt", Path::new("p.txt"), &text);
+                assert!(feed.indicators.is_empty());
+                continue;
+            }
+            text.pop();
+            text.push_str(close);
+            let feed = parse("s.json", Path::new("s.json"), &text);
+            assert_eq!(feed.format, Format::Stix);
+            assert_eq!(feed.indicators.len(), n, "{:?}", feed.skipped.examples);
+            assert!(feed.failure.is_none());
+        }
+    }
+
+    #[test]
+    fn json_that_is_no_feed_is_a_failure_with_a_reason() {
+        for (text, why) in [
+            ("{\"a\": 1}", "JSON, but not STIX"),
+            ("{\"type\": \"bundle\", \"objects\": [", "invalid JSON"),
+            ("[{\"x\": 1}]", "JSON, but not STIX"),
+        ] {
+            let feed = parse("j.json", Path::new("j.json"), text);
+            assert!(feed.indicators.is_empty());
+            assert!(
+                feed.failure.as_deref().is_some_and(|f| f.starts_with(why)),
+                "{text}: {:?}",
+                feed.failure
+            );
+        }
+        // A plain list may open with a bracket.
+        let feed = parse("p.txt", Path::new("p.txt"), "[2001:db8::1]:443\n");
+        assert_eq!(feed.indicators.len(), 1);
+    }
 
     #[test]
     fn skip_log_keeps_few_short_reasons() {

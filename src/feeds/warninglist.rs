@@ -33,12 +33,6 @@ fn default_type() -> MatchType {
     MatchType::String
 }
 
-/// True when `text` (starting with `{`) has the keys of a warninglist.
-pub fn looks_like(text: &str) -> bool {
-    let head = &text[..text.len().min(64 * 1024)];
-    head.contains("\"list\"")
-}
-
 /// Parses a warninglist.
 ///
 /// # Errors

@@ -895,3 +895,80 @@ fn stix_indicators_expire_and_activate_while_running() {
     let (status, rest) = d.stop();
     assert!(status.success() && rest.is_empty(), "{rest:?}");
 }
+
+/// A MISP event of `domain` whose byte 65,536 falls inside `é`: the format
+/// sniffers once sliced there and panicked the reload task for good.
+fn event_with_a_character_across_64_kib(domain: &str) -> String {
+    let head = r#"{"Event": {"info": ""#;
+    let pad = "x".repeat(65_535 - head.len()) + "é and more";
+    let text = format!(
+        r#"{head}{pad}", "Attribute": [{{"uuid": "a1", "type": "domain", "to_ids": true, "value": "{domain}"}}]}}}}"#
+    );
+    assert!(!text.is_char_boundary(65_536));
+    text
+}
+
+#[test]
+fn a_character_across_64_kib_loads_at_start_and_reloads_go_on_after_it() {
+    let dir = test_dir("multibyte-64k");
+    // At start: `iocd check` loads it.
+    std::fs::create_dir_all(dir.join("start")).unwrap();
+    std::fs::write(
+        dir.join("start/event.json"),
+        event_with_a_character_across_64_kib("first.example"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("check.toml"),
+        feed_config(&dir.join("start"))
+            + "[sources.in]\ntype = \"stdin\"\n[sinks.out]\ntype = \"stdout\"\n",
+    )
+    .unwrap();
+    let out = common::iocd()
+        .args(["check", "--config"])
+        .arg(dir.join("check.toml"))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && report.contains("domain-name 1"),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Dropped into a running daemon's feed folder.
+    let port = free_port();
+    let mut d = Daemon::start(&dir, &tcp_config(&dir, port, ""));
+    std::fs::write(
+        dir.join("feeds/event.json"),
+        event_with_a_character_across_64_kib("dropped.example"),
+    )
+    .unwrap();
+    d.wait_log("engine reloaded");
+    send_tcp(port, b"q dropped.example\n");
+    assert_eq!(d.read_hits(1)[0]["indicator"]["value"], "dropped.example");
+    // Reloading goes on working after it.
+    std::fs::write(dir.join("feeds/test.txt"), "later.example\n").unwrap();
+    d.wait_log("engine reloaded");
+    send_tcp(port, b"q later.example\n");
+    assert_eq!(d.read_hits(1)[0]["indicator"]["value"], "later.example");
+    let (status, _) = d.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn sigterm_exits_in_the_grace_period_while_stdin_stays_open() {
+    let dir = test_dir("stdin-open");
+    std::fs::create_dir_all(dir.join("feeds")).unwrap();
+    std::fs::write(dir.join("feeds/test.txt"), FEED).unwrap();
+    let config = "shutdown_grace_secs = 5\n".to_owned()
+        + &feed_config(&dir.join("feeds"))
+        + "[sources.in]\ntype = \"stdin\"\n[sinks.out]\ntype = \"stdout\"\n";
+    let mut d = Daemon::start(&dir, &config);
+    // The harness keeps the daemon's stdin open, as `tail -F log | iocd run` does.
+    let stdin = d.child.stdin.as_mut().unwrap();
+    stdin.write_all(b"q malware.example\n").unwrap();
+    stdin.flush().unwrap();
+    assert_eq!(d.read_hits(1)[0]["indicator"]["value"], "malware.example");
+    let (status, _) = d.stop();
+    assert!(status.success(), "{status:?}");
+}
