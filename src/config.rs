@@ -10,6 +10,14 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::hit::HitFormat;
+use crate::load::FeedConfig;
+use crate::pipeline::EngineConfig;
+use crate::settings::{in_range, Invalid};
+use crate::sinks::{SinkConfig, StdoutConfig};
+use crate::sources::{SourceConfig, StdinConfig};
+use crate::taxii::TaxiiConfig;
+
 /// A whole configuration file.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,249 +54,9 @@ pub struct Config {
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct FeedConfig {
-    pub path: PathBuf,
-    /// MISP: load attributes not marked `to_ids` too.
-    #[serde(default)]
-    pub misp_all_attributes: bool,
-    /// Load addresses in special-purpose space (private, loopback, ...):
-    /// for an internal list of compromised hosts. Network breadth, short
-    /// strings and empty-matching regexes are still refused.
-    #[serde(default)]
-    pub allow_special_addresses: bool,
-}
-
-impl FeedConfig {
-    pub fn parse_options(&self) -> crate::feeds::ParseOptions {
-        use crate::indicator::guard::GuardPolicy;
-        crate::feeds::ParseOptions {
-            misp_all_attributes: self.misp_all_attributes,
-            guard: if self.allow_special_addresses {
-                GuardPolicy::AllowSpecialAddresses
-            } else {
-                GuardPolicy::All
-            },
-        }
-    }
-}
-
-/// A TAXII 2.1 collection polled for STIX indicators.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct TaxiiConfig {
-    /// `http://host:port/api-root/collections/ID/`
-    pub url: String,
-    #[serde(default = "defaults::poll_interval_secs")]
-    pub poll_interval_secs: u64,
-    #[serde(default = "defaults::request_timeout_secs")]
-    pub timeout_secs: u64,
-    /// Objects per page (`limit`).
-    #[serde(default = "defaults::page_size")]
-    pub page_size: usize,
-    /// Basic authentication (or set IOCD_TAXII_USER / IOCD_TAXII_PASSWORD).
-    pub username: Option<String>,
-    pub password: Option<String>,
-    /// Bearer token (or set IOCD_TAXII_TOKEN).
-    pub token: Option<String>,
-    /// PEM CA file to verify an https server with (default: the system's roots).
-    pub ca_file: Option<PathBuf>,
-}
-
-impl TaxiiConfig {
-    pub fn collection(&self) -> crate::taxii::Collection {
-        use crate::taxii::Auth;
-        let auth = match (&self.token, &self.username, &self.password) {
-            (Some(t), _, _) => Auth::Bearer(t.clone()),
-            (None, Some(u), Some(p)) => Auth::Basic {
-                user: u.clone(),
-                password: p.clone(),
-            },
-            _ => Auth::from_env(),
-        };
-        crate::taxii::Collection {
-            url: self.url.clone(),
-            auth,
-            timeout: std::time::Duration::from_secs(self.timeout_secs.max(1)),
-            page_size: self.page_size,
-            ca_file: self.ca_file.clone(),
-        }
-    }
-}
-
-/// Where log lines come from. Every source is named in hits as `input`.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-pub enum SourceConfig {
-    Stdin {},
-    /// A file followed like `tail -F`.
-    File {
-        path: PathBuf,
-        #[serde(default)]
-        start_at: StartAt,
-    },
-    /// TCP, newline-framed or RFC 6587 octet-counted.
-    Tcp {
-        address: SocketAddr,
-        #[serde(default = "defaults::max_connections")]
-        max_connections: usize,
-        #[serde(default)]
-        framing: Framing,
-    },
-    /// UDP, one or more lines per datagram.
-    Udp {
-        address: SocketAddr,
-    },
-    /// A Unix socket, stream or datagram.
-    Unix {
-        path: PathBuf,
-        #[serde(default)]
-        mode: UnixMode,
-        #[serde(default = "defaults::max_connections")]
-        max_connections: usize,
-        #[serde(default)]
-        framing: Framing,
-    },
-}
-
-/// How a stream is cut into messages.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Framing {
-    /// RFC 6587 octet counting when a connection starts with `LEN SP <`, else newlines.
-    #[default]
-    Auto,
-    Newline,
-    OctetCounting,
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum StartAt {
-    /// Only lines written after iocd starts (when no offset is remembered).
-    #[default]
-    End,
-    Beginning,
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum UnixMode {
-    #[default]
-    Stream,
-    Datagram,
-}
-
-/// Where hits go.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-pub enum SinkConfig {
-    Stdout {
-        #[serde(default)]
-        format: HitFormat,
-    },
-    /// JSON lines appended to a file, reopened on SIGUSR1 or when rotated away.
-    File {
-        path: PathBuf,
-        #[serde(default)]
-        format: HitFormat,
-    },
-    /// Batched POSTs with retry and exponential backoff.
-    Http {
-        url: String,
-        #[serde(default)]
-        format: HitFormat,
-        #[serde(default)]
-        encoding: HttpEncoding,
-        /// Extra headers, e.g. `Authorization`.
-        #[serde(default)]
-        headers: BTreeMap<String, String>,
-        #[serde(default = "defaults::batch_max_events")]
-        batch_max_events: usize,
-        #[serde(default = "defaults::batch_timeout_ms")]
-        batch_timeout_ms: u64,
-        /// Hits held while the server is down; past this, backpressure.
-        #[serde(default = "defaults::buffer_max_events")]
-        buffer_max_events: usize,
-        #[serde(default = "defaults::request_timeout_secs")]
-        request_timeout_secs: u64,
-        #[serde(default = "defaults::max_backoff_secs")]
-        max_backoff_secs: u64,
-    },
-}
-
-/// The JSON shape of a hit.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum HitFormat {
-    /// iocd's own shape (that of `iocd scan`, plus `event.original`).
-    #[default]
-    Native,
-    /// Elastic Common Schema 8: `threat.enrichments[]`, `event.kind: enrichment`.
-    Ecs,
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum HttpEncoding {
-    /// One JSON object per line (`application/x-ndjson`).
-    #[default]
-    Ndjson,
-    /// One JSON array per request (`application/json`).
-    JsonArray,
-}
-
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Serves `/metrics`, `/live` and `/ready`.
     pub address: SocketAddr,
-}
-
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct EngineConfig {
-    #[serde(default = "defaults::max_line_bytes")]
-    pub max_line_bytes: usize,
-    /// What happens to a longer line.
-    #[serde(default)]
-    pub oversize: Oversize,
-    /// Matcher threads (default: one per core).
-    pub threads: Option<usize>,
-    /// Lines per batch handed to a matcher thread.
-    #[serde(default = "defaults::batch_lines")]
-    pub batch_lines: usize,
-    /// Batches queued between sources and matchers (the backpressure bound).
-    #[serde(default = "defaults::queue_batches")]
-    pub queue_batches: usize,
-    #[serde(default)]
-    pub bloom_min_keys: usize,
-    /// Bytes of the line kept in a hit's `event.original`.
-    #[serde(default = "defaults::original_max_bytes")]
-    pub original_max_bytes: usize,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        EngineConfig {
-            max_line_bytes: defaults::max_line_bytes(),
-            oversize: Oversize::default(),
-            threads: None,
-            batch_lines: defaults::batch_lines(),
-            queue_batches: defaults::queue_batches(),
-            bloom_min_keys: 0,
-            original_max_bytes: defaults::original_max_bytes(),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Oversize {
-    /// Scan the first `max_line_bytes` bytes.
-    #[default]
-    Truncate,
-    /// Skip the line (counted).
-    Drop,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -302,6 +70,16 @@ pub struct ReloadConfig {
     pub debounce_ms: u64,
 }
 
+impl ReloadConfig {
+    /// # Errors
+    /// A setting out of range.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        // At most a year: a longer interval is "never", which is 0.
+        in_range("interval_secs", self.interval_secs, 0, 366 * 86_400)?;
+        in_range("debounce_ms", self.debounce_ms, 0, 3_600_000)
+    }
+}
+
 impl Default for ReloadConfig {
     fn default() -> Self {
         ReloadConfig {
@@ -311,23 +89,26 @@ impl Default for ReloadConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+/// `[log]`: iocd's own log on stderr.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     #[serde(default)]
     pub format: LogFormat,
-    /// `error`, `warn`, `info`, `debug` or `trace`.
-    #[serde(default = "defaults::log_level")]
-    pub level: String,
+    #[serde(default)]
+    pub level: LogLevel,
 }
 
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            format: LogFormat::default(),
-            level: defaults::log_level(),
-        }
-    }
+/// The least severe log events written.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -342,50 +123,11 @@ mod defaults {
     pub fn grace_secs() -> u64 {
         30
     }
-    pub fn max_connections() -> usize {
-        1024
-    }
-    pub fn batch_max_events() -> usize {
-        500
-    }
-    pub fn batch_timeout_ms() -> u64 {
-        1000
-    }
-    pub fn buffer_max_events() -> usize {
-        100_000
-    }
-    pub fn request_timeout_secs() -> u64 {
-        10
-    }
-    pub fn max_backoff_secs() -> u64 {
-        30
-    }
-    pub fn max_line_bytes() -> usize {
-        1 << 20
-    }
-    pub fn batch_lines() -> usize {
-        1024
-    }
-    pub fn queue_batches() -> usize {
-        64
-    }
-    pub fn original_max_bytes() -> usize {
-        4096
-    }
-    pub fn page_size() -> usize {
-        1000
-    }
-    pub fn poll_interval_secs() -> u64 {
-        300
-    }
     pub fn reload_interval_secs() -> u64 {
         300
     }
     pub fn debounce_ms() -> u64 {
         500
-    }
-    pub fn log_level() -> String {
-        "info".into()
     }
 }
 
@@ -419,12 +161,13 @@ impl Config {
             shutdown_grace_secs: defaults::grace_secs(),
             ..Config::default()
         };
-        c.sources.insert("stdin".into(), SourceConfig::Stdin {});
+        c.sources
+            .insert("stdin".into(), SourceConfig::Stdin(StdinConfig {}));
         c.sinks.insert(
             "stdout".into(),
-            SinkConfig::Stdout {
+            SinkConfig::Stdout(StdoutConfig {
                 format: HitFormat::Native,
-            },
+            }),
         );
         c
     }
@@ -464,111 +207,66 @@ impl Config {
         })?;
         config
             .validate()
-            .map_err(|(path, message)| err(path, message))?;
+            .map_err(|Invalid { key, message }| err(key, message))?;
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), (String, String)> {
+    fn validate(&self) -> Result<(), Invalid> {
         if self.sources.is_empty() {
-            return Err(("sources".into(), "at least one source is needed".into()));
+            return Err(Invalid::new("sources", "at least one source is needed"));
         }
         if self.sinks.is_empty() {
-            return Err(("sinks".into(), "at least one sink is needed".into()));
+            return Err(Invalid::new("sinks", "at least one sink is needed"));
         }
         for (name, t) in &self.taxii {
-            if crate::taxii::endpoint(&t.url).is_none() {
-                return Err((
-                    format!("taxii.{name}.url"),
-                    format!("{:?} is not an http:// or https:// collection URL", t.url),
-                ));
-            }
+            t.validate()
+                .map_err(|e| e.within(&format!("taxii.{name}")))?;
             if self.state_dir.is_none() {
-                return Err((
-                    format!("taxii.{name}"),
-                    "a TAXII feed needs `state_dir` to keep its checkpoint and objects".into(),
+                return Err(Invalid::new(
+                    &format!("taxii.{name}"),
+                    "a TAXII feed needs `state_dir` to keep its checkpoint and objects",
                 ));
             }
         }
         if self.feeds.is_empty() && self.taxii.is_empty() && !self.example_feed {
-            return Err(("feeds".into(), "at least one feed is needed".into()));
+            return Err(Invalid::new("feeds", "at least one feed is needed"));
         }
-        let stdins = self
-            .sources
-            .values()
-            .filter(|s| matches!(s, SourceConfig::Stdin {}))
-            .count();
-        if stdins > 1 {
-            return Err((
-                "sources".into(),
-                "stdin can be read by one source only".into(),
+        let count =
+            |f: &dyn Fn(&SourceConfig) -> bool| self.sources.values().filter(|s| f(s)).count();
+        if count(&|s| matches!(s, SourceConfig::Stdin(_))) > 1 {
+            return Err(Invalid::new(
+                "sources",
+                "stdin can be read by one source only",
             ));
         }
         let stdouts = self
             .sinks
             .values()
-            .filter(|s| matches!(s, SinkConfig::Stdout { .. }))
+            .filter(|s| matches!(s, SinkConfig::Stdout(_)))
             .count();
         if stdouts > 1 {
-            return Err((
-                "sinks".into(),
-                "stdout can be written by one sink only".into(),
+            return Err(Invalid::new(
+                "sinks",
+                "stdout can be written by one sink only",
             ));
         }
         for (name, s) in &self.sources {
-            if matches!(s, SourceConfig::File { .. }) && self.state_dir.is_none() {
-                return Err((
-                    format!("sources.{name}"),
-                    "a file source needs `state_dir` to remember its offset across restarts".into(),
+            s.validate()
+                .map_err(|e| e.within(&format!("sources.{name}")))?;
+            if matches!(s, SourceConfig::File(_)) && self.state_dir.is_none() {
+                return Err(Invalid::new(
+                    &format!("sources.{name}"),
+                    "a file source needs `state_dir` to remember its offset across restarts",
                 ));
             }
         }
         for (name, s) in &self.sinks {
-            if let SinkConfig::Http {
-                url,
-                batch_max_events,
-                buffer_max_events,
-                ..
-            } = s
-            {
-                let at = |k: &str| format!("sinks.{name}.{k}");
-                if !url.starts_with("http://") {
-                    return Err((at("url"), format!("{url:?}: only http:// URLs are supported (put a TLS proxy in front for https)")));
-                }
-                if crate::sinks::http::Target::parse(url).is_none() {
-                    return Err((at("url"), format!("{url:?} is not a valid http:// URL")));
-                }
-                if *batch_max_events == 0 || buffer_max_events < batch_max_events {
-                    return Err((
-                        at("buffer_max_events"),
-                        "must be at least batch_max_events, which must be at least 1".into(),
-                    ));
-                }
-            }
+            s.validate()
+                .map_err(|e| e.within(&format!("sinks.{name}")))?;
         }
-        let e = &self.engine;
-        if e.max_line_bytes == 0
-            || e.batch_lines == 0
-            || e.queue_batches == 0
-            || e.threads == Some(0)
-        {
-            return Err((
-                "engine".into(),
-                "max_line_bytes, batch_lines, queue_batches and threads must be at least 1".into(),
-            ));
-        }
-        if !matches!(
-            self.log.level.as_str(),
-            "error" | "warn" | "info" | "debug" | "trace"
-        ) {
-            return Err((
-                "log.level".into(),
-                format!(
-                    "{:?} is not one of error, warn, info, debug, trace",
-                    self.log.level
-                ),
-            ));
-        }
-        Ok(())
+        self.engine.validate().map_err(|e| e.within("engine"))?;
+        self.reload.validate().map_err(|e| e.within("reload"))?;
+        in_range("shutdown_grace_secs", self.shutdown_grace_secs, 1, 86_400)
     }
 }
 
@@ -626,25 +324,22 @@ address = "127.0.0.1:9464"
         assert_eq!(c.feeds["local"].path, PathBuf::from("feeds/"));
         assert_eq!(
             c.sources["syslog"],
-            SourceConfig::Tcp {
+            SourceConfig::Tcp(crate::sources::TcpConfig {
                 address: "127.0.0.1:5140".parse().unwrap(),
                 max_connections: 1024,
-                framing: Framing::Auto
-            }
+                framing: crate::sources::Framing::Auto
+            })
         );
         assert_eq!(
             c.sources["app"],
-            SourceConfig::File {
+            SourceConfig::File(crate::sources::FileSourceConfig {
                 path: "/var/log/app.log".into(),
-                start_at: StartAt::Beginning
-            }
+                start_at: crate::sources::StartAt::Beginning
+            })
         );
         assert!(matches!(
-            c.sinks["siem"],
-            SinkConfig::Http {
-                batch_max_events: 500,
-                ..
-            }
+            &c.sinks["siem"],
+            SinkConfig::Http(h) if h.batch_max_events == 500
         ));
         assert_eq!(c.engine.max_line_bytes, 1 << 20);
         assert_eq!(c.shutdown_grace_secs, 30);
@@ -676,9 +371,35 @@ address = "127.0.0.1:9464"
                 "invalid value",
             ),
             (
-                "[sinks.h]\ntype = \"http\"\nurl = \"https://x\"\n",
-                "sinks.h.url",
-                "only http://",
+                "[sinks.h]\ntype = \"http\"\nurl = \"ftp://x\"\n",
+                "sinks.h",
+                "not an http:// or https:// URL",
+            ),
+            (
+                "[sinks.h]\ntype = \"http\"\nurl = \"http://x/\"\nbatch_max_events = 10\nbuffer_max_events = 5\n",
+                "sinks.h.buffer_max_events",
+                "out of range",
+            ),
+            (
+                "[engine]\nqueue_batches = 4611686018427387904\n",
+                "engine.queue_batches",
+                "out of range",
+            ),
+            (
+                "[engine]\nbatch_lines = 9223372036854775808\n",
+                "engine.batch_lines",
+                "out of range",
+            ),
+            ("[engine]\nthreads = 100000\n", "engine.threads", "out of range"),
+            (
+                "[reload]\ninterval_secs = 18446744073709551615\n",
+                "reload.interval_secs",
+                "out of range",
+            ),
+            (
+                "[sources.t]\ntype = \"tcp\"\naddress = \"127.0.0.1:1\"\nmax_connections = 0\n",
+                "sources.t.max_connections",
+                "out of range",
             ),
             ("[log]\nlevel = \"loud\"\n", "log.level", "loud"),
             (

@@ -115,7 +115,7 @@ pub async fn run(
         sink_senders.push(tx);
         sink_tasks.push(task);
     }
-    let formats = sinks::formats(config.sinks.values());
+    let formats = pipeline::Formats::of(config.sinks.values().map(sinks::SinkConfig::format));
     let (queue, hits, matchers) =
         pipeline::start_matchers(engine.clone(), &config.engine, formats, metrics.clone());
     let dispatcher = tokio::spawn(pipeline::dispatch(hits, sink_senders));

@@ -8,8 +8,90 @@
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use serde::Deserialize;
+
 use crate::engine::Match;
 use crate::indicator::Indicator;
+
+/// The JSON shape of a hit.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HitFormat {
+    /// iocd's own shape (that of `iocd scan`, plus `event.original`).
+    #[default]
+    Native,
+    /// Elastic Common Schema 8: `threat.enrichments[]`, `event.kind: enrichment`.
+    Ecs,
+}
+
+impl HitFormat {
+    /// Every format, in [`Self::index`] order.
+    pub const ALL: [HitFormat; 2] = [HitFormat::Native, HitFormat::Ecs];
+
+    /// Position in [`Self::ALL`], for per-format tables.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The hits of one batch in one format: JSON lines back to back, with the
+/// end of each, so a sink that sends one message per hit (Kafka, NATS, an
+/// Elasticsearch bulk action) takes hits one by one without re-parsing.
+///
+/// Invariant: `ends` is increasing and its last value is `bytes.len()`;
+/// every hit ends with `\n`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EncodedHits {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl EncodedHits {
+    /// Every hit, as JSON lines.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Number of hits.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Hit `i` as one JSON line, newline included.
+    ///
+    /// # Panics
+    /// When `i >= self.len()`.
+    pub fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+
+    /// Appends one hit written by `write` (which must write one JSON line).
+    fn push(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        write(&mut self.bytes);
+        debug_assert_eq!(self.bytes.last(), Some(&b'\n'));
+        self.ends.push(self.bytes.len());
+    }
+}
+
+/// Encodes one hit in `format`: the table every sink's format goes through.
+pub fn encode(
+    format: HitFormat,
+    out: &mut EncodedHits,
+    ev: &Event,
+    ind: &Indicator,
+    m: &Match,
+    matched: &[u8],
+) {
+    match format {
+        HitFormat::Native => out.push(|o| write_native_event(o, ev, ind, m, matched)),
+        HitFormat::Ecs => out.push(|o| write_ecs(o, ev, ind, m, matched)),
+    }
+}
 
 /// Where a hit was seen.
 pub struct Sighting<'a> {

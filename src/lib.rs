@@ -7,17 +7,20 @@
 //! keeping the engine current, [`metrics`] beside them and [`config`]
 //! describing it all.
 
+pub mod backoff;
 pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod feeds;
 pub mod hit;
+pub mod http_client;
 pub mod indicator;
 pub mod load;
 pub mod metrics;
 pub mod pipeline;
 pub mod reload;
 pub mod scan;
+pub mod settings;
 pub mod sinks;
 pub mod sources;
 pub mod state;

@@ -2,6 +2,8 @@
 //! with a report for the operator.
 
 use std::io::Write;
+
+use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -9,6 +11,35 @@ use crate::engine::EngineStats;
 use crate::feeds::allowlist::Allowlist;
 use crate::feeds::{self, Feed, FeedError, Format, SkipLog};
 use crate::indicator::{Indicator, IndicatorType};
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+/// `[feeds.NAME]` or `[allowlists.NAME]`: a file or directory, watched.
+pub struct FeedConfig {
+    pub path: PathBuf,
+    /// MISP: load attributes not marked `to_ids` too.
+    #[serde(default)]
+    pub misp_all_attributes: bool,
+    /// Load addresses in special-purpose space (private, loopback, ...):
+    /// for an internal list of compromised hosts. Network breadth, short
+    /// strings and empty-matching regexes are still refused.
+    #[serde(default)]
+    pub allow_special_addresses: bool,
+}
+
+impl FeedConfig {
+    pub fn parse_options(&self) -> crate::feeds::ParseOptions {
+        use crate::indicator::guard::GuardPolicy;
+        crate::feeds::ParseOptions {
+            misp_all_attributes: self.misp_all_attributes,
+            guard: if self.allow_special_addresses {
+                GuardPolicy::AllowSpecialAddresses
+            } else {
+                GuardPolicy::All
+            },
+        }
+    }
+}
 
 /// One feed's line in the load summary.
 pub struct FeedSummary {

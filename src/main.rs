@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use iocd::config::{Config, LogFormat};
+use iocd::config::{Config, LogFormat, LogLevel};
 use iocd::engine::{Engine, EngineOptions};
 use iocd::load::FeedSource;
 use iocd::scan::{scan_stream, ScanOptions, DEFAULT_MAX_LINE};
@@ -106,12 +106,12 @@ fn load_config(args: &ConfigArgs) -> Result<Config, ExitCode> {
 
 fn init_logging(config: &Config) {
     use tracing_subscriber::filter::LevelFilter;
-    let level = match config.log.level.as_str() {
-        "error" => LevelFilter::ERROR,
-        "warn" => LevelFilter::WARN,
-        "debug" => LevelFilter::DEBUG,
-        "trace" => LevelFilter::TRACE,
-        _ => LevelFilter::INFO,
+    let level = match config.log.level {
+        LogLevel::Error => LevelFilter::ERROR,
+        LogLevel::Warn => LevelFilter::WARN,
+        LogLevel::Info => LevelFilter::INFO,
+        LogLevel::Debug => LevelFilter::DEBUG,
+        LogLevel::Trace => LevelFilter::TRACE,
     };
     let builder = tracing_subscriber::fmt()
         .with_writer(io::stderr)

@@ -16,10 +16,103 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{EngineConfig, HitFormat, Oversize};
+use serde::Deserialize;
+
 use crate::engine::{Engine, ScanState};
-use crate::hit::{self, Event, Sighting};
+use crate::hit::{self, EncodedHits, Event, HitFormat, Sighting};
 use crate::metrics::Metrics;
+use crate::settings::{in_range, Invalid};
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+/// `[engine]`: how lines are cut, batched, queued and matched.
+pub struct EngineConfig {
+    #[serde(default = "defaults_max_line_bytes")]
+    pub max_line_bytes: usize,
+    /// What happens to a longer line.
+    #[serde(default)]
+    pub oversize: Oversize,
+    /// Matcher threads (default: one per core).
+    pub threads: Option<usize>,
+    /// Lines per batch handed to a matcher thread.
+    #[serde(default = "defaults_batch_lines")]
+    pub batch_lines: usize,
+    /// Batches queued between sources and matchers (the backpressure bound).
+    #[serde(default = "defaults_queue_batches")]
+    pub queue_batches: usize,
+    #[serde(default)]
+    pub bloom_min_keys: usize,
+    /// Bytes of the line kept in a hit's `event.original`.
+    #[serde(default = "defaults_original_max_bytes")]
+    pub original_max_bytes: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_line_bytes: defaults_max_line_bytes(),
+            oversize: Oversize::default(),
+            threads: None,
+            batch_lines: defaults_batch_lines(),
+            queue_batches: defaults_queue_batches(),
+            bloom_min_keys: 0,
+            original_max_bytes: defaults_original_max_bytes(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Oversize {
+    /// Scan the first `max_line_bytes` bytes.
+    #[default]
+    Truncate,
+    /// Skip the line (counted).
+    Drop,
+}
+
+/// Largest `max_line_bytes` (a batch's offsets are `u32`).
+pub const MAX_LINE_BYTES: usize = 1 << 30;
+/// Most matcher threads.
+pub const MAX_THREADS: usize = 1024;
+/// Most lines in one batch.
+pub const MAX_BATCH_LINES: usize = 1 << 20;
+/// Most batches queued between sources and matchers.
+pub const MAX_QUEUE_BATCHES: usize = 1 << 16;
+
+impl EngineConfig {
+    /// Checks every number against its documented range.
+    ///
+    /// # Errors
+    /// The first setting out of range.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        in_range("max_line_bytes", self.max_line_bytes, 1, MAX_LINE_BYTES)?;
+        in_range("batch_lines", self.batch_lines, 1, MAX_BATCH_LINES)?;
+        in_range("queue_batches", self.queue_batches, 1, MAX_QUEUE_BATCHES)?;
+        if let Some(t) = self.threads {
+            in_range("threads", t, 1, MAX_THREADS)?;
+        }
+        in_range(
+            "original_max_bytes",
+            self.original_max_bytes,
+            0,
+            MAX_LINE_BYTES,
+        )
+    }
+}
+
+fn defaults_max_line_bytes() -> usize {
+    1 << 20
+}
+fn defaults_batch_lines() -> usize {
+    1024
+}
+fn defaults_queue_batches() -> usize {
+    64
+}
+fn defaults_original_max_bytes() -> usize {
+    4096
+}
 
 /// Fires (by being dropped) when a batch's hits are all written.
 pub struct Ack(Option<oneshot::Sender<()>>);
@@ -56,21 +149,20 @@ pub struct Batch {
     pub ack: Option<Ack>,
 }
 
-/// Encoded hits of one batch, in each format some sink wants.
+/// The hits of one batch, encoded once in each format some sink wants.
+/// Its ack fires when the last reference to it is dropped: when every sink
+/// has written (or given up on) every hit of it.
 pub struct HitBatch {
-    pub native: Vec<u8>,
-    pub ecs: Vec<u8>,
+    encoded: [EncodedHits; HitFormat::ALL.len()],
+    /// Number of hits (the same in every format).
     pub hits: usize,
     _ack: Option<Ack>,
 }
 
 impl HitBatch {
-    /// The JSON lines for `format`.
-    pub fn lines(&self, format: HitFormat) -> &[u8] {
-        match format {
-            HitFormat::Native => &self.native,
-            HitFormat::Ecs => &self.ecs,
-        }
+    /// The hits in `format`. Empty for a format no sink asked for.
+    pub fn encoded(&self, format: HitFormat) -> &EncodedHits {
+        &self.encoded[format.index()]
     }
 }
 
@@ -273,11 +365,25 @@ impl LineQueue {
     }
 }
 
-/// Which encodings the configured sinks need.
+/// Which encodings the configured sinks need, indexed by [`HitFormat::index`].
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Formats {
-    pub native: bool,
-    pub ecs: bool,
+pub struct Formats([bool; HitFormat::ALL.len()]);
+
+impl Formats {
+    /// The set of `formats`.
+    pub fn of(formats: impl IntoIterator<Item = HitFormat>) -> Formats {
+        let mut f = Formats::default();
+        for format in formats {
+            f.0[format.index()] = true;
+        }
+        f
+    }
+
+    fn iter(self) -> impl Iterator<Item = HitFormat> {
+        HitFormat::ALL
+            .into_iter()
+            .filter(move |f| self.0[f.index()])
+    }
 }
 
 /// Starts the matcher threads. Returns the queue sources send to, the
@@ -330,8 +436,7 @@ fn matcher(
         let started = Instant::now();
         let engine = engine.load_full();
         let mut out = HitBatch {
-            native: Vec::new(),
-            ecs: Vec::new(),
+            encoded: Default::default(),
             hits: 0,
             _ack: batch.ack.take(),
         };
@@ -360,11 +465,15 @@ fn matcher(
                     original_truncated: cut || original.len() < line.len(),
                 };
                 let matched = &line[m.start as usize..m.end as usize];
-                if formats.native {
-                    hit::write_native_event(&mut out.native, &ev, ind, m, matched);
-                }
-                if formats.ecs {
-                    hit::write_ecs(&mut out.ecs, &ev, ind, m, matched);
+                for format in formats.iter() {
+                    hit::encode(
+                        format,
+                        &mut out.encoded[format.index()],
+                        &ev,
+                        ind,
+                        m,
+                        matched,
+                    );
                 }
                 out.hits += 1;
                 metrics

@@ -16,10 +16,11 @@ use arc_swap::ArcSwap;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{Config, FeedConfig};
+use crate::config::Config;
 use crate::engine::{Engine, EngineOptions};
 use crate::feeds::{self, Feed, FeedError};
 use crate::indicator::IndicatorType;
+use crate::load::FeedConfig;
 use crate::load::{LoadReport, EXAMPLE_FEED};
 use crate::metrics::Metrics;
 
@@ -159,7 +160,7 @@ impl Loader {
     fn taxii_feed(
         &mut self,
         name: &str,
-        tc: &crate::config::TaxiiConfig,
+        tc: &crate::taxii::TaxiiConfig,
         state_file: &Path,
         polls: &mut Vec<(String, Option<String>)>,
         failures: &mut Vec<(String, String)>,

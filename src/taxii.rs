@@ -7,20 +7,95 @@
 //! with backoff. Objects become indicators through the STIX reader, so the
 //! lifecycle (revoked, expired, newest version) is the same as for files.
 //!
-//! A small blocking HTTP/1.1 client (it runs on the reload thread):
+//! Requests go through the shared HTTP client ([`crate::http_client`]):
 //! `http://` or `https://` (rustls, verified against the system's roots or a
-//! configured CA file), basic or bearer authentication, timeouts.
+//! configured CA file), basic or bearer authentication, timeouts. A poll is
+//! called from a blocking thread (the reload thread, or `iocd scan`), and
+//! waits there for its async requests.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::sinks::http::Target;
+use crate::http_client::{self, TlsSettings};
+use crate::settings::{in_range, Invalid};
+
+/// A TAXII 2.1 collection polled for STIX indicators.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TaxiiConfig {
+    /// `http://host:port/api-root/collections/ID/`
+    pub url: String,
+    #[serde(default = "default_poll_interval_secs")]
+    pub poll_interval_secs: u64,
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Objects per page (`limit`).
+    #[serde(default = "default_page_size")]
+    pub page_size: usize,
+    /// Basic authentication (or set IOCD_TAXII_USER / IOCD_TAXII_PASSWORD).
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Bearer token (or set IOCD_TAXII_TOKEN).
+    pub token: Option<String>,
+    /// PEM CA file to verify an https server with (default: the system's roots).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl TaxiiConfig {
+    /// # Errors
+    /// A URL that is not an http(s) collection URL, or a setting out of range.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let url = reqwest::Url::parse(&self.url)
+            .map_err(|e| Invalid::new("url", format!("{:?} is not a URL: {e}", self.url)))?;
+        if !matches!(url.scheme(), "http" | "https") || !self.url.contains("/collections/") {
+            return Err(Invalid::new(
+                "url",
+                format!("{:?} is not an http:// or https:// collection URL (…/API-ROOT/collections/ID/)", self.url),
+            ));
+        }
+        in_range(
+            "poll_interval_secs",
+            self.poll_interval_secs,
+            1,
+            366 * 86_400,
+        )?;
+        in_range("timeout_secs", self.timeout_secs, 1, 3600)?;
+        in_range("page_size", self.page_size, 1, 100_000)
+    }
+
+    pub fn collection(&self) -> Collection {
+        use Auth;
+        let auth = match (&self.token, &self.username, &self.password) {
+            (Some(t), _, _) => Auth::Bearer(t.clone()),
+            (None, Some(u), Some(p)) => Auth::Basic {
+                user: u.clone(),
+                password: p.clone(),
+            },
+            _ => Auth::from_env(),
+        };
+        Collection {
+            url: self.url.clone(),
+            auth,
+            timeout: std::time::Duration::from_secs(self.timeout_secs.max(1)),
+            page_size: self.page_size,
+            ca_file: self.ca_file.clone(),
+        }
+    }
+}
+
+fn default_poll_interval_secs() -> u64 {
+    300
+}
+fn default_timeout_secs() -> u64 {
+    10
+}
+fn default_page_size() -> usize {
+    1000
+}
 
 pub const MEDIA_TYPE: &str = "application/taxii+json;version=2.1";
 
@@ -59,14 +134,11 @@ impl Auth {
         }
     }
 
-    fn header(&self) -> Option<String> {
+    fn apply(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match self {
-            Auth::None => None,
-            Auth::Basic { user, password } => Some(format!(
-                "Basic {}",
-                base64(format!("{user}:{password}").as_bytes())
-            )),
-            Auth::Bearer(t) => Some(format!("Bearer {t}")),
+            Auth::None => req,
+            Auth::Basic { user, password } => req.basic_auth(user, Some(password)),
+            Auth::Bearer(t) => req.bearer_auth(t),
         }
     }
 }
@@ -137,8 +209,14 @@ pub struct Poll {
 /// A request failed or an answer was not TAXII; `state` keeps whatever pages
 /// were merged before, but its checkpoint only moves on a complete poll.
 pub fn poll(c: &Collection, state: &mut State) -> Result<Poll, String> {
+    let tls = TlsSettings {
+        ca_file: c.ca_file.clone(),
+        ..TlsSettings::default()
+    };
+    let client = http_client::client(c.timeout, &tls)?;
+    let get = |url: &str| get(&client, url, c);
     if !state.checked {
-        check(c)?;
+        check(c, &get)?;
         state.checked = true;
     }
     let base = format!("{}/objects/", c.url.trim_end_matches('/'));
@@ -147,15 +225,19 @@ pub fn poll(c: &Collection, state: &mut State) -> Result<Poll, String> {
     let mut last_added = state.checkpoint.clone();
     loop {
         // The same filters on every page (servers check), `limit` included.
-        let mut query = vec![format!("limit={}", c.page_size.max(1))];
-        if let Some(after) = &state.checkpoint {
-            query.push(format!("added_after={}", encode(after)));
+        let mut url = reqwest::Url::parse(&base).map_err(|e| format!("{base}: {e}"))?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("limit", &c.page_size.max(1).to_string());
+            if let Some(after) = &state.checkpoint {
+                q.append_pair("added_after", after);
+            }
+            if let Some(n) = &next {
+                q.append_pair("next", n);
+            }
         }
-        if let Some(n) = &next {
-            query.push(format!("next={}", encode(n)));
-        }
-        let url = format!("{base}?{}", query.join("&"));
-        let (status, headers, body) = get(&url, c)?;
+        let url = url.to_string();
+        let (status, headers, body) = get(&url)?;
         result.requests += 1;
         if status == 204 || (status == 404 && result.requests == 1 && body.is_empty()) {
             break;
@@ -193,7 +275,7 @@ pub fn poll(c: &Collection, state: &mut State) -> Result<Poll, String> {
 
 /// Checks, once, that the API root speaks TAXII 2.1 and that the collection
 /// exists and may be read, so a wrong URL or account says so plainly.
-fn check(c: &Collection) -> Result<(), String> {
+fn check(c: &Collection, get: &dyn Fn(&str) -> Result<Response, String>) -> Result<(), String> {
     let url = c.url.trim_end_matches('/');
     let (root, _) = url.rsplit_once("/collections/").ok_or_else(|| {
         format!(
@@ -202,7 +284,7 @@ fn check(c: &Collection) -> Result<(), String> {
         )
     })?;
     let json = |u: &str| -> Result<Value, String> {
-        let (status, _, body) = get(u, c)?;
+        let (status, _, body) = get(u)?;
         if status != 200 {
             return Err(format!(
                 "GET {u}: HTTP {status}: {}",
@@ -234,237 +316,40 @@ fn check(c: &Collection) -> Result<(), String> {
     Ok(())
 }
 
-/// Percent-encodes a query value.
-fn encode(v: &str) -> String {
-    v.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 type Response = (u16, HashMap<String, String>, Vec<u8>);
 
-/// `http[s]://host[:port]/path` → (TLS?, target); https defaults to port 443.
-pub fn endpoint(url: &str) -> Option<(bool, Target)> {
-    let (tls, rest) = match url.strip_prefix("https://") {
-        Some(r) => (true, r),
-        None => (false, url.strip_prefix("http://")?),
-    };
-    let mut t = Target::parse(&format!("http://{rest}"))?;
-    let authority = rest.split('/').next().unwrap_or_default();
-    let explicit_port = authority.rsplit_once(':').is_some_and(|(h, p)| {
-        !p.is_empty()
-            && p.bytes().all(|b| b.is_ascii_digit())
-            && (!h.starts_with('[') || h.ends_with(']'))
-    });
-    if tls && !explicit_port {
-        t.port = 443;
-    }
-    Some((tls, t))
-}
-
-/// A TLS client configuration trusting `ca_file`, or the system's roots.
-fn tls_config(ca_file: Option<&PathBuf>) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("CA file {}: {e}", path.display()))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("CA file {}: {e}", path.display()))?;
-            for c in certs {
-                roots
-                    .add(c)
-                    .map_err(|e| format!("CA file {}: {e}", path.display()))?;
-            }
-        }
-        None => {
-            for c in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(c); // an unusable system root is no reason to fail
-            }
-        }
-    }
-    if roots.is_empty() {
-        return Err("no CA certificate to verify the server with".into());
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(std::sync::Arc::new(config))
-}
-
-/// One GET on a fresh connection.
-fn get(url: &str, c: &Collection) -> Result<Response, String> {
-    let (tls, t) = endpoint(url).ok_or_else(|| format!("{url}: not an http:// or https:// URL"))?;
-    let addr = (t.host.as_str(), t.port)
-        .to_socket_addrs()
-        .map_err(|e| format!("{url}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{url}: no address"))?;
-    let mut s = TcpStream::connect_timeout(&addr, c.timeout).map_err(|e| format!("{url}: {e}"))?;
-    s.set_read_timeout(Some(c.timeout))
-        .and_then(|()| s.set_write_timeout(Some(c.timeout)))
-        .map_err(|e| e.to_string())?;
-    let mut req = format!("GET {} HTTP/1.1\r\nHost: {}:{}\r\nAccept: {MEDIA_TYPE}\r\nUser-Agent: iocd/{}\r\nConnection: close\r\n", t.path, t.host, t.port, env!("CARGO_PKG_VERSION"));
-    if let Some(a) = c.auth.header() {
-        req.push_str(&format!("Authorization: {a}\r\n"));
-    }
-    req.push_str("\r\n");
-    let mut raw = Vec::new();
-    if tls {
-        let name = rustls::pki_types::ServerName::try_from(t.host.clone())
-            .map_err(|e| format!("{url}: {e}"))?;
-        let conn = rustls::ClientConnection::new(tls_config(c.ca_file.as_ref())?, name)
-            .map_err(|e| format!("{url}: {e}"))?;
-        let mut tls = rustls::StreamOwned::new(conn, s);
-        tls.write_all(req.as_bytes())
-            .map_err(|e| format!("{url}: {e}"))?;
-        // Servers often close without close_notify after a complete answer;
-        // the body is still checked against its length below.
-        if let Err(e) = tls.read_to_end(&mut raw) {
-            if e.kind() != std::io::ErrorKind::UnexpectedEof || raw.is_empty() {
-                return Err(format!("{url}: {e}"));
-            }
-        }
-    } else {
-        s.write_all(req.as_bytes())
-            .map_err(|e| format!("{url}: {e}"))?;
-        s.read_to_end(&mut raw).map_err(|e| format!("{url}: {e}"))?;
-    }
-    parse_response(&raw).ok_or_else(|| format!("{url}: not an HTTP response"))
-}
-
-fn parse_response(raw: &[u8]) -> Option<Response> {
-    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&raw[..head_end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
-    let headers: HashMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let mut body = raw[head_end + 4..].to_vec();
-    if headers
-        .get("transfer-encoding")
-        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
-    {
-        body = dechunk(&body)?;
-    } else if let Some(len) = headers
-        .get("content-length")
-        .and_then(|l| l.parse::<usize>().ok())
-    {
-        body.truncate(len);
-    }
-    Some((status, headers, body))
-}
-
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
-        let size = usize::from_str_radix(
-            std::str::from_utf8(&data[..line_end])
-                .ok()?
-                .split(';')
-                .next()?
-                .trim(),
-            16,
-        )
-        .ok()?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(data.get(..size)?);
-        data = data.get(size + 2..)?;
-    }
+/// One GET: the status, the headers (names lowercase) and the body.
+fn get(client: &reqwest::Client, url: &str, c: &Collection) -> Result<Response, String> {
+    http_client::block_on(async {
+        let req = client.get(url).header(reqwest::header::ACCEPT, MEDIA_TYPE);
+        let resp = c
+            .auth
+            .apply(req)
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {}", http_client::describe(&e)))?;
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("{url}: {}", http_client::describe(&e)))?;
+        Ok((status, headers, body.to_vec()))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_and_encoding() {
-        assert_eq!(base64(b"u:p"), "dTpw");
-        assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
-        assert_eq!(base64(b"ab"), "YWI=");
-        assert_eq!(
-            encode("2026-01-01T00:00:00.000Z"),
-            "2026-01-01T00%3A00%3A00.000Z"
-        );
-    }
-
-    #[test]
-    fn endpoints() {
-        let e = |u: &str| endpoint(u).map(|(tls, t)| (tls, t.host, t.port, t.path));
-        assert_eq!(
-            e("https://cti.example/api/collections/x/"),
-            Some((
-                true,
-                "cti.example".into(),
-                443,
-                "/api/collections/x/".into()
-            ))
-        );
-        assert_eq!(
-            e("https://127.0.0.1:8443/a/"),
-            Some((true, "127.0.0.1".into(), 8443, "/a/".into()))
-        );
-        assert_eq!(
-            e("http://127.0.0.1/a/"),
-            Some((false, "127.0.0.1".into(), 80, "/a/".into()))
-        );
-        assert_eq!(e("ftp://x/"), None);
-    }
-
-    #[test]
-    fn responses() {
-        let (s, h, b) = parse_response(
-            b"HTTP/1.1 200 OK\r\nX-TAXII-Date-Added-Last: 2026\r\nContent-Length: 2\r\n\r\n{}xx",
-        )
-        .unwrap();
-        assert_eq!(
-            (s, h["x-taxii-date-added-last"].as_str(), b.as_slice()),
-            (200, "2026", &b"{}"[..])
-        );
-        let (_, _, b) = parse_response(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!(b, b"{}");
-    }
 
     #[test]
     fn merge_keeps_the_newest_version() {

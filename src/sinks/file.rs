@@ -1,70 +1,86 @@
 //! Hits appended to a file as JSON lines. The file is reopened on SIGUSR1
 //! and when it has been rotated away (renamed or removed), for logrotate.
+//! A failed write (a full disk) is cut back to the last whole hit before it
+//! is retried, so the file never holds a torn line or a hit twice.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, watch};
 
-use crate::config::HitFormat;
-use crate::metrics::Metrics;
-use crate::pipeline::HitBatch;
+use super::driver::{HitWriter, Outcome, PendingHit};
+use crate::hit::HitFormat;
 
 /// How often the path is checked for rotation while writing.
 const ROTATION_CHECK: Duration = Duration::from_secs(1);
 
-pub struct FileSink {
-    name: Arc<str>,
-    path: PathBuf,
-    file: tokio::fs::File,
-    inode: u64,
-    metrics: Arc<Metrics>,
+/// `[sinks.NAME] type = "file"`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub format: HitFormat,
 }
 
-async fn open(path: &PathBuf) -> std::io::Result<(tokio::fs::File, u64)> {
+pub struct FileWriter {
+    name: Arc<str>,
+    path: PathBuf,
+    file: Option<tokio::fs::File>,
+    inode: u64,
+    /// The file's length after the last whole hit written.
+    good_len: u64,
+    checked: Instant,
+    buf: Vec<u8>,
+}
+
+async fn open(path: &PathBuf) -> std::io::Result<(tokio::fs::File, u64, u64)> {
     let file = tokio::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .await?;
-    let inode = file.metadata().await?.ino();
-    Ok((file, inode))
+    let meta = file.metadata().await?;
+    Ok((file, meta.ino(), meta.len()))
 }
 
-impl FileSink {
-    pub async fn open(
-        name: Arc<str>,
-        path: PathBuf,
-        metrics: Arc<Metrics>,
-    ) -> std::io::Result<FileSink> {
-        let (file, inode) = open(&path)
+impl FileWriter {
+    /// Opens (creating) the file for appending.
+    ///
+    /// # Errors
+    /// It cannot be opened; the error names the path.
+    pub async fn open(name: Arc<str>, path: PathBuf) -> std::io::Result<FileWriter> {
+        let (file, inode, good_len) = open(&path)
             .await
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        metrics.set_sink_up(&name, true);
-        Ok(FileSink {
+        Ok(FileWriter {
             name,
             path,
-            file,
+            file: Some(file),
             inode,
-            metrics,
+            good_len,
+            checked: Instant::now(),
+            buf: Vec::new(),
         })
     }
 
-    async fn reopen(&mut self, why: &str) {
-        let _ = self.file.flush().await;
+    async fn reopen_because(&mut self, why: &str) {
+        if let Some(f) = self.file.as_mut() {
+            let _ = f.flush().await;
+        }
         match open(&self.path).await {
-            Ok((file, inode)) => {
+            Ok((file, inode, len)) => {
                 tracing::info!(sink = %self.name, path = %self.path.display(), why, "reopened hit file");
-                self.file = file;
+                self.file = Some(file);
                 self.inode = inode;
-                self.metrics.set_sink_up(&self.name, true);
+                self.good_len = len;
             }
             Err(e) => {
                 tracing::error!(sink = %self.name, path = %self.path.display(), error = %e, "cannot reopen hit file");
-                self.metrics.set_sink_up(&self.name, false);
+                self.file = None;
             }
         }
     }
@@ -72,54 +88,51 @@ impl FileSink {
     fn rotated_away(&self) -> bool {
         std::fs::metadata(&self.path).map_or(true, |m| m.ino() != self.inode)
     }
+}
 
-    pub async fn run(
-        mut self,
-        format: HitFormat,
-        mut rx: mpsc::Receiver<Arc<HitBatch>>,
-        mut reopen: watch::Receiver<u64>,
-    ) {
-        let sent = self.metrics.sink_sent.with_label_values(&[&self.name]);
-        let retried = self.metrics.sink_retried.with_label_values(&[&self.name]);
-        let mut checked = Instant::now();
-        loop {
-            let batch = tokio::select! {
-                b = rx.recv() => match b { Some(b) => b, None => break },
-                Ok(()) = reopen.changed() => {
-                    self.reopen("SIGUSR1").await;
-                    continue;
-                }
-            };
-            if checked.elapsed() >= ROTATION_CHECK {
-                checked = Instant::now();
-                if self.rotated_away() {
-                    self.reopen("rotated away").await;
-                }
+impl HitWriter for FileWriter {
+    async fn write(&mut self, hits: &[PendingHit], format: HitFormat) -> Outcome {
+        if self.checked.elapsed() >= ROTATION_CHECK {
+            self.checked = Instant::now();
+            if self.rotated_away() {
+                self.reopen_because("rotated away").await;
             }
-            // A failed write is retried (reopening the file) until it succeeds:
-            // hits are never dropped, and the wait pushes back on the pipeline.
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                let r = async {
-                    self.file.write_all(batch.lines(format)).await?;
-                    self.file.flush().await
-                }
-                .await;
-                match r {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::error!(sink = %self.name, path = %self.path.display(), error = %e, "cannot write hits; retrying");
-                        self.metrics.set_sink_up(&self.name, false);
-                        retried.inc();
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
-                        self.reopen("write failed").await;
-                    }
-                }
-            }
-            self.metrics.set_sink_up(&self.name, true);
-            sent.inc_by(batch.hits as u64);
         }
-        let _ = self.file.flush().await;
+        if self.file.is_none() {
+            self.reopen_because("not open").await;
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Outcome::retry_all(
+                hits.len(),
+                format!("{} cannot be opened", self.path.display()),
+            );
+        };
+        self.buf.clear();
+        for h in hits {
+            self.buf.extend_from_slice(h.bytes(format));
+        }
+        let r = async {
+            file.write_all(&self.buf).await?;
+            file.flush().await
+        }
+        .await;
+        match r {
+            Ok(()) => {
+                self.good_len += self.buf.len() as u64;
+                Outcome::written()
+            }
+            Err(e) => {
+                // Cut what part of the write landed, so the retry starts at
+                // a whole line and writes no hit twice.
+                let _ = file.set_len(self.good_len).await;
+                let why = format!("{}: {e}", self.path.display());
+                self.reopen_because("write failed").await;
+                Outcome::retry_all(hits.len(), why)
+            }
+        }
+    }
+
+    async fn reopen(&mut self) {
+        self.reopen_because("SIGUSR1").await;
     }
 }

@@ -1,269 +1,316 @@
-//! Hits POSTed to an HTTP endpoint in batches: JSON lines or one JSON array
-//! per request, with configured headers (e.g. `Authorization`). Failed
-//! requests are retried with exponential backoff; while the server is down,
-//! hits wait in a bounded buffer, and past it the sink stops taking batches,
-//! which pushes back through the pipeline to the sources. Nothing is dropped
-//! except what the server rejects as malformed (400, 413, 422), counted as
-//! failed.
+//! Hits POSTed to an HTTP(S) endpoint in batches: JSON lines, one JSON
+//! array per request, or an Elasticsearch `_bulk` body. Failed requests are
+//! retried by the sink driver with exponential backoff; while the server is
+//! down, hits wait in the driver's bounded buffer, and past it the sink
+//! stops taking batches, which pushes back through the pipeline to the
+//! sources.
 //!
-//! A small HTTP/1.1 client of its own (one request per connection, plain
-//! http://): enough for a SIEM's ingest endpoint or a local collector, with
-//! no TLS stack to build.
+//! Nothing is dropped except what the server refuses as malformed: a whole
+//! request answered 400, 413 or 422, or, in a `_bulk` answer, an item whose
+//! status is neither 2xx, 429 nor 5xx. Those are counted as failed and
+//! logged with the reason; 429 and 5xx items are retried alone.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use serde::Deserialize;
 
-use crate::config::{HitFormat, HttpEncoding, SinkConfig};
-use crate::metrics::Metrics;
-use crate::pipeline::HitBatch;
+use super::driver::{DriverSettings, HitWriter, Outcome, PendingHit};
+use crate::hit::HitFormat;
+use crate::http_client::{self, TlsSettings};
+use crate::settings::{in_range, Invalid};
 
-/// Where requests go: `http://host[:port]/path`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
-    pub host: String,
-    pub port: u16,
-    pub path: String,
+/// `[sinks.NAME] type = "http"`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSinkConfig {
+    /// `http://` or `https://` endpoint.
+    pub url: HttpUrl,
+    #[serde(default)]
+    pub format: HitFormat,
+    #[serde(default)]
+    pub encoding: HttpEncoding,
+    /// With `encoding = "es_bulk"`: the index (or data stream) written to.
+    #[serde(default = "default_index")]
+    pub index: String,
+    /// Extra headers, e.g. `Authorization`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Most hits per request.
+    #[serde(default = "default_batch_max_events")]
+    pub batch_max_events: usize,
+    /// How long to wait for more hits before sending fewer than a full request.
+    #[serde(default = "default_batch_timeout_ms")]
+    pub batch_timeout_ms: u64,
+    /// Hits held while the server is down; past this, backpressure.
+    #[serde(default = "default_buffer_max_events")]
+    pub buffer_max_events: usize,
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    #[serde(default = "default_max_backoff_secs")]
+    pub max_backoff_secs: u64,
+    /// CA file and client certificate for https.
+    #[serde(default)]
+    pub tls: TlsSettings,
 }
 
-impl Target {
-    pub fn parse(url: &str) -> Option<Target> {
-        let rest = url.strip_prefix("http://")?;
-        let (authority, path) = rest
-            .find('/')
-            .map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (h, p.parse().ok()?),
-            _ => (authority, 80),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        (!host.is_empty()).then(|| Target {
-            host: host.to_owned(),
-            port,
-            path: path.to_owned(),
+fn default_index() -> String {
+    "iocd-hits".into()
+}
+fn default_batch_max_events() -> usize {
+    500
+}
+fn default_batch_timeout_ms() -> u64 {
+    1000
+}
+fn default_buffer_max_events() -> usize {
+    100_000
+}
+fn default_request_timeout_secs() -> u64 {
+    10
+}
+fn default_max_backoff_secs() -> u64 {
+    30
+}
+
+/// An `http://` or `https://` URL, checked when the config is read.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct HttpUrl(reqwest::Url);
+
+impl TryFrom<String> for HttpUrl {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<HttpUrl, String> {
+        let url = reqwest::Url::parse(&s).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(format!("{s:?} is not an http:// or https:// URL"));
+        }
+        Ok(HttpUrl(url))
+    }
+}
+
+impl HttpUrl {
+    pub fn as_url(&self) -> &reqwest::Url {
+        &self.0
+    }
+}
+
+/// How hits are put in a request body.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpEncoding {
+    /// One JSON object per line (`application/x-ndjson`).
+    #[default]
+    Ndjson,
+    /// One JSON array per request (`application/json`).
+    JsonArray,
+    /// Elasticsearch `_bulk`: a `create` action line before each document.
+    EsBulk,
+}
+
+impl HttpSinkConfig {
+    /// # Errors
+    /// A setting out of range, or TLS files given for a plain http:// URL.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        in_range("batch_max_events", self.batch_max_events, 1, 1_000_000)?;
+        in_range(
+            "buffer_max_events",
+            self.buffer_max_events,
+            self.batch_max_events,
+            100_000_000,
+        )?;
+        in_range("batch_timeout_ms", self.batch_timeout_ms, 0, 3_600_000)?;
+        in_range("request_timeout_secs", self.request_timeout_secs, 1, 3600)?;
+        in_range("max_backoff_secs", self.max_backoff_secs, 1, 86_400)?;
+        if self.encoding == HttpEncoding::EsBulk && self.index.is_empty() {
+            return Err(Invalid::new("index", "an es_bulk sink needs an index name"));
+        }
+        if self.tls != TlsSettings::default() && self.url.0.scheme() != "https" {
+            return Err(Invalid::new("tls", "TLS settings need an https:// URL"));
+        }
+        Ok(())
+    }
+
+    /// How the driver gathers and retries for this sink.
+    pub fn driver_settings(&self) -> DriverSettings {
+        DriverSettings {
+            max_events: self.batch_max_events,
+            linger: Duration::from_millis(self.batch_timeout_ms),
+            buffer_max_events: self.buffer_max_events,
+            first_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(self.max_backoff_secs),
+        }
+    }
+}
+
+pub struct HttpWriter {
+    name: Arc<str>,
+    client: reqwest::Client,
+    url: reqwest::Url,
+    encoding: HttpEncoding,
+    /// `{"create":{"_index":…}}` and a newline, for `es_bulk`.
+    bulk_action: Vec<u8>,
+    headers: reqwest::header::HeaderMap,
+}
+
+impl HttpWriter {
+    /// # Errors
+    /// TLS files that cannot be read, or a header that is not valid HTTP.
+    pub fn new(name: Arc<str>, c: &HttpSinkConfig) -> Result<HttpWriter, String> {
+        let client = http_client::client(Duration::from_secs(c.request_timeout_secs), &c.tls)?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (k, v) in &c.headers {
+            let k = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| format!("header {k:?}: {e}"))?;
+            let mut v = reqwest::header::HeaderValue::from_str(v)
+                .map_err(|e| format!("header {k}: {e}"))?;
+            v.set_sensitive(true); // an Authorization value is never logged
+            headers.insert(k, v);
+        }
+        let mut bulk_action =
+            serde_json::to_vec(&serde_json::json!({ "create": { "_index": c.index } }))
+                .expect("JSON of strings");
+        bulk_action.push(b'\n');
+        Ok(HttpWriter {
+            name,
+            client,
+            url: c.url.0.clone(),
+            encoding: c.encoding,
+            bulk_action,
+            headers,
         })
     }
-}
 
-pub struct HttpSink {
-    name: Arc<str>,
-    target: Target,
-    encoding: HttpEncoding,
-    headers: BTreeMap<String, String>,
-    batch_max: usize,
-    batch_timeout: Duration,
-    buffer_max: usize,
-    timeout: Duration,
-    max_backoff: Duration,
-    metrics: Arc<Metrics>,
-}
-
-enum Outcome {
-    Delivered,
-    /// The server refused the payload itself: retrying cannot help.
-    Rejected(u16),
-    Retry(String),
-}
-
-impl HttpSink {
-    pub fn new(name: Arc<str>, config: &SinkConfig, metrics: Arc<Metrics>) -> HttpSink {
-        let SinkConfig::Http {
-            url,
-            encoding,
-            headers,
-            batch_max_events,
-            batch_timeout_ms,
-            buffer_max_events,
-            request_timeout_secs,
-            max_backoff_secs,
-            ..
-        } = config
-        else {
-            unreachable!("an http sink config")
-        };
-        metrics.set_sink_up(&name, true);
-        HttpSink {
-            target: Target::parse(url).expect("validated URL"),
-            encoding: *encoding,
-            headers: headers.clone(),
-            batch_max: *batch_max_events,
-            batch_timeout: Duration::from_millis(*batch_timeout_ms),
-            buffer_max: *buffer_max_events,
-            timeout: Duration::from_secs(*request_timeout_secs),
-            max_backoff: Duration::from_secs(*max_backoff_secs),
-            metrics,
-            name,
-        }
-    }
-
-    pub async fn run(self, format: HitFormat, mut rx: mpsc::Receiver<Arc<HitBatch>>) {
-        let mut buffer: VecDeque<Arc<HitBatch>> = VecDeque::new();
-        let mut buffered = 0usize;
-        let mut open = true;
-        while open || !buffer.is_empty() {
-            // Fill up to a request's worth, waiting at most batch_timeout for more.
-            let deadline = tokio::time::Instant::now() + self.batch_timeout;
-            while open && buffered < self.batch_max.min(self.buffer_max) {
-                let next = if buffer.is_empty() {
-                    rx.recv().await
-                } else {
-                    match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(b) => b,
-                        Err(_) => break,
-                    }
-                };
-                match next {
-                    Some(b) => {
-                        buffered += b.hits;
-                        buffer.push_back(b);
-                    }
-                    None => open = false,
-                }
-            }
-            if buffer.is_empty() {
-                continue;
-            }
-            // One request: whole batches up to batch_max hits (at least one batch).
-            let mut take = 0;
-            let mut events = 0;
-            for b in &buffer {
-                if take > 0 && events + b.hits > self.batch_max {
-                    break;
-                }
-                take += 1;
-                events += b.hits;
-            }
-            let body = self.body(buffer.iter().take(take).map(|b| b.lines(format)));
-            self.deliver(&body, events).await;
-            for _ in 0..take {
-                let b = buffer.pop_front().expect("taken from the buffer");
-                buffered -= b.hits;
-            }
-        }
-    }
-
-    fn body<'a>(&self, parts: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    /// The request body for `hits`.
+    fn body(&self, hits: &[PendingHit], format: HitFormat) -> Vec<u8> {
         let mut body = Vec::new();
         match self.encoding {
-            HttpEncoding::Ndjson => parts.for_each(|p| body.extend_from_slice(p)),
+            HttpEncoding::Ndjson => hits
+                .iter()
+                .for_each(|h| body.extend_from_slice(h.bytes(format))),
             HttpEncoding::JsonArray => {
                 body.push(b'[');
-                for line in parts
-                    .flat_map(|p| p.split(|&b| b == b'\n'))
-                    .filter(|l| !l.is_empty())
-                {
-                    if body.len() > 1 {
+                for (i, h) in hits.iter().enumerate() {
+                    if i > 0 {
                         body.push(b',');
                     }
-                    body.extend_from_slice(line);
+                    let line = h.bytes(format);
+                    body.extend_from_slice(line.strip_suffix(b"\n").unwrap_or(line));
                 }
                 body.push(b']');
+            }
+            HttpEncoding::EsBulk => {
+                for h in hits {
+                    body.extend_from_slice(&self.bulk_action);
+                    body.extend_from_slice(h.bytes(format));
+                }
             }
         }
         body
     }
+}
 
-    /// Sends until delivered (or rejected), backing off between attempts.
-    async fn deliver(&self, body: &[u8], events: usize) {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self.post(body).await {
-                Outcome::Delivered => {
-                    self.metrics
-                        .sink_sent
-                        .with_label_values(&[&self.name])
-                        .inc_by(events as u64);
-                    self.metrics.set_sink_up(&self.name, true);
-                    return;
-                }
-                Outcome::Rejected(status) => {
-                    tracing::error!(sink = %self.name, status, events, "server rejected the hits; dropping this request");
-                    self.metrics
-                        .sink_failed
-                        .with_label_values(&[&self.name])
-                        .inc_by(events as u64);
-                    return;
-                }
-                Outcome::Retry(why) => {
-                    tracing::warn!(sink = %self.name, error = %why, retry_in_ms = backoff.as_millis() as u64, "request failed; retrying");
-                    self.metrics.set_sink_up(&self.name, false);
-                    self.metrics
-                        .sink_retried
-                        .with_label_values(&[&self.name])
-                        .inc();
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.max_backoff);
-                }
-            }
-        }
-    }
-
-    async fn post(&self, body: &[u8]) -> Outcome {
-        match tokio::time::timeout(self.timeout, self.exchange(body)).await {
-            Err(_) => Outcome::Retry(format!("no answer within {:?}", self.timeout)),
-            Ok(Err(e)) => Outcome::Retry(e.to_string()),
-            Ok(Ok(status)) if (200..300).contains(&status) => Outcome::Delivered,
-            Ok(Ok(status @ (400 | 413 | 422))) => Outcome::Rejected(status),
-            Ok(Ok(status)) => Outcome::Retry(format!("HTTP {status}")),
-        }
-    }
-
-    /// One request on a fresh connection; returns the response status.
-    async fn exchange(&self, body: &[u8]) -> std::io::Result<u16> {
-        let t = &self.target;
-        let mut conn = TcpStream::connect((t.host.as_str(), t.port)).await?;
+impl HitWriter for HttpWriter {
+    async fn write(&mut self, hits: &[PendingHit], format: HitFormat) -> Outcome {
         let ctype = match self.encoding {
-            HttpEncoding::Ndjson => "application/x-ndjson",
             HttpEncoding::JsonArray => "application/json",
+            HttpEncoding::Ndjson | HttpEncoding::EsBulk => "application/x-ndjson",
         };
-        let host = if t.host.contains(':') {
-            format!("[{}]:{}", t.host, t.port)
-        } else {
-            format!("{}:{}", t.host, t.port)
+        let sent = self
+            .client
+            .post(self.url.clone())
+            .headers(self.headers.clone())
+            .header(reqwest::header::CONTENT_TYPE, ctype)
+            .body(self.body(hits, format))
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => return Outcome::retry_all(hits.len(), http_client::describe(&e)),
         };
-        let mut head = format!(
-            "POST {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: iocd/{}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n",
-            t.path,
-            env!("CARGO_PKG_VERSION"),
-            body.len()
-        );
-        for (k, v) in &self.headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        conn.write_all(head.as_bytes()).await?;
-        conn.write_all(body).await?;
-        // The status line is all we need; read until it is complete.
-        let mut resp = Vec::with_capacity(256);
-        let mut buf = [0u8; 1024];
-        while !resp.contains(&b'\n') {
-            let n = conn.read(&mut buf).await?;
-            if n == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "connection closed before a response",
-                ));
+        let status = response.status().as_u16();
+        match status {
+            200..=299 if self.encoding == HttpEncoding::EsBulk => match response.bytes().await {
+                Ok(body) => bulk_outcome(&body, hits.len()),
+                Err(e) => Outcome::retry_all(hits.len(), http_client::describe(&e)),
+            },
+            200..=299 => Outcome::written(),
+            400 | 413 | 422 => {
+                tracing::error!(sink = %self.name, status, "the server refused the request as malformed");
+                Outcome::rejected_all(hits.len(), format!("HTTP {status}"))
             }
-            resp.extend_from_slice(&buf[..n]);
+            _ => Outcome::retry_all(hits.len(), format!("HTTP {status}")),
         }
-        let line = String::from_utf8_lossy(
-            &resp[..resp.iter().position(|&b| b == b'\n').unwrap_or(resp.len())],
-        )
-        .into_owned();
-        line.split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("not an HTTP response: {line:?}"),
-                )
-            })
     }
+}
+
+/// What a `_bulk` answer says of each of `n` documents sent in order:
+/// 2xx written, 429 and 5xx retried, anything else refused for good.
+fn bulk_outcome(body: &[u8], n: usize) -> Outcome {
+    #[derive(Deserialize)]
+    struct Bulk {
+        #[serde(default)]
+        errors: bool,
+        #[serde(default)]
+        items: Vec<BTreeMap<String, Item>>,
+    }
+    #[derive(Deserialize)]
+    struct Item {
+        status: u16,
+        #[serde(default)]
+        error: Option<serde_json::Value>,
+    }
+    let bulk: Bulk = match serde_json::from_slice(body) {
+        Ok(b) => b,
+        Err(e) => return Outcome::retry_all(n, format!("not a _bulk answer: {e}")),
+    };
+    if !bulk.errors {
+        return Outcome::written();
+    }
+    if bulk.items.len() != n {
+        return Outcome::retry_all(
+            n,
+            format!(
+                "the _bulk answer has {} items for {n} documents",
+                bulk.items.len()
+            ),
+        );
+    }
+    let mut out = Outcome::default();
+    let mut reasons = Vec::new();
+    for (i, item) in bulk.items.iter().enumerate() {
+        let Some(item) = item.values().next() else {
+            out.retry.push(i);
+            continue;
+        };
+        match item.status {
+            200..=299 => {}
+            429 | 500..=599 => out.retry.push(i),
+            _ => {
+                out.rejected.push(i);
+                if reasons.len() < 3 {
+                    let e = item.error.as_ref();
+                    let kind = e.and_then(|e| e["type"].as_str()).unwrap_or("error");
+                    let reason = e.and_then(|e| e["reason"].as_str()).unwrap_or("");
+                    reasons.push(format!("{} {kind}: {reason}", item.status));
+                }
+            }
+        }
+    }
+    let mut why = reasons.join("; ");
+    if !out.retry.is_empty() {
+        if !why.is_empty() {
+            why.push_str("; ");
+        }
+        why.push_str(&format!(
+            "{} documents to retry (429 or 5xx)",
+            out.retry.len()
+        ));
+    }
+    out.why = Some(why);
+    out
 }
 
 #[cfg(test)]
@@ -271,52 +318,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn targets() {
-        let t = |u: &str| Target::parse(u);
-        assert_eq!(
-            t("http://127.0.0.1:8080/ingest?x=1"),
-            Some(Target {
-                host: "127.0.0.1".into(),
-                port: 8080,
-                path: "/ingest?x=1".into()
-            })
-        );
-        assert_eq!(
-            t("http://siem.example"),
-            Some(Target {
-                host: "siem.example".into(),
-                port: 80,
-                path: "/".into()
-            })
-        );
-        assert_eq!(
-            t("http://[::1]:9200/_bulk").map(|t| (t.host, t.port)),
-            Some(("::1".into(), 9200))
-        );
-        assert_eq!(t("https://x"), None);
-        assert_eq!(t("http://:80/"), None);
-        assert_eq!(t("http://host:notaport/"), None);
+    fn urls_are_checked_when_read() {
+        assert!(HttpUrl::try_from("http://127.0.0.1:8080/ingest?x=1".to_owned()).is_ok());
+        assert!(HttpUrl::try_from("https://[::1]:9200/_bulk".to_owned()).is_ok());
+        for bad in ["ftp://x/", "http://", "not a url", "/_bulk"] {
+            assert!(HttpUrl::try_from(bad.to_owned()).is_err(), "{bad}");
+        }
     }
 
+    /// A recorded `_bulk` answer: one document created, one refused by the
+    /// mapping, one rejected for load (429).
+    const RECORDED: &str = r#"{"took":30,"errors":true,"items":[
+      {"create":{"_index":"iocd-hits","_id":"a","status":201,"result":"created"}},
+      {"create":{"_index":"iocd-hits","_id":"b","status":400,"error":{"type":"mapper_parsing_exception","reason":"failed to parse field [threat.enrichments.indicator.ip] of type [ip]"}}},
+      {"create":{"_index":"iocd-hits","_id":"c","status":429,"error":{"type":"es_rejected_execution_exception","reason":"rejected execution"}}}
+    ]}"#;
+
     #[test]
-    fn bodies_in_both_encodings() {
-        let mut cfg: crate::config::Config = crate::config::Config::parse(
-            "t",
-            "[feeds.f]\npath = \"f\"\n[sources.i]\ntype = \"stdin\"\n[sinks.h]\ntype = \"http\"\nurl = \"http://127.0.0.1:1/\"\nencoding = \"json_array\"\n",
-        )
-        .unwrap();
-        let sink = HttpSink::new(Arc::from("h"), &cfg.sinks["h"], Metrics::new());
-        let parts: [&[u8]; 2] = [b"{\"a\":1}\n{\"b\":2}\n", b"{\"c\":3}\n"];
-        let array = sink.body(parts.iter().copied());
-        let v: serde_json::Value = serde_json::from_slice(&array).unwrap();
-        assert_eq!(v, serde_json::json!([{"a": 1}, {"b": 2}, {"c": 3}]));
-        if let Some(SinkConfig::Http { encoding, .. }) = cfg.sinks.get_mut("h") {
-            *encoding = HttpEncoding::Ndjson;
-        }
-        let sink = HttpSink::new(Arc::from("h"), &cfg.sinks["h"], Metrics::new());
+    fn bulk_answers_retry_only_what_may_be_retried() {
+        let o = bulk_outcome(RECORDED.as_bytes(), 3);
+        assert_eq!((o.retry, o.rejected), (vec![2], vec![1]));
+        assert!(o.why.unwrap().contains("mapper_parsing_exception"));
         assert_eq!(
-            sink.body(parts.iter().copied()),
-            b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n"
+            bulk_outcome(br#"{"errors":false,"items":[]}"#, 5),
+            Outcome::written()
         );
+        assert_eq!(bulk_outcome(b"<html>", 2).retry, vec![0, 1]);
     }
 }

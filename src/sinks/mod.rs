@@ -1,49 +1,72 @@
-//! Sinks: where hits go. Each runs as a tokio task fed through its own
-//! bounded channel of [`HitBatch`]es; it ends (after flushing) when the
-//! channel closes. A batch is released, and its ack may fire, only once the
-//! sink has written it.
+//! Sinks: where hits go. A closed set; each variant holds its component's
+//! own settings, defined beside the component. Every sink is a
+//! [`driver::HitWriter`] run by the one [`driver::run`] loop, fed through
+//! its own bounded channel of hit batches; it ends (after flushing) when
+//! the channel closes.
 
+pub mod driver;
 mod file;
 pub mod http;
+mod stdout;
 
 use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
+use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{HitFormat, SinkConfig};
+use crate::hit::HitFormat;
 use crate::metrics::Metrics;
-use crate::pipeline::{Formats, HitBatch};
+use crate::pipeline::HitBatch;
+use crate::settings::Invalid;
+pub use file::FileSinkConfig;
+pub use http::{HttpEncoding, HttpSinkConfig};
+pub use stdout::StdoutConfig;
 
 /// Batches queued per sink before the dispatcher waits.
 const SINK_QUEUE: usize = 16;
 
-/// The encodings `sinks` need.
-pub fn formats<'a>(sinks: impl IntoIterator<Item = &'a SinkConfig>) -> Formats {
-    let mut f = Formats::default();
-    for s in sinks {
-        match format_of(s) {
-            HitFormat::Native => f.native = true,
-            HitFormat::Ecs => f.ecs = true,
+/// Where hits go.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SinkConfig {
+    /// JSON lines on standard output.
+    Stdout(StdoutConfig),
+    /// JSON lines appended to a file, reopened on SIGUSR1 or when rotated away.
+    File(FileSinkConfig),
+    /// Batched POSTs (NDJSON, a JSON array or an Elasticsearch `_bulk`
+    /// body) with retry and exponential backoff.
+    Http(Box<HttpSinkConfig>),
+}
+
+impl SinkConfig {
+    /// The hit format this sink writes.
+    pub fn format(&self) -> HitFormat {
+        match self {
+            SinkConfig::Stdout(c) => c.format,
+            SinkConfig::File(c) => c.format,
+            SinkConfig::Http(c) => c.format,
         }
     }
-    f
-}
 
-fn format_of(s: &SinkConfig) -> HitFormat {
-    match s {
-        SinkConfig::Stdout { format }
-        | SinkConfig::File { format, .. }
-        | SinkConfig::Http { format, .. } => *format,
+    /// Checks the sink's own settings (keys relative to its table).
+    ///
+    /// # Errors
+    /// The first setting it cannot run with.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        match self {
+            SinkConfig::Http(c) => c.validate(),
+            SinkConfig::Stdout(_) | SinkConfig::File(_) => Ok(()),
+        }
     }
 }
 
-/// Opens the sink (a file sink fails here if its file cannot be opened) and
-/// spawns its task. `reopen` ticks on SIGUSR1.
+/// Opens the sink (a file sink fails here if its file cannot be opened, an
+/// https sink if its certificates cannot be read) and spawns its driver.
+/// `reopen` ticks on SIGUSR1.
 ///
 /// # Errors
-/// The sink's file cannot be opened.
+/// The sink cannot be opened.
 pub async fn start(
     name: &str,
     config: &SinkConfig,
@@ -52,43 +75,41 @@ pub async fn start(
 ) -> std::io::Result<(mpsc::Sender<Arc<HitBatch>>, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(SINK_QUEUE);
     let name: Arc<str> = Arc::from(name);
-    let format = format_of(config);
-    let task = match config.clone() {
-        SinkConfig::Stdout { .. } => {
-            metrics.set_sink_up(&name, true);
-            tokio::spawn(stdout(name, format, rx, metrics))
+    let format = config.format();
+    let task = match config {
+        SinkConfig::Stdout(_) => tokio::spawn(driver::run(
+            name,
+            stdout::StdoutWriter::new(),
+            format,
+            driver::DriverSettings::default(),
+            rx,
+            reopen,
+            metrics,
+        )),
+        SinkConfig::File(c) => {
+            let writer = file::FileWriter::open(name.clone(), c.path.clone()).await?;
+            tokio::spawn(driver::run(
+                name,
+                writer,
+                format,
+                driver::DriverSettings::default(),
+                rx,
+                reopen,
+                metrics,
+            ))
         }
-        SinkConfig::File { path, .. } => {
-            let f = file::FileSink::open(name.clone(), path, metrics.clone()).await?;
-            tokio::spawn(f.run(format, rx, reopen))
-        }
-        SinkConfig::Http { .. } => {
-            let h = http::HttpSink::new(name.clone(), config, metrics.clone());
-            tokio::spawn(h.run(format, rx))
+        SinkConfig::Http(c) => {
+            let writer = http::HttpWriter::new(name.clone(), c).map_err(std::io::Error::other)?;
+            tokio::spawn(driver::run(
+                name,
+                writer,
+                format,
+                c.driver_settings(),
+                rx,
+                reopen,
+                metrics,
+            ))
         }
     };
     Ok((tx, task))
-}
-
-async fn stdout(
-    name: Arc<str>,
-    format: HitFormat,
-    mut rx: mpsc::Receiver<Arc<HitBatch>>,
-    metrics: Arc<Metrics>,
-) {
-    let mut out = tokio::io::stdout();
-    let sent = metrics.sink_sent.with_label_values(&[&name]);
-    let failed = metrics.sink_failed.with_label_values(&[&name]);
-    while let Some(batch) = rx.recv().await {
-        match out.write_all(batch.lines(format)).await {
-            Ok(()) => sent.inc_by(batch.hits as u64),
-            Err(e) => {
-                // A closed stdout (the reader went away) cannot come back.
-                failed.inc_by(batch.hits as u64);
-                metrics.set_sink_up(&name, false);
-                tracing::error!(sink = %name, error = %e, "cannot write to stdout");
-            }
-        }
-        let _ = out.flush().await;
-    }
 }

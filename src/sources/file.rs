@@ -17,8 +17,26 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::{shutdown_signalled, SourceContext};
-use crate::config::StartAt;
 use crate::pipeline::{Ack, LineBatcher};
+
+/// `[sources.NAME] type = "file"`: a file followed like `tail -F`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceConfig {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub start_at: StartAt,
+}
+
+/// Where a file is first read from.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    /// Only lines written after iocd starts (when no offset is remembered).
+    #[default]
+    End,
+    Beginning,
+}
 
 /// How often the file is checked for new data, rotation and truncation.
 const POLL: Duration = Duration::from_millis(200);
@@ -30,16 +48,17 @@ struct Checkpoint {
     offset: u64,
 }
 
+/// Starts following the file; its offset is kept in `state_dir`.
+///
+/// # Errors
+/// `state_dir` cannot be created.
 pub async fn start(
     name: Arc<str>,
-    path: PathBuf,
-    start_at: StartAt,
+    config: FileSourceConfig,
+    state_dir: PathBuf,
     ctx: SourceContext,
 ) -> std::io::Result<JoinHandle<()>> {
-    let state_dir = ctx
-        .state_dir
-        .clone()
-        .expect("validated: file sources have a state_dir");
+    let FileSourceConfig { path, start_at } = config;
     std::fs::create_dir_all(&state_dir)?;
     let state = state_dir.join(format!("file-{name}.json"));
     Ok(tokio::spawn(async move {

@@ -1,8 +1,20 @@
 //! Stream framing: newline-delimited, or RFC 6587 octet counting
 //! (`LEN SP MSG`) as syslog senders use over TCP and Unix streams.
 
-pub use crate::config::Framing;
+use serde::Deserialize;
+
 use crate::pipeline::LineBatcher;
+
+/// How a stream is cut into messages.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Framing {
+    /// RFC 6587 octet counting when a connection starts with `LEN SP <`, else newlines.
+    #[default]
+    Auto,
+    Newline,
+    OctetCounting,
+}
 
 /// Longest `LEN` accepted (10 digits); a longer prefix is not a frame header.
 const MAX_LEN_DIGITS: usize = 10;
@@ -122,8 +134,8 @@ impl Framer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::EngineConfig;
     use crate::metrics::Metrics;
+    use crate::pipeline::EngineConfig;
     use std::sync::Arc;
 
     fn frame(framing: Framing, chunks: &[&[u8]]) -> Vec<String> {

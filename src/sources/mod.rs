@@ -15,10 +15,51 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{EngineConfig, SourceConfig};
+use serde::Deserialize;
+
 use crate::metrics::Metrics;
-use crate::pipeline::{LineBatcher, LineQueue};
+use crate::pipeline::{EngineConfig, LineBatcher, LineQueue};
+use crate::settings::Invalid;
+pub use file::{FileSourceConfig, StartAt};
 pub use framing::Framing;
+pub use net::{TcpConfig, UdpConfig, UnixConfig, UnixMode};
+
+/// Where log lines come from: a closed set, each variant holding its
+/// component's own settings (defined beside the component). Every source
+/// is named in hits as `input`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SourceConfig {
+    /// Standard input, read to its end.
+    Stdin(StdinConfig),
+    /// A file followed like `tail -F`.
+    File(FileSourceConfig),
+    /// TCP, newline-framed or RFC 6587 octet-counted.
+    Tcp(TcpConfig),
+    /// UDP, one or more lines per datagram.
+    Udp(UdpConfig),
+    /// A Unix socket, stream or datagram.
+    Unix(UnixConfig),
+}
+
+/// `[sources.NAME] type = "stdin"`: no settings.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StdinConfig {}
+
+impl SourceConfig {
+    /// Checks the source's own settings (keys relative to its table).
+    ///
+    /// # Errors
+    /// The first setting it cannot run with.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        match self {
+            SourceConfig::Tcp(c) => c.validate(),
+            SourceConfig::Unix(c) => c.validate(),
+            SourceConfig::Stdin(_) | SourceConfig::File(_) | SourceConfig::Udp(_) => Ok(()),
+        }
+    }
+}
 
 /// What every source gets.
 #[derive(Clone)]
@@ -57,7 +98,7 @@ pub async fn start(
 ) -> std::io::Result<JoinHandle<()>> {
     let name: Arc<str> = Arc::from(name);
     Ok(match config.clone() {
-        SourceConfig::Stdin {} => tokio::spawn(async move {
+        SourceConfig::Stdin(_) => tokio::spawn(async move {
             let mut shutdown = ctx.shutdown.clone();
             let batcher = ctx.batcher(&name);
             read_stream(
@@ -69,19 +110,15 @@ pub async fn start(
             )
             .await;
         }),
-        SourceConfig::Tcp {
-            address,
-            max_connections,
-            framing,
-        } => net::tcp(name, address, max_connections, framing, ctx).await?,
-        SourceConfig::Udp { address } => net::udp(name, address, ctx).await?,
-        SourceConfig::Unix {
-            path,
-            mode,
-            max_connections,
-            framing,
-        } => net::unix(name, path, mode, max_connections, framing, ctx).await?,
-        SourceConfig::File { path, start_at } => file::start(name, path, start_at, ctx).await?,
+        SourceConfig::Tcp(c) => net::tcp(name, c, ctx).await?,
+        SourceConfig::Udp(c) => net::udp(name, c, ctx).await?,
+        SourceConfig::Unix(c) => net::unix(name, c, ctx).await?,
+        SourceConfig::File(c) => {
+            let state_dir = ctx.state_dir.clone().ok_or_else(|| {
+                std::io::Error::other("a file source needs `state_dir` to keep its offset")
+            })?;
+            file::start(name, c, state_dir, ctx).await?
+        }
     })
 }
 

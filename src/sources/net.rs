@@ -11,9 +11,74 @@ use tokio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::{read_stream, shutdown_signalled, SourceContext};
-use crate::config::{Framing, UnixMode};
+use serde::Deserialize;
+
+use super::{read_stream, shutdown_signalled, Framing, SourceContext};
 use crate::pipeline::LineBatcher;
+use crate::settings::{in_range, Invalid};
+
+/// Most connections a stream source accepts at once.
+pub const MAX_CONNECTIONS: usize = 1 << 20;
+
+fn default_max_connections() -> usize {
+    1024
+}
+
+/// `[sources.NAME] type = "tcp"`: newline-framed or RFC 6587 octet-counted.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TcpConfig {
+    pub address: SocketAddr,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default)]
+    pub framing: Framing,
+}
+
+/// `[sources.NAME] type = "udp"`: one or more lines per datagram.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UdpConfig {
+    pub address: SocketAddr,
+}
+
+/// `[sources.NAME] type = "unix"`: a Unix socket, stream or datagram.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UnixConfig {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub mode: UnixMode,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default)]
+    pub framing: Framing,
+}
+
+/// A Unix socket's kind.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UnixMode {
+    #[default]
+    Stream,
+    Datagram,
+}
+
+impl TcpConfig {
+    /// # Errors
+    /// A connection limit out of range.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        in_range("max_connections", self.max_connections, 1, MAX_CONNECTIONS)
+    }
+}
+
+impl UnixConfig {
+    /// # Errors
+    /// A connection limit out of range.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        in_range("max_connections", self.max_connections, 1, MAX_CONNECTIONS)
+    }
+}
 
 /// The stream listeners: a closed set.
 enum Listener {
@@ -36,31 +101,40 @@ impl DatagramSocket {
     }
 }
 
+/// Binds the TCP listener and spawns its accept loop.
+///
+/// # Errors
+/// The address cannot be bound.
 pub async fn tcp(
     name: Arc<str>,
-    address: SocketAddr,
-    max_connections: usize,
-    framing: Framing,
+    config: TcpConfig,
     ctx: SourceContext,
 ) -> std::io::Result<JoinHandle<()>> {
-    let listener = Listener::Tcp(TcpListener::bind(address).await?);
+    let listener = Listener::Tcp(TcpListener::bind(config.address).await?);
     Ok(tokio::spawn(accept_loop(
         name,
-        max_connections,
-        framing,
+        config.max_connections,
+        config.framing,
         ctx,
         listener,
     )))
 }
 
+/// Binds the Unix socket (replacing a stale socket file) and spawns its task.
+///
+/// # Errors
+/// The path cannot be bound, or holds something that is not a socket.
 pub async fn unix(
     name: Arc<str>,
-    path: PathBuf,
-    mode: UnixMode,
-    max_connections: usize,
-    framing: Framing,
+    config: UnixConfig,
     ctx: SourceContext,
 ) -> std::io::Result<JoinHandle<()>> {
+    let UnixConfig {
+        path,
+        mode,
+        max_connections,
+        framing,
+    } = config;
     remove_stale_socket(&path)?;
     match mode {
         UnixMode::Stream => {
@@ -94,12 +168,16 @@ fn remove_stale_socket(path: &std::path::Path) -> std::io::Result<()> {
     }
 }
 
+/// Binds the UDP socket and spawns its task.
+///
+/// # Errors
+/// The address cannot be bound.
 pub async fn udp(
     name: Arc<str>,
-    address: SocketAddr,
+    config: UdpConfig,
     ctx: SourceContext,
 ) -> std::io::Result<JoinHandle<()>> {
-    let socket = DatagramSocket::Udp(UdpSocket::bind(address).await?);
+    let socket = DatagramSocket::Udp(UdpSocket::bind(config.address).await?);
     Ok(tokio::spawn(datagrams(name, ctx, socket)))
 }
 

@@ -206,19 +206,24 @@ pub fn http_server(
                 if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                     break;
                 }
-                if let Some(v) = line.strip_prefix("Content-Length: ") {
-                    len = v.trim().parse().unwrap();
+                // Header names are case-insensitive (reqwest writes them lowercase).
+                if let Some((k, v)) = line.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        len = v.trim().parse().unwrap();
+                    }
                 }
                 head.push_str(&line);
             }
             let mut body = vec![0u8; len];
             reader.read_exact(&mut body).unwrap();
             if fails(n) {
-                let _ = conn
-                    .write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
+                let _ = conn.write_all(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
                 continue;
             }
-            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             if tx.send((head, body)).is_err() {
                 return;
             }

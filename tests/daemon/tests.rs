@@ -402,7 +402,9 @@ fn http_sink_retries_until_the_server_recovers_and_loses_nothing() {
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("all hits delivered");
         assert!(
-            head.contains("Authorization: Bearer s3cret") && head.contains("POST /ingest"),
+            head.to_ascii_lowercase()
+                .contains("authorization: bearer s3cret")
+                && head.contains("POST /ingest"),
             "{head}"
         );
         for l in String::from_utf8(body).unwrap().lines() {
