@@ -17,6 +17,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
+use crate::exit::Exit;
 use crate::metrics::{self, Metrics};
 use crate::pipeline;
 use crate::reload::{self, Loader, Reloader};
@@ -46,12 +47,15 @@ impl std::fmt::Display for DaemonError {
     }
 }
 
+impl std::error::Error for DaemonError {}
+
 impl DaemonError {
-    pub fn exit_code(&self) -> u8 {
+    /// How `iocd run` exits with this error.
+    pub fn exit(&self) -> Exit {
         match self {
-            DaemonError::Feeds(_) => 65,
-            DaemonError::Start(_) => 71,
-            DaemonError::DrainTimeout(_) => 70,
+            DaemonError::Feeds(_) => Exit::DataErr,
+            DaemonError::Start(_) => Exit::OsErr,
+            DaemonError::DrainTimeout(_) => Exit::Software,
         }
     }
 }

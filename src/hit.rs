@@ -201,13 +201,24 @@ pub fn write_native_event(
 }
 
 /// The ECS indicator type and the field that holds the value.
-fn ecs_indicator(ind: &Indicator) -> (&'static str, serde_json::Value) {
+///
+/// ECS maps `threat.enrichments.indicator.ip` as `ip`, which holds one
+/// address: for a network indicator it holds the address matched in the
+/// line, and the network goes under `iocd.indicator.network`.
+fn ecs_indicator(ind: &Indicator, matched: &[u8]) -> (&'static str, serde_json::Value) {
     use crate::indicator::IndicatorType as T;
     use serde_json::json;
     let v = &*ind.value;
+    let ip = || {
+        if ind.is_cidr() {
+            String::from_utf8_lossy(matched).into_owned()
+        } else {
+            v.to_owned()
+        }
+    };
     match ind.kind {
-        T::Ipv4 => ("ipv4-addr", json!({ "ip": v })),
-        T::Ipv6 => ("ipv6-addr", json!({ "ip": v })),
+        T::Ipv4 => ("ipv4-addr", json!({ "ip": ip() })),
+        T::Ipv6 => ("ipv6-addr", json!({ "ip": ip() })),
         T::Domain => ("domain-name", json!({ "url": { "domain": v } })),
         T::Url => ("url", json!({ "url": { "full": v, "original": v } })),
         T::Email => ("email-addr", json!({ "email": { "address": v } })),
@@ -228,7 +239,7 @@ fn ecs_indicator(ind: &Indicator) -> (&'static str, serde_json::Value) {
 /// fields (input, line number, feed line, feed metadata) sit under `iocd`.
 pub fn write_ecs(out: &mut Vec<u8>, ev: &Event, ind: &Indicator, m: &Match, matched: &[u8]) {
     use serde_json::{json, Map, Value};
-    let (ecs_type, fields) = ecs_indicator(ind);
+    let (ecs_type, fields) = ecs_indicator(ind, matched);
     let mut indicator = match fields {
         Value::Object(o) => o,
         _ => Map::new(),
@@ -249,6 +260,14 @@ pub fn write_ecs(out: &mut Vec<u8>, ev: &Event, ind: &Indicator, m: &Match, matc
     {
         indicator.entry("description").or_insert(json!(&*d.1));
     }
+    if let Some((_, tlp)) = ind.provenance.meta.iter().find(|(k, _)| &**k == "tlp") {
+        // ECS's marking.tlp values are upper case: CLEAR, GREEN, AMBER, RED.
+        indicator.insert("marking".into(), json!({ "tlp": tlp.to_ascii_uppercase() }));
+    }
+    let mut iocd_indicator = json!({ "value": &*ind.value, "type": ind.kind.as_str(), "feed_line": ind.provenance.line, "meta": meta });
+    if ind.is_cidr() {
+        iocd_indicator["network"] = json!(&*ind.value);
+    }
     let original = String::from_utf8_lossy(ev.original);
     let doc = json!({
         "@timestamp": ev.sighting.timestamp,
@@ -261,7 +280,7 @@ pub fn write_ecs(out: &mut Vec<u8>, ev: &Event, ind: &Indicator, m: &Match, matc
         "iocd": {
             "input": ev.sighting.input,
             "line_number": ev.sighting.line_number,
-            "indicator": { "value": &*ind.value, "type": ind.kind.as_str(), "feed_line": ind.provenance.line, "meta": meta },
+            "indicator": iocd_indicator,
             "matched": { "start": m.start, "end": m.end },
             "original_truncated": ev.original_truncated,
         },
@@ -353,5 +372,52 @@ mod event_tests {
         assert_eq!(e["matched"]["field"], "message");
         assert_eq!(e["matched"]["type"], "indicator_match_rule");
         assert_eq!(v["iocd"]["original_truncated"], true);
+    }
+
+    /// The ECS fields mapped as `ip` must hold one address each, or the
+    /// index template rejects the document; TLP goes in `marking.tlp`.
+    #[test]
+    fn ecs_ip_fields_hold_addresses_only() {
+        let ctx = FeedContext {
+            name: Arc::from("nets.txt"),
+        };
+        let line = b"deny 203.0.113.99 and 2001:db8:bad::1";
+        let cases = [
+            (IndicatorType::Ipv4, "203.0.113.0/24", 5, 17),
+            (IndicatorType::Ipv4, "203.0.113.99", 5, 17),
+            (IndicatorType::Ipv6, "2001:db8:bad::/48", 22, 37),
+        ];
+        for (kind, value, start, end) in cases {
+            let ind = ctx.indicator(
+                (kind, value.into()),
+                1,
+                vec![("tlp".into(), "amber".into())],
+            );
+            let m = Match {
+                indicator: 0,
+                start,
+                end,
+            };
+            let ev = Event {
+                sighting: Sighting {
+                    timestamp: "t",
+                    input: "i",
+                    line_number: 1,
+                },
+                original: line,
+                original_truncated: false,
+            };
+            let mut out = Vec::new();
+            write_ecs(&mut out, &ev, &ind, &m, &line[start as usize..end as usize]);
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            let e = &v["threat"]["enrichments"][0]["indicator"];
+            let ip = e["ip"].as_str().unwrap();
+            assert!(ip.parse::<std::net::IpAddr>().is_ok(), "{value}: ip {ip:?}");
+            assert_eq!(ip.as_bytes(), &line[start as usize..end as usize]);
+            assert_eq!(e["marking"]["tlp"], "AMBER");
+            if value.contains('/') {
+                assert_eq!(v["iocd"]["indicator"]["network"], value);
+            }
+        }
     }
 }

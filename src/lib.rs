@@ -11,6 +11,7 @@ pub mod backoff;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod exit;
 pub mod feeds;
 pub mod hit;
 pub mod http_client;

@@ -11,13 +11,9 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use iocd::config::{Config, LogFormat, LogLevel};
 use iocd::engine::{Engine, EngineOptions};
+use iocd::exit::Exit;
 use iocd::load::FeedSource;
 use iocd::scan::{scan_stream, ScanOptions, DEFAULT_MAX_LINE};
-
-/// Exit code for feed data that cannot be read (sysexits EX_DATAERR).
-const EXIT_DATAERR: u8 = 65;
-/// Exit code for an input file that cannot be opened (sysexits EX_NOINPUT).
-const EXIT_NOINPUT: u8 = 66;
 
 #[derive(Parser)]
 #[command(
@@ -47,9 +43,6 @@ struct ConfigArgs {
     #[arg(long, short = 'c', value_name = "FILE", env = "IOCD_CONFIG")]
     config: Option<PathBuf>,
 }
-
-/// Exit code for a configuration that cannot be used (EX_CONFIG).
-const EXIT_CONFIG: u8 = 78;
 
 #[derive(clap::Args)]
 struct ScanArgs {
@@ -98,7 +91,7 @@ fn load_config(args: &ConfigArgs) -> Result<Config, ExitCode> {
     match &args.config {
         Some(path) => Config::load(path).map_err(|e| {
             eprintln!("iocd: error: {e}");
-            ExitCode::from(EXIT_CONFIG)
+            Exit::Config.into()
         }),
         None => Ok(Config::embedded_default()),
     }
@@ -138,7 +131,7 @@ fn run(args: ConfigArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("iocd: error: cannot start the runtime: {e}");
-            return ExitCode::from(71);
+            return Exit::OsErr.into();
         }
     };
     let code = runtime.block_on(async move {
@@ -150,7 +143,7 @@ fn run(args: ConfigArgs) -> ExitCode {
             signal(SignalKind::user_defined1()),
         ) else {
             eprintln!("iocd: error: cannot install signal handlers");
-            return ExitCode::from(71);
+            return Exit::OsErr.into();
         };
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
         let (reopen_tx, reopen_rx) = tokio::sync::watch::channel(0u64);
@@ -183,7 +176,7 @@ fn run(args: ConfigArgs) -> ExitCode {
             Err(e) => {
                 tracing::error!(error = %e, "iocd stopped");
                 eprintln!("iocd: error: {e}");
-                ExitCode::from(e.exit_code())
+                e.exit().into()
             }
         }
     });
@@ -214,12 +207,12 @@ fn check(args: ConfigArgs) -> ExitCode {
             if built.failures.is_empty() {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::from(EXIT_DATAERR)
+                Exit::DataErr.into()
             }
         }
         Err(e) => {
             let _ = writeln!(stderr, "iocd: error: {e}");
-            ExitCode::from(EXIT_DATAERR)
+            Exit::DataErr.into()
         }
     }
 }
@@ -262,7 +255,7 @@ fn scan(args: ScanArgs) -> ExitCode {
         Ok(loaded) => loaded,
         Err(e) => {
             let _ = writeln!(stderr, "iocd: error: {e}");
-            return ExitCode::from(EXIT_DATAERR);
+            return Exit::DataErr.into();
         }
     };
     let loaded = t0.elapsed();
@@ -273,7 +266,7 @@ fn scan(args: ScanArgs) -> ExitCode {
         Ok(e) => e,
         Err(e) => {
             let _ = writeln!(stderr, "iocd: error: {e}");
-            return ExitCode::from(EXIT_DATAERR);
+            return Exit::DataErr.into();
         }
     };
     if !args.quiet {
@@ -311,7 +304,7 @@ fn scan(args: ScanArgs) -> ExitCode {
                 Ok(file) => scan_stream(&engine, &name, file, &mut out, &opts),
                 Err(e) => {
                     let _ = writeln!(stderr, "iocd: error: cannot read {name}: {e}");
-                    code = ExitCode::from(EXIT_NOINPUT);
+                    code = Exit::NoInput.into();
                     continue;
                 }
             }
@@ -331,7 +324,7 @@ fn scan(args: ScanArgs) -> ExitCode {
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return ExitCode::SUCCESS,
             Err(e) => {
                 let _ = writeln!(stderr, "iocd: error: {name}: {e}");
-                code = ExitCode::from(EXIT_NOINPUT);
+                code = Exit::NoInput.into();
             }
         }
     }

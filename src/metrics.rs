@@ -12,7 +12,6 @@ use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 pub struct Metrics {
@@ -289,69 +288,71 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics`, `/live` and `/ready` until `shutdown` turns true.
-/// A tiny HTTP/1.1 responder: one request per connection, GET only.
+/// Serves `/metrics`, `/live` and `/ready` until `shutdown` turns true,
+/// with hyper (HTTP/1.1). `/ready` answers 503 with the reasons, one a line.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    use hyper::service::service_fn;
     loop {
-        let (mut conn, _) = tokio::select! {
-            r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
+        let (conn, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                // Out of descriptors, say: wait a little rather than spin.
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
             _ = shutdown.changed() => return,
         };
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            let mut req = Vec::with_capacity(1024);
-            let mut buf = [0u8; 1024];
-            // Read the request head (bounded), with a deadline so an idle client cannot hold a task.
-            let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => return false,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-                true
-            })
-            .await;
-            if !matches!(read, Ok(true)) {
-                return;
-            }
-            let line = req.split(|&b| b == b'\r').next().unwrap_or_default();
-            let mut parts = line.split(|&b| b == b' ');
-            let (method, path) = (
-                parts.next().unwrap_or_default(),
-                parts.next().unwrap_or_default(),
-            );
-            let path = path.split(|&b| b == b'?').next().unwrap_or_default();
-            let (status, ctype, body): (&str, &str, Vec<u8>) = match (method, path) {
-                (b"GET", b"/metrics") => (
-                    "200 OK",
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    metrics.render(),
-                ),
-                (b"GET", b"/live") => ("200 OK", "text/plain", b"live\n".to_vec()),
-                (b"GET", b"/ready") => match metrics.not_ready_reasons() {
-                    why if why.is_empty() => ("200 OK", "text/plain", b"ready\n".to_vec()),
-                    why => (
-                        "503 Service Unavailable",
-                        "text/plain",
-                        format!("not ready\n{}\n", why.join("\n")).into_bytes(),
-                    ),
-                },
-                (b"GET", _) => ("404 Not Found", "text/plain", b"not found\n".to_vec()),
-                _ => (
-                    "405 Method Not Allowed",
-                    "text/plain",
-                    b"GET only\n".to_vec(),
-                ),
-            };
-            let head = format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-            let _ = conn.write_all(head.as_bytes()).await;
-            let _ = conn.write_all(&body).await;
-            let _ = conn.shutdown().await;
+            let service = service_fn(move |req| {
+                let metrics = metrics.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(&metrics, &req)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(5))
+                .serve_connection(hyper_util::rt::TokioIo::new(conn), service);
+            // A client that holds a connection open cannot hold a task for long.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), conn).await;
         });
     }
+}
+
+/// The answer to one admin request.
+fn respond<B>(
+    metrics: &Metrics,
+    req: &hyper::Request<B>,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    use hyper::{Method, StatusCode};
+    let text = "text/plain; charset=utf-8";
+    let (status, ctype, body): (StatusCode, &str, Vec<u8>) = match (req.method(), req.uri().path())
+    {
+        (&Method::GET, "/metrics") => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        ),
+        (&Method::GET, "/live") => (StatusCode::OK, text, b"live\n".to_vec()),
+        (&Method::GET, "/ready") => match metrics.not_ready_reasons() {
+            why if why.is_empty() => (StatusCode::OK, text, b"ready\n".to_vec()),
+            why => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                text,
+                format!("not ready\n{}\n", why.join("\n")).into_bytes(),
+            ),
+        },
+        (&Method::GET, _) => (StatusCode::NOT_FOUND, text, b"not found\n".to_vec()),
+        _ => (StatusCode::METHOD_NOT_ALLOWED, text, b"GET only\n".to_vec()),
+    };
+    hyper::Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, ctype)
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .expect("a valid response")
 }

@@ -316,10 +316,10 @@ pub fn publish(metrics: &Metrics, built: &Built) {
             .feed_entries
             .with_label_values(&[&*f.name])
             .set((loaded + f.skipped.count) as i64);
-        for (reason, n) in &f.skipped.by_kind {
+        for (reason, n) in &f.skipped.by_reason {
             metrics
                 .feed_skipped
-                .with_label_values(&[&*f.name, *reason])
+                .with_label_values(&[&*f.name, reason.label()])
                 .set(*n as i64);
         }
     }

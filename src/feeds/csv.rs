@@ -5,7 +5,7 @@
 //! export (`uuid,event_id,category,type,value,comment,to_ids,...`) honours
 //! `to_ids`: rows marked not for detection are skipped.
 
-use super::{types, FeedContext, Parsed, SkipLog};
+use super::{types, FeedContext, Parsed, SkipLog, SkipReason};
 use crate::indicator::canon::{classify, refang};
 use crate::indicator::IndicatorType;
 
@@ -97,7 +97,11 @@ pub fn parse(ctx: &FeedContext, text: &str) -> Parsed {
             // shapeless value is not loaded as a string.
             None => match classify(&refang(value)) {
                 Some((IndicatorType::String, _)) => {
-                    skipped.push_kind(n, "no_shape", format!("{value:?} has no indicator shape"));
+                    skipped.push_reason(
+                        n,
+                        SkipReason::NoShape,
+                        format!("{value:?} has no indicator shape"),
+                    );
                     continue;
                 }
                 Some(c) => Ok(vec![c]),

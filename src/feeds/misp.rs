@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use super::{types, FeedContext, Parsed, SkipLog};
+use super::{types, FeedContext, Parsed, SkipLog, SkipReason};
 
 /// A MISP feed's `hashes.csv`: `md5-of-value,event-uuid` lines, an index
 /// for correlation, not indicators.
@@ -110,9 +110,9 @@ pub fn parse_value(ctx: &FeedContext, root: &Value, all_attributes: bool) -> Par
                 .as_bool()
                 .unwrap_or_else(|| a["to_ids"].as_str() == Some("1"));
             if !to_ids && !all_attributes {
-                skipped.push_kind(
+                skipped.push_reason(
                     0,
-                    "not_for_detection",
+                    SkipReason::NotForDetection,
                     format!("attribute {uuid}: to_ids is false"),
                 );
                 continue;
@@ -121,7 +121,11 @@ pub fn parse_value(ctx: &FeedContext, root: &Value, all_attributes: bool) -> Par
             let found = match types::canonical(&kind, &value) {
                 Ok(found) => found,
                 Err(why) => {
-                    skipped.push_kind(0, "unsupported_type", format!("attribute {uuid}: {why}"));
+                    skipped.push_reason(
+                        0,
+                        SkipReason::UnsupportedType,
+                        format!("attribute {uuid}: {why}"),
+                    );
                     continue;
                 }
             };

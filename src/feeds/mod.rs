@@ -75,8 +75,53 @@ pub struct Skipped {
 pub struct SkipLog {
     pub count: usize,
     pub examples: Vec<Skipped>,
-    /// Counts by reason class (`invalid`, `revoked`, `expired`, ...), for metrics.
-    pub by_kind: std::collections::BTreeMap<&'static str, usize>,
+    /// Counts by reason, for metrics.
+    pub by_reason: std::collections::BTreeMap<SkipReason, usize>,
+}
+
+/// Why a feed entry was skipped: a closed set, each owning its metric label
+/// (`iocd_feed_entries_skipped{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SkipReason {
+    /// Not a valid value of its type, or a malformed entry.
+    Invalid,
+    /// A plain-list value with no indicator shape (strings must be typed).
+    NoShape,
+    /// Too broad to match (`MATCHING.md`): a short network, special-purpose
+    /// space, a short string, an empty-matching regex.
+    TooBroad,
+    /// A revoked STIX indicator.
+    Revoked,
+    /// A STIX indicator past its `valid_until`.
+    Expired,
+    /// A STIX indicator before its `valid_from`.
+    NotYetValid,
+    /// A STIX pattern iocd cannot turn into indicators.
+    UnsupportedPattern,
+    /// A `pattern_type` other than `stix`.
+    UnsupportedPatternType,
+    /// A MISP attribute not marked `to_ids`.
+    NotForDetection,
+    /// A MISP attribute type iocd does not match on.
+    UnsupportedType,
+}
+
+impl SkipReason {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            SkipReason::Invalid => "invalid",
+            SkipReason::NoShape => "no_shape",
+            SkipReason::TooBroad => "too_broad",
+            SkipReason::Revoked => "revoked",
+            SkipReason::Expired => "expired",
+            SkipReason::NotYetValid => "not_yet_valid",
+            SkipReason::UnsupportedPattern => "unsupported_pattern",
+            SkipReason::UnsupportedPatternType => "unsupported_pattern_type",
+            SkipReason::NotForDetection => "not_for_detection",
+            SkipReason::UnsupportedType => "unsupported_type",
+        }
+    }
 }
 
 impl SkipLog {
@@ -84,12 +129,12 @@ impl SkipLog {
     /// bytes, so a megabyte-long bad line stays a readable warning) while
     /// fewer than [`SKIP_EXAMPLES`] are kept.
     pub fn push(&mut self, line: u32, reason: impl Into<String>) {
-        self.push_kind(line, "invalid", reason);
+        self.push_reason(line, SkipReason::Invalid, reason);
     }
 
-    /// [`Self::push`] with a reason class other than `invalid`.
-    pub fn push_kind(&mut self, line: u32, kind: &'static str, reason: impl Into<String>) {
-        *self.by_kind.entry(kind).or_default() += 1;
+    /// [`Self::push`] with a reason other than [`SkipReason::Invalid`].
+    pub fn push_reason(&mut self, line: u32, kind: SkipReason, reason: impl Into<String>) {
+        *self.by_reason.entry(kind).or_default() += 1;
         self.count += 1;
         if self.examples.len() < SKIP_EXAMPLES {
             let mut reason = reason.into();
@@ -108,8 +153,8 @@ impl SkipLog {
     /// Adds the skips of a later part of the same feed.
     pub fn merge(&mut self, later: SkipLog) {
         self.count += later.count;
-        for (k, n) in later.by_kind {
-            *self.by_kind.entry(k).or_default() += n;
+        for (k, n) in later.by_reason {
+            *self.by_reason.entry(k).or_default() += n;
         }
         let room = SKIP_EXAMPLES.saturating_sub(self.examples.len());
         self.examples.extend(later.examples.into_iter().take(room));
@@ -376,9 +421,9 @@ fn drop_too_broad(parsed: &mut Parsed, policy: GuardPolicy) {
         .retain(|i| match too_broad(i.kind, &i.value, policy) {
             None => true,
             Some(why) => {
-                skipped.push_kind(
+                skipped.push_reason(
                     i.provenance.line,
-                    "too_broad",
+                    SkipReason::TooBroad,
                     format!("{} {}: {why}", i.kind, i.value),
                 );
                 false

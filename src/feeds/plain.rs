@@ -4,7 +4,7 @@
 //! lists (`type<TAB>value`), ipsum (`IP<TAB>count`), hosts files
 //! (`0.0.0.0 name ...`) and LOKI (`VALUE;comment`).
 
-use super::{FeedContext, Parsed, SkipLog};
+use super::{FeedContext, Parsed, SkipLog, SkipReason};
 use crate::indicator::canon::{classify, refang, typed};
 use crate::indicator::IndicatorType;
 
@@ -125,9 +125,9 @@ fn parse_lines(ctx: &FeedContext, text: &str, lines_before: u32) -> Parsed {
             ),
             // A plain list holds shapes; headers, prose and fragments (`tc`,
             // `.ws`) would fire everywhere as substrings. Strings must be typed.
-            Some((IndicatorType::String, s)) => skipped.push_kind(
+            Some((IndicatorType::String, s)) => skipped.push_reason(
                 n,
-                "no_shape",
+                SkipReason::NoShape,
                 format!("{s:?} has no indicator shape (type it as `string<TAB>value` to match it as text)"),
             ),
             Some(c) => indicators.push(ctx.indicator(c, n, meta)),
@@ -265,7 +265,11 @@ mod tests {
             let (got, skipped) = read(text);
             assert!(got.is_empty(), "feed {text:?} loaded {got:?}");
             assert_eq!(skipped.count, 1, "feed {text:?}");
-            assert_eq!(skipped.by_kind.get("no_shape"), Some(&1), "feed {text:?}");
+            assert_eq!(
+                skipped.by_reason.get(&SkipReason::NoShape),
+                Some(&1),
+                "feed {text:?}"
+            );
             assert!(skipped.examples[0].reason.contains("no indicator shape"));
         }
     }

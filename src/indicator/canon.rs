@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
-use super::{punycode, IndicatorType};
+use super::IndicatorType;
 
 /// A typed, canonical value: what a feed entry becomes before provenance is attached.
 pub type Canonical = (IndicatorType, String);
@@ -212,7 +212,7 @@ fn netmask_len(mask: Ipv4Addr) -> Option<u8> {
 }
 
 /// A domain value: lowercase, trailing dots, a leading `*.` or `.` dropped,
-/// IDN labels as punycode. `None` when the result is not a domain name.
+/// IDN labels as punycode (the `idna` crate's UTS 46 processing). `None` when the result is not a domain name.
 pub fn domain(v: &str) -> Option<String> {
     let lower = v.to_lowercase();
     let d = lower.trim_end_matches('.');
@@ -223,7 +223,8 @@ pub fn domain(v: &str) -> Option<String> {
     let d = if d.is_ascii() {
         d.to_owned()
     } else {
-        punycode::to_ascii(d)?
+        // UTS 46, as browsers and resolvers map names (`ß` stays `ß`).
+        idna::domain_to_ascii(d).ok()?
     };
     is_domain(&d).then_some(d)
 }
@@ -387,6 +388,10 @@ mod tests {
             ("*.evil.com", Some((Domain, "evil.com"))),
             (".evil.com", Some((Domain, "evil.com"))),
             ("bücher.de", Some((Domain, "xn--bcher-kva.de"))),
+            ("MÜNCHEN.example", Some((Domain, "xn--mnchen-3ya.example"))),
+            ("пример.рф", Some((Domain, "xn--e1afmkfd.xn--p1ai"))),
+            ("例え.テスト", Some((Domain, "xn--r8jz45g.xn--zckzah"))),
+            ("straße.example", Some((Domain, "xn--strae-oqa.example"))),
             ("evil", Some((String, "evil"))),
             ("bad.example/p", Some((Url, "bad.example/p"))),
             ("Bad.Example:8080/p?q", Some((Url, "bad.example:8080/p?q"))),

@@ -6,7 +6,6 @@
 
 pub mod canon;
 pub mod guard;
-mod punycode;
 
 use std::fmt;
 use std::sync::Arc;

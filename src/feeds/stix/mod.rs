@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::{FeedContext, Parsed, SkipLog};
+use super::{FeedContext, Parsed, SkipLog, SkipReason};
 
 /// TLP marking-definition ids fixed by the STIX 2.0/2.1 specifications.
 const TLP_IDS: [(&str, &str); 4] = [
@@ -102,24 +102,17 @@ pub fn parse_value(ctx: &FeedContext, root: &Value, now: i64) -> (Parsed, Option
     let mut indicators = Vec::new();
     for id in order {
         let o = newest[id];
-        let skip = |why: String, skipped: &mut SkipLog| {
-            let kind = match why.as_str() {
-                "revoked" => "revoked",
-                w if w.starts_with("expired") => "expired",
-                w if w.starts_with("not valid until") => "not_yet_valid",
-                w if w.starts_with("pattern_type") => "unsupported_pattern_type",
-                w if w.starts_with("pattern") => "unsupported_pattern",
-                _ => "invalid",
-            };
-            skipped.push_kind(0, kind, format!("{id}: {why}"))
+        let skip = |reason: SkipReason, why: String, skipped: &mut SkipLog| {
+            skipped.push_reason(0, reason, format!("{id}: {why}"))
         };
         if o["revoked"].as_bool() == Some(true) {
-            skip("revoked".into(), &mut skipped);
+            skip(SkipReason::Revoked, "revoked".into(), &mut skipped);
             continue;
         }
         let pattern_type = o["pattern_type"].as_str().unwrap_or("stix"); // 2.0 has no pattern_type
         if pattern_type != "stix" {
             skip(
+                SkipReason::UnsupportedPatternType,
                 format!("pattern_type {pattern_type:?} is not stix"),
                 &mut skipped,
             );
@@ -128,12 +121,17 @@ pub fn parse_value(ctx: &FeedContext, root: &Value, now: i64) -> (Parsed, Option
         if let Some(until) = o["valid_until"].as_str() {
             match timestamp(until) {
                 Some(t) if t <= now => {
-                    skip(format!("expired (valid_until {until})"), &mut skipped);
+                    skip(
+                        SkipReason::Expired,
+                        format!("expired (valid_until {until})"),
+                        &mut skipped,
+                    );
                     continue;
                 }
                 Some(t) => note(t),
                 None => {
                     skip(
+                        SkipReason::Invalid,
                         format!("valid_until {until:?} is not a timestamp"),
                         &mut skipped,
                     );
@@ -145,6 +143,7 @@ pub fn parse_value(ctx: &FeedContext, root: &Value, now: i64) -> (Parsed, Option
             if from > now {
                 note(from);
                 skip(
+                    SkipReason::NotYetValid,
                     format!(
                         "not valid until {}",
                         o["valid_from"].as_str().unwrap_or_default()
@@ -155,7 +154,7 @@ pub fn parse_value(ctx: &FeedContext, root: &Value, now: i64) -> (Parsed, Option
             }
         }
         let Some(pat) = o["pattern"].as_str() else {
-            skip("no pattern".into(), &mut skipped);
+            skip(SkipReason::Invalid, "no pattern".into(), &mut skipped);
             continue;
         };
         match pattern::indicators(pat) {
@@ -163,7 +162,11 @@ pub fn parse_value(ctx: &FeedContext, root: &Value, now: i64) -> (Parsed, Option
                 let meta = metadata(o, &tlp);
                 indicators.extend(found.into_iter().map(|c| ctx.indicator(c, 0, meta.clone())));
             }
-            Err(e) => skip(format!("pattern {pat:?}: {e}"), &mut skipped),
+            Err(e) => skip(
+                SkipReason::UnsupportedPattern,
+                format!("pattern {pat:?}: {e}"),
+                &mut skipped,
+            ),
         }
     }
     (
