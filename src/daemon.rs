@@ -60,10 +60,14 @@ impl DaemonError {
     }
 }
 
-/// Signals other than shutdown: SIGHUP reloads, SIGUSR1 reopens file sinks.
+/// Signals other than shutdown: SIGHUP reloads, SIGUSR1 reopens file
+/// sinks; and a notice once the daemon is up.
 pub struct Controls {
     pub reload: mpsc::Receiver<()>,
     pub reopen: watch::Receiver<u64>,
+    /// Fired once the first engine is built, the sinks are open and every
+    /// source is listening: what systemd's READY=1 and tests wait for.
+    pub ready: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Runs the daemon until `shutdown` resolves (then drains) or every source ends.
@@ -182,6 +186,9 @@ pub async fn run(
         })
     };
     tracing::info!(sources = source_tasks.len(), "iocd running");
+    if let Some(ready) = controls.ready {
+        let _ = ready.send(());
+    }
 
     let all_sources = futures_all(source_tasks);
     tokio::pin!(all_sources);

@@ -170,6 +170,7 @@ fn run(args: ConfigArgs) -> ExitCode {
         let controls = iocd::daemon::Controls {
             reload: reload_rx,
             reopen: reopen_rx,
+            ready: None,
         };
         match iocd::daemon::run(config, args.config, controls, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,

@@ -8,10 +8,10 @@ use std::process::{Output, Stdio};
 
 use common::iocd;
 
+/// A file of the CLI tests' shared directory.
 fn tmp(name: &str, content: &[u8]) -> PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli");
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let p = DIR.get_or_init(|| common::test_dir("cli")).join(name);
     std::fs::write(&p, content).unwrap();
     p
 }
@@ -289,8 +289,7 @@ fn allowlists_remove_indicators_at_load() {
 
 #[test]
 fn feed_directories_load_every_file() {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli/feeddir");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::test_dir("cli-feeddir");
     std::fs::write(dir.join("a.txt"), "198.51.100.7\n").unwrap();
     std::fs::write(dir.join("b.intel"), "#fields\tindicator\tindicator_type\tmeta.source\nmalware.example\tIntel::DOMAIN\tunit-test\n").unwrap();
     std::fs::write(dir.join(".hidden"), "192.0.2.1\n").unwrap();

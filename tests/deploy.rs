@@ -28,8 +28,7 @@ fn systemd_unit_verifies() {
     // verify checks that ExecStart exists: point it at the binary just built.
     let unit = std::fs::read_to_string(root().join("deploy/systemd/iocd.service")).unwrap();
     assert!(unit.contains("ExecStart=/usr/local/bin/iocd run --config /etc/iocd/iocd.toml"));
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("systemd");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::test_dir("systemd");
     let path = dir.join("iocd.service");
     std::fs::write(
         &path,
@@ -83,7 +82,7 @@ fn kubernetes_manifests_validate_and_carry_a_valid_config() {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("k8s");
+    let dir = common::test_dir("k8s");
     std::fs::create_dir_all(dir.join("feeds")).unwrap();
     std::fs::write(dir.join("feeds/local.txt"), block("local.txt")).unwrap();
     let config = block("iocd.toml")

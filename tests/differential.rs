@@ -171,8 +171,7 @@ fn same_hits_as_oracle_on_real_data() {
         );
     }
     let data = shared.join("data");
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("differential");
-    std::fs::create_dir_all(&tmp).unwrap();
+    let tmp = common::test_dir("differential");
 
     // One log, so line numbers are unambiguous: every real log, concatenated.
     let mut logs = Vec::new();

@@ -49,3 +49,20 @@ pub fn skipped(test: &str, why: &str) {
 pub fn iocd() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_iocd"))
 }
+
+/// A fresh, empty directory for one test, under Cargo's target tmp dir.
+pub fn test_dir(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The smallest daemon config around `rest` (sources, sinks, settings):
+/// one feed, named `test`, at `feed`.
+pub fn minimal_config(feed: &Path, rest: &str) -> String {
+    format!(
+        "[feeds.test]\npath = {:?}\n{rest}",
+        feed.display().to_string()
+    )
+}

@@ -10,14 +10,9 @@ use std::time::{Duration, Instant};
 
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// A fresh directory for one test.
+/// A fresh directory for one daemon test.
 pub fn test_dir(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("daemon")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    crate::common::test_dir(&format!("daemon/{name}"))
 }
 
 /// A loopback port that was free a moment ago.
@@ -197,6 +192,21 @@ pub fn wait_metric(port: u16, prefix: &str, ok: impl Fn(f64) -> bool) -> String 
 pub fn http_server(
     fails: impl Fn(usize) -> bool + Send + 'static,
 ) -> (u16, Receiver<(String, Vec<u8>)>) {
+    http_server_answering(move |n, _| {
+        if fails(n) {
+            (503, String::new())
+        } else {
+            (200, String::new())
+        }
+    })
+}
+
+/// A test HTTP server on loopback whose answer to request `n` (from 0) with
+/// body `b` is `answer(n, b)`: (status, body). Every request answered 2xx
+/// is handed over as (head, body).
+pub fn http_server_answering(
+    answer: impl Fn(usize, &[u8]) -> (u16, String) + Send + 'static,
+) -> (u16, Receiver<(String, Vec<u8>)>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = channel();
@@ -220,15 +230,13 @@ pub fn http_server(
             }
             let mut body = vec![0u8; len];
             reader.read_exact(&mut body).unwrap();
-            if fails(n) {
-                let _ = conn.write_all(
-                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
-                continue;
-            }
-            let _ = conn
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-            if tx.send((head, body)).is_err() {
+            let (status, reply) = answer(n, &body);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                reply.len()
+            );
+            if (200..300).contains(&status) && tx.send((head, body)).is_err() {
                 return;
             }
         }
@@ -242,5 +250,5 @@ pub fn metrics_at(port: u16) -> String {
 }
 
 pub fn feed_config(feed: &Path) -> String {
-    format!("[feeds.test]\npath = {:?}\n", feed.display().to_string())
+    crate::common::minimal_config(feed, "")
 }

@@ -974,3 +974,74 @@ fn sigterm_exits_in_the_grace_period_while_stdin_stays_open() {
     let (status, _) = d.stop();
     assert!(status.success(), "{status:?}");
 }
+
+/// A recorded Elasticsearch `_bulk` answer: the first document created,
+/// the second refused by the mapping, the third rejected for load.
+const BULK_PARTIAL: &str = r#"{"took":30,"errors":true,"items":[
+  {"create":{"_index":"iocd-hits","status":201,"result":"created"}},
+  {"create":{"_index":"iocd-hits","status":400,"error":{"type":"mapper_parsing_exception","reason":"failed to parse field [threat.enrichments.indicator.ip] of type [ip]"}}},
+  {"create":{"_index":"iocd-hits","status":429,"error":{"type":"es_rejected_execution_exception","reason":"rejected execution of coordinating operation"}}}
+]}"#;
+
+#[test]
+fn elasticsearch_bulk_retries_only_what_may_be_retried() {
+    let dir = test_dir("es-bulk");
+    let (port, mport) = (free_port(), free_port());
+    let (server, requests) = http_server_answering(|n, _| match n {
+        0 => (200, BULK_PARTIAL.to_owned()),
+        _ => (200, r#"{"took":1,"errors":false,"items":[]}"#.to_owned()),
+    });
+    std::fs::create_dir_all(dir.join("feeds")).unwrap();
+    std::fs::write(
+        dir.join("feeds/test.txt"),
+        "198.51.100.7\nmalware.example\nphish.example\n",
+    )
+    .unwrap();
+    let config = format!(
+        "{}[sources.syslog]\ntype = \"tcp\"\naddress = \"127.0.0.1:{port}\"\n[sinks.es]\ntype = \"http\"\nurl = \"http://127.0.0.1:{server}/_bulk\"\nformat = \"ecs\"\nencoding = \"es_bulk\"\nindex = \"iocd-hits\"\nbatch_max_events = 3\nbatch_timeout_ms = 200\nmax_backoff_secs = 1\n{}",
+        feed_config(&dir.join("feeds")),
+        metrics_at(mport)
+    );
+    let d = Daemon::start(&dir, &config);
+    send_tcp(port, b"198.51.100.7 malware.example phish.example\n");
+    // An action line and a document per hit.
+    let docs = |body: &[u8]| -> Vec<serde_json::Value> {
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(body)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        for action in lines.iter().step_by(2) {
+            assert_eq!(action["create"]["_index"], "iocd-hits", "{action}");
+        }
+        lines.into_iter().skip(1).step_by(2).collect()
+    };
+    let (head, first) = requests.recv_timeout(WAIT).expect("a _bulk request");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/x-ndjson"),
+        "{head}"
+    );
+    let first = docs(&first);
+    assert_eq!(first.len(), 3);
+    let (_, second) = requests.recv_timeout(WAIT).expect("the retry");
+    let second = docs(&second);
+    // Only the document answered 429 is sent again; the one the mapping
+    // refused is dropped and counted.
+    assert_eq!(second, [first[2].clone()]);
+    let body = wait_metric(mport, "iocd_sink_events_failed_total{sink=\"es\"}", |v| {
+        v >= 1.0
+    });
+    assert_eq!(
+        metric(&body, "iocd_sink_events_failed_total{sink=\"es\"}"),
+        Some(1.0)
+    );
+    let body = wait_metric(mport, "iocd_sink_events_sent_total{sink=\"es\"}", |v| {
+        v >= 2.0
+    });
+    assert_eq!(
+        metric(&body, "iocd_sink_events_sent_total{sink=\"es\"}"),
+        Some(2.0)
+    );
+    let (status, _) = d.stop();
+    assert!(status.success());
+}
