@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::hit::HitFormat;
-use crate::load::FeedConfig;
+use crate::load::{FeedConfig, LoadPlan};
 use crate::pipeline::EngineConfig;
 use crate::settings::{in_range, Invalid};
 use crate::sinks::{SinkConfig, StdoutConfig};
@@ -170,6 +170,24 @@ impl Config {
             }),
         );
         c
+    }
+
+    /// What the loader reads for this configuration.
+    pub fn load_plan(&self) -> LoadPlan {
+        LoadPlan {
+            feeds: self.feeds.values().cloned().collect(),
+            taxii: self
+                .taxii
+                .iter()
+                .map(|(n, t)| (n.clone(), t.clone()))
+                .collect(),
+            allowlists: self.allowlists.values().cloned().collect(),
+            example_feed: self.example_feed,
+            state_dir: self.state_dir.clone(),
+            engine: crate::engine::EngineOptions {
+                bloom_min_keys: self.engine.bloom_min_keys,
+            },
+        }
     }
 
     /// Reads and validates a config file.

@@ -18,9 +18,10 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::exit::Exit;
+use crate::load::Loader;
 use crate::metrics::{self, Metrics};
 use crate::pipeline;
-use crate::reload::{self, Loader, Reloader};
+use crate::reload::{self, Reloader};
 use crate::sinks;
 use crate::sources::{self, SourceContext};
 
@@ -86,7 +87,9 @@ pub async fn run(
     let built = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || {
-            loader.build_catching(&config, true).map(|b| (b, loader))
+            loader
+                .build_catching(&config.load_plan(), true)
+                .map(|b| (b, loader))
         })
         .await
         .map_err(|e| DaemonError::Feeds(format!("loading feeds: {e}")))?

@@ -1,15 +1,20 @@
 //! Loading what an engine is built from: indicator feeds minus allowlists,
 //! with a report for the operator.
 
+use std::collections::HashMap;
 use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
 
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::engine::EngineStats;
+use crate::engine::{Engine, EngineOptions, EngineStats};
 use crate::feeds::allowlist::Allowlist;
 use crate::feeds::{self, Feed, FeedError, Format, SkipLog};
+use crate::taxii::TaxiiConfig;
+
 use crate::indicator::{Indicator, IndicatorType};
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -63,93 +68,305 @@ pub const EXAMPLE_FEED: (&str, &str) = (
     include_str!("../deploy/examples/feeds/example.txt"),
 );
 
-/// Where indicators come from: files and directories, or the embedded example.
-pub enum FeedSource {
-    Path(PathBuf),
-    /// A TAXII 2.1 collection URL, fetched whole once.
-    Taxii(String),
-    Embedded {
-        name: &'static str,
-        text: &'static str,
-    },
+/// What to load: the one input of the one [`Loader`]. `iocd scan` makes it
+/// from its arguments, `iocd run` and `iocd check` from the config.
+#[derive(Clone, Debug, Default)]
+pub struct LoadPlan {
+    /// Feed files and directories.
+    pub feeds: Vec<FeedConfig>,
+    /// TAXII collections, by name.
+    pub taxii: Vec<(String, TaxiiConfig)>,
+    /// Allowlist files and directories.
+    pub allowlists: Vec<FeedConfig>,
+    /// Also load the built-in example feed ([`EXAMPLE_FEED`]).
+    pub example_feed: bool,
+    /// Where TAXII state persists; none: nothing is kept (`iocd scan`).
+    pub state_dir: Option<PathBuf>,
+    pub engine: EngineOptions,
 }
 
-/// Reads every feed source and allowlist path and removes allowed indicators.
-///
-/// # Errors
-/// The first path that cannot be read at all.
-pub fn load(
-    sources: &[FeedSource],
-    allowlist_paths: &[PathBuf],
-    options: &feeds::ParseOptions,
-) -> Result<(Vec<Indicator>, LoadReport), FeedError> {
-    let read_all =
-        |paths: &[PathBuf], options: &feeds::ParseOptions| -> Result<Vec<Feed>, FeedError> {
-            let per_path: Vec<Result<Vec<Feed>, FeedError>> = std::thread::scope(|s| {
-                let handles: Vec<_> = paths
-                    .iter()
-                    .map(|p| s.spawn(move || feeds::load_path_with(p, options)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("feed reader panicked"))
-                    .collect()
-            });
-            Ok(per_path
-                .into_iter()
-                .collect::<Result<Vec<_>, _>>()?
-                .into_iter()
-                .flatten()
-                .collect())
-        };
-    let paths: Vec<PathBuf> = sources
-        .iter()
-        .filter_map(|s| {
-            if let FeedSource::Path(p) = s {
-                Some(p.clone())
-            } else {
-                None
-            }
-        })
-        .collect();
-    let mut feeds = read_all(&paths, options)?;
-    for s in sources {
-        match s {
-            FeedSource::Embedded { name, text } => {
-                feeds.push(feeds::parse_with(
-                    name,
-                    std::path::Path::new(&format!("(embedded) {name}")),
-                    text,
-                    options,
-                    feeds::unix_now(),
-                ));
-            }
-            FeedSource::Taxii(url) => {
-                let collection = crate::taxii::Collection {
-                    url: url.clone(),
-                    auth: crate::taxii::Auth::from_env(),
-                    timeout: std::time::Duration::from_secs(30),
-                    ca_file: std::env::var_os("IOCD_TAXII_CA_FILE").map(PathBuf::from),
-                    page_size: 1000,
-                };
-                let mut state = crate::taxii::State::default();
-                crate::taxii::poll(&collection, &mut state).map_err(|e| FeedError {
-                    path: PathBuf::from(url),
-                    error: std::io::Error::other(e),
-                })?;
-                feeds.push(feeds::parse_with(
-                    url,
-                    std::path::Path::new(url),
-                    &state.as_stix_json(),
-                    options,
-                    feeds::unix_now(),
-                ));
-            }
-            FeedSource::Path(_) => {}
+/// Loads feeds with memory of each file's last good text.
+#[derive(Default)]
+pub struct Loader {
+    last_good: HashMap<PathBuf, Arc<str>>,
+    /// Parsed MISP event files by (modification time, size): a MISP feed
+    /// directory of thousands of events re-reads only those that changed.
+    /// (STIX is not cached: its content depends on the time of reading.)
+    unchanged: HashMap<PathBuf, ((std::time::SystemTime, u64), Feed)>,
+    taxii: HashMap<String, TaxiiFeed>,
+}
+
+/// A TAXII collection's state between reloads.
+struct TaxiiFeed {
+    state: crate::taxii::State,
+    /// Unix time the next poll is due.
+    next_poll: i64,
+    /// Seconds to wait after a failed poll (doubles, capped at the interval).
+    backoff: i64,
+}
+
+/// Why loading cannot produce an engine at all.
+#[derive(Debug)]
+pub enum LoadError {
+    /// A feed path unreadable and never loaded before (exit 65 at start).
+    Unreadable(FeedError),
+    /// The engine could not be built from what was loaded.
+    Build(crate::engine::BuildError),
+    /// Loading or building panicked (a bug, or input no check foresaw).
+    /// The running engine stays; the message is the panic's.
+    Panicked(String),
+}
+
+impl std::error::Error for LoadError {}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Unreadable(e) => e.fmt(f),
+            LoadError::Build(e) => e.fmt(f),
+            LoadError::Panicked(why) => write!(f, "loading feeds panicked: {why}"),
         }
     }
-    let allow_feeds = read_all(allowlist_paths, &options.for_allowlist())?;
-    Ok(apply_allowlists(feeds, &allow_feeds))
+}
+
+/// A built engine and what went into it.
+pub struct Built {
+    pub engine: Engine,
+    pub report: LoadReport,
+    /// Feeds that kept their last good content (or were left out): (feed, why).
+    pub failures: Vec<(String, String)>,
+    pub seconds: f64,
+    /// TAXII polls made by this build: (feed, error if it failed).
+    pub polls: Vec<(String, Option<String>)>,
+    /// The next moment a feed's content changes by itself (STIX validity).
+    pub next_change: Option<i64>,
+}
+
+impl Loader {
+    /// [`Self::build`], with a panic turned into [`LoadError::Panicked`] so
+    /// that one bad feed file cannot end the reload loop.
+    ///
+    /// The loader stays usable after a panic: it records a file's last good
+    /// text and parse only after the file was read and parsed whole, so a
+    /// panic leaves each entry either as before or updated.
+    ///
+    /// # Errors
+    /// As [`Self::build`], and [`LoadError::Panicked`].
+    pub fn build_catching(&mut self, plan: &LoadPlan, startup: bool) -> Result<Built, LoadError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.build(plan, startup)))
+            .unwrap_or_else(|panic| Err(LoadError::Panicked(panic_message(&*panic))))
+    }
+
+    /// Reads every feed and allowlist of `plan` and builds an engine. At
+    /// `startup` an unreadable feed is an error; later it keeps its last good
+    /// content, or is left out, and is reported in [`Built::failures`].
+    ///
+    /// # Errors
+    /// At startup, a feed that cannot be read; always, an engine that cannot
+    /// be built.
+    pub fn build(&mut self, plan: &LoadPlan, startup: bool) -> Result<Built, LoadError> {
+        let started = Instant::now();
+        let mut failures = Vec::new();
+        let mut feeds = Vec::new();
+        if plan.example_feed {
+            let (name, text) = EXAMPLE_FEED;
+            feeds.push(feeds::parse_with(
+                name,
+                Path::new(name),
+                text,
+                &feeds::ParseOptions::default(),
+                feeds::unix_now(),
+            ));
+        }
+        for fc in &plan.feeds {
+            feeds.extend(self.read(fc, &fc.parse_options(), startup, &mut failures)?);
+        }
+        let mut polls = Vec::new();
+        for (name, tc) in &plan.taxii {
+            let state_file = plan
+                .state_dir
+                .as_ref()
+                .map(|d| d.join(format!("taxii-{name}.json")));
+            feeds.push(self.taxii_feed(name, tc, state_file.as_deref(), &mut polls, &mut failures));
+        }
+        let mut allow_feeds = Vec::new();
+        for fc in &plan.allowlists {
+            allow_feeds.extend(self.read(
+                fc,
+                &fc.parse_options().for_allowlist(),
+                startup,
+                &mut failures,
+            )?);
+        }
+        let next_poll = self.taxii.values().map(|t| t.next_poll).min();
+        let next_change = feeds
+            .iter()
+            .chain(&allow_feeds)
+            .filter_map(|f| f.next_change)
+            .chain(next_poll)
+            .min();
+        let (indicators, report) = apply_allowlists(feeds, &allow_feeds);
+        let engine = Engine::build(indicators, &plan.engine).map_err(LoadError::Build)?;
+        Ok(Built {
+            engine,
+            report,
+            failures,
+            seconds: started.elapsed().as_secs_f64(),
+            polls,
+            next_change,
+        })
+    }
+
+    /// A TAXII collection as a feed: polled when due (a failure keeps what
+    /// was loaded and retries with backoff), persisted, read as STIX.
+    fn taxii_feed(
+        &mut self,
+        name: &str,
+        tc: &crate::taxii::TaxiiConfig,
+        state_file: Option<&Path>,
+        polls: &mut Vec<(String, Option<String>)>,
+        failures: &mut Vec<(String, String)>,
+    ) -> Feed {
+        let now = feeds::unix_now();
+        let t = self
+            .taxii
+            .entry(name.to_owned())
+            .or_insert_with(|| TaxiiFeed {
+                state: state_file
+                    .map(crate::taxii::State::load)
+                    .unwrap_or_default(),
+                next_poll: now,
+                backoff: 5,
+            });
+        if t.next_poll <= now {
+            let interval = tc.poll_interval_secs.max(1) as i64;
+            match crate::taxii::poll(&tc.collection(), &mut t.state) {
+                Ok(p) => {
+                    tracing::info!(
+                        feed = name,
+                        requests = p.requests,
+                        objects = p.objects,
+                        "TAXII poll"
+                    );
+                    if let Some(Err(e)) = state_file.map(|f| t.state.save(f)) {
+                        tracing::warn!(feed = name, error = %e, "cannot save TAXII state");
+                    }
+                    // Jitter (up to a tenth of the interval) spreads many daemons' polls.
+                    let nanos = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.subsec_nanos());
+                    t.next_poll = now + interval + (nanos as i64) % (interval / 10 + 1);
+                    t.backoff = 5;
+                    polls.push((name.to_owned(), None));
+                }
+                Err(e) => {
+                    failures.push((
+                        name.to_owned(),
+                        format!("TAXII poll failed: {e}; keeping what was loaded"),
+                    ));
+                    t.next_poll = now + t.backoff.min(interval);
+                    t.backoff = (t.backoff * 2).min(interval);
+                    polls.push((name.to_owned(), Some(e)));
+                }
+            }
+        }
+        feeds::parse_with(
+            name,
+            Path::new(&tc.url),
+            &t.state.as_stix_json(),
+            &feeds::ParseOptions::default(),
+            now,
+        )
+    }
+
+    /// The feeds of one configured path, each file falling back to its last
+    /// good text when it cannot be read or is not a usable feed.
+    fn read(
+        &mut self,
+        fc: &FeedConfig,
+        options: &feeds::ParseOptions,
+        startup: bool,
+        failures: &mut Vec<(String, String)>,
+    ) -> Result<Vec<Feed>, LoadError> {
+        let files = match feeds::list_files(&fc.path) {
+            Ok(files) => files,
+            Err(e) => {
+                // The directory (or file) is gone: keep every file we had from it.
+                let kept: Vec<PathBuf> = self
+                    .last_good
+                    .keys()
+                    .filter(|p| *p == &fc.path || p.starts_with(&fc.path))
+                    .cloned()
+                    .collect();
+                if kept.is_empty() && startup {
+                    return Err(LoadError::Unreadable(e));
+                }
+                failures.push((fc.path.display().to_string(), e.to_string()));
+                kept
+            }
+        };
+        let mut out = Vec::with_capacity(files.len());
+        for file in files {
+            let name = feeds::feed_name(&file);
+            let stamp = std::fs::metadata(&file)
+                .and_then(|m| Ok((m.modified()?, m.len())))
+                .ok();
+            if let (Some(stamp), Some((cached_stamp, feed))) = (stamp, self.unchanged.get(&file)) {
+                if *cached_stamp == stamp {
+                    out.push(feed.clone());
+                    continue;
+                }
+            }
+            let fresh = feeds::read_text(&file).map(|text| {
+                let feed = feeds::parse_with(&name, &file, &text, options, feeds::unix_now());
+                (feed, text)
+            });
+            match fresh {
+                Ok((feed, text)) if feed.failure.is_none() => {
+                    if let (Some(stamp), feeds::Format::Misp) = (stamp, feed.format) {
+                        self.unchanged.insert(file.clone(), (stamp, feed.clone()));
+                    }
+                    self.last_good.insert(file.clone(), Arc::from(text));
+                    out.push(feed);
+                }
+                other => {
+                    let why = match &other {
+                        Ok((feed, _)) => feed.failure.clone().unwrap_or_default(),
+                        Err(e) => e.to_string(),
+                    };
+                    match self.last_good.get(&file) {
+                        Some(text) => {
+                            failures.push((
+                                name.clone(),
+                                format!("{why}; keeping its last good content"),
+                            ));
+                            out.push(feeds::parse_with(
+                                &name,
+                                &file,
+                                text,
+                                options,
+                                feeds::unix_now(),
+                            ));
+                        }
+                        None => match other {
+                            // At start an unreadable feed is an error the operator must see (exit 65).
+                            Err(e) if startup => return Err(LoadError::Unreadable(e)),
+                            Err(_) => failures
+                                .push((name.clone(), format!("{why}; no earlier content to keep"))),
+                            Ok((feed, _)) => {
+                                failures.push((
+                                    name.clone(),
+                                    format!("{why}; no earlier content to keep"),
+                                ));
+                                out.push(feed); // its skip log still reaches the report
+                            }
+                        },
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Removes what the allowlists cover from the feeds and gathers the
@@ -256,4 +473,74 @@ pub fn write_engine_summary(
         stats.index_bytes as f64 / (1 << 20) as f64,
         stats.bloom_sets
     )
+}
+
+/// The text of a panic payload (`&str` or `String`), or a placeholder.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(uuid: &str, domain: &str) -> String {
+        format!(
+            r#"{{"Event": {{"uuid": "{uuid}", "info": "i", "Attribute": [{{"uuid": "a-{uuid}", "type": "domain", "to_ids": true, "value": "{domain}"}}]}}}}"#
+        )
+    }
+
+    fn domains(built: &Built) -> Vec<String> {
+        let mut v: Vec<String> = built
+            .engine
+            .indicators()
+            .iter()
+            .map(|i| i.value.to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn misp_events_are_reread_only_when_changed() {
+        let dir = std::env::temp_dir().join(format!("iocd-misp-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("aaaaaaaa.json"), dir.join("bbbbbbbb.json"));
+        std::fs::write(&a, event("e-a", "one.example")).unwrap();
+        std::fs::write(&b, event("e-b", "two.example")).unwrap();
+        let plan = LoadPlan {
+            feeds: vec![FeedConfig {
+                path: dir.clone(),
+                misp_all_attributes: false,
+                allow_special_addresses: false,
+            }],
+            ..LoadPlan::default()
+        };
+        let mut loader = Loader::default();
+        assert_eq!(
+            domains(&loader.build(&plan, true).unwrap()),
+            ["one.example", "two.example"]
+        );
+        // b changes: it is read again.
+        std::fs::write(&b, event("e-b", "fwo.example")).unwrap();
+        // a's bytes change but its size and time are put back: it is not read again.
+        let mtime = std::fs::metadata(&a).unwrap().modified().unwrap();
+        std::fs::write(&a, event("e-a", "xne.example")).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&a)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_eq!(
+            domains(&loader.build(&plan, false).unwrap()),
+            ["fwo.example", "one.example"]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

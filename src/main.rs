@@ -10,10 +10,11 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use iocd::config::{Config, LogFormat, LogLevel};
-use iocd::engine::{Engine, EngineOptions};
+use iocd::engine::EngineOptions;
 use iocd::exit::Exit;
-use iocd::load::FeedSource;
+use iocd::load::{FeedConfig, LoadPlan, Loader};
 use iocd::scan::{scan_stream, ScanOptions, DEFAULT_MAX_LINE};
+use iocd::taxii::TaxiiConfig;
 
 #[derive(Parser)]
 #[command(
@@ -194,7 +195,7 @@ fn check(args: ConfigArgs) -> ExitCode {
     };
     let stderr = &mut io::stderr().lock();
     let t0 = Instant::now();
-    match iocd::reload::Loader::default().build_catching(&config, true) {
+    match Loader::default().build_catching(&config.load_plan(), true) {
         Ok(built) => {
             let _ = built.report.write(&mut io::stdout().lock());
             for (feed, why) in &built.failures {
@@ -221,63 +222,61 @@ fn check(args: ConfigArgs) -> ExitCode {
 fn scan(args: ScanArgs) -> ExitCode {
     let stderr = &mut io::stderr().lock();
     let t0 = Instant::now();
-    let sources: Vec<FeedSource> = if args.indicators.is_empty() {
-        let (name, text) = iocd::load::EXAMPLE_FEED;
+    let mut plan = LoadPlan {
+        engine: EngineOptions {
+            bloom_min_keys: args.bloom_min_keys,
+        },
+        ..LoadPlan::default()
+    };
+    let feed = |path: &PathBuf| FeedConfig {
+        path: path.clone(),
+        misp_all_attributes: args.misp_all_attributes,
+        allow_special_addresses: args.allow_special_addresses,
+    };
+    if args.indicators.is_empty() {
         if !args.quiet {
+            let (name, _) = iocd::load::EXAMPLE_FEED;
             let _ = writeln!(
                 stderr,
                 "iocd: no --indicators given: using the built-in example feed {name}"
             );
         }
-        vec![FeedSource::Embedded { name, text }]
-    } else {
-        args.indicators
-            .iter()
-            .map(|p| match p.to_str() {
-                Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
-                    FeedSource::Taxii(url.to_owned())
-                }
-                _ => FeedSource::Path(p.clone()),
-            })
-            .collect()
-    };
-    let (indicators, report) = match iocd::load::load(
-        &sources,
-        &args.allowlists,
-        &iocd::feeds::ParseOptions {
-            misp_all_attributes: args.misp_all_attributes,
-            guard: if args.allow_special_addresses {
-                iocd::indicator::guard::GuardPolicy::AllowSpecialAddresses
-            } else {
-                iocd::indicator::guard::GuardPolicy::All
-            },
-        },
-    ) {
-        Ok(loaded) => loaded,
+        plan.example_feed = true;
+    }
+    for p in &args.indicators {
+        match p.to_str() {
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                plan.taxii.push((url.to_owned(), TaxiiConfig::for_url(url)));
+            }
+            _ => plan.feeds.push(feed(p)),
+        }
+    }
+    plan.allowlists = args.allowlists.iter().map(feed).collect();
+    let built = match Loader::default().build_catching(&plan, true) {
+        Ok(built) => built,
         Err(e) => {
             let _ = writeln!(stderr, "iocd: error: {e}");
             return Exit::DataErr.into();
         }
     };
-    let loaded = t0.elapsed();
-    let options = EngineOptions {
-        bloom_min_keys: args.bloom_min_keys,
-    };
-    let engine = match Engine::build(indicators, &options) {
-        Ok(e) => e,
-        Err(e) => {
-            let _ = writeln!(stderr, "iocd: error: {e}");
-            return Exit::DataErr.into();
-        }
-    };
+    // A collection that cannot be polled is an error here: there is no
+    // earlier content to fall back on.
+    if let Some((feed, why)) = built.polls.iter().find_map(|(f, e)| Some((f, e.as_ref()?))) {
+        let _ = writeln!(stderr, "iocd: error: {feed}: {why}");
+        return Exit::DataErr.into();
+    }
+    let (engine, report) = (built.engine, built.report);
     if !args.quiet {
         let _ = report.write(stderr);
-        let _ = iocd::load::write_engine_summary(
+        let _ = iocd::load::write_engine_summary(stderr, engine.stats(), built.seconds);
+        for (feed, why) in &built.failures {
+            let _ = writeln!(stderr, "iocd: warning: feed {feed}: {why}");
+        }
+        let _ = writeln!(
             stderr,
-            engine.stats(),
-            (t0.elapsed() - loaded).as_secs_f64(),
+            "iocd: feeds loaded in {:.3} s",
+            t0.elapsed().as_secs_f64()
         );
-        let _ = writeln!(stderr, "iocd: feeds read in {:.3} s", loaded.as_secs_f64());
     }
     let mut opts = ScanOptions {
         max_line: args.max_line_bytes.max(1),

@@ -7,7 +7,7 @@
 //! [`crate::feeds::Feed::failure`]) keeps its last good content: the reload
 //! goes on with it, and the failure is counted and logged.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,293 +17,10 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
-use crate::engine::{Engine, EngineOptions};
-use crate::feeds::{self, Feed, FeedError};
+use crate::engine::Engine;
 use crate::indicator::IndicatorType;
-use crate::load::FeedConfig;
-use crate::load::{LoadReport, EXAMPLE_FEED};
+use crate::load::{Built, LoadError, Loader};
 use crate::metrics::Metrics;
-
-/// Loads feeds with memory of each file's last good text.
-#[derive(Default)]
-pub struct Loader {
-    last_good: HashMap<PathBuf, Arc<str>>,
-    /// Parsed MISP event files by (modification time, size): a MISP feed
-    /// directory of thousands of events re-reads only those that changed.
-    /// (STIX is not cached: its content depends on the time of reading.)
-    unchanged: HashMap<PathBuf, ((std::time::SystemTime, u64), Feed)>,
-    taxii: HashMap<String, TaxiiFeed>,
-}
-
-/// A TAXII collection's state between reloads.
-struct TaxiiFeed {
-    state: crate::taxii::State,
-    /// Unix time the next poll is due.
-    next_poll: i64,
-    /// Seconds to wait after a failed poll (doubles, capped at the interval).
-    backoff: i64,
-}
-
-/// Why loading cannot produce an engine at all.
-#[derive(Debug)]
-pub enum LoadError {
-    /// A feed path unreadable and never loaded before (exit 65 at start).
-    Unreadable(FeedError),
-    /// The engine could not be built from what was loaded.
-    Build(crate::engine::BuildError),
-    /// Loading or building panicked (a bug, or input no check foresaw).
-    /// The running engine stays; the message is the panic's.
-    Panicked(String),
-}
-
-impl std::error::Error for LoadError {}
-
-impl std::fmt::Display for LoadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LoadError::Unreadable(e) => e.fmt(f),
-            LoadError::Build(e) => e.fmt(f),
-            LoadError::Panicked(why) => write!(f, "loading feeds panicked: {why}"),
-        }
-    }
-}
-
-/// A built engine and what went into it.
-pub struct Built {
-    pub engine: Engine,
-    pub report: LoadReport,
-    /// Feeds that kept their last good content (or were left out): (feed, why).
-    pub failures: Vec<(String, String)>,
-    pub seconds: f64,
-    /// TAXII polls made by this build: (feed, error if it failed).
-    pub polls: Vec<(String, Option<String>)>,
-    /// The next moment a feed's content changes by itself (STIX validity).
-    pub next_change: Option<i64>,
-}
-
-impl Loader {
-    /// [`Self::build`], with a panic turned into [`LoadError::Panicked`] so
-    /// that one bad feed file cannot end the reload loop.
-    ///
-    /// The loader stays usable after a panic: it records a file's last good
-    /// text and parse only after the file was read and parsed whole, so a
-    /// panic leaves each entry either as before or updated.
-    ///
-    /// # Errors
-    /// As [`Self::build`], and [`LoadError::Panicked`].
-    pub fn build_catching(&mut self, config: &Config, startup: bool) -> Result<Built, LoadError> {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.build(config, startup)))
-            .unwrap_or_else(|panic| Err(LoadError::Panicked(panic_message(&*panic))))
-    }
-
-    /// Reads every feed and allowlist of `config` and builds an engine. At
-    /// `startup` an unreadable feed is an error; later it keeps its last good
-    /// content, or is left out, and is reported in [`Built::failures`].
-    ///
-    /// # Errors
-    /// At startup, a feed that cannot be read; always, an engine that cannot
-    /// be built.
-    pub fn build(&mut self, config: &Config, startup: bool) -> Result<Built, LoadError> {
-        let started = Instant::now();
-        let mut failures = Vec::new();
-        let mut feeds = Vec::new();
-        if config.example_feed {
-            let (name, text) = EXAMPLE_FEED;
-            feeds.push(feeds::parse_with(
-                name,
-                Path::new(name),
-                text,
-                &feeds::ParseOptions::default(),
-                feeds::unix_now(),
-            ));
-        }
-        for fc in config.feeds.values() {
-            feeds.extend(self.read(fc, &fc.parse_options(), startup, &mut failures)?);
-        }
-        let mut polls = Vec::new();
-        for (name, tc) in &config.taxii {
-            let state_file = config
-                .state_dir
-                .clone()
-                .unwrap_or_default()
-                .join(format!("taxii-{name}.json"));
-            feeds.push(self.taxii_feed(name, tc, &state_file, &mut polls, &mut failures));
-        }
-        let mut allow_feeds = Vec::new();
-        for fc in config.allowlists.values() {
-            allow_feeds.extend(self.read(fc, &fc.parse_options(), startup, &mut failures)?);
-        }
-        let next_poll = self.taxii.values().map(|t| t.next_poll).min();
-        let next_change = feeds
-            .iter()
-            .chain(&allow_feeds)
-            .filter_map(|f| f.next_change)
-            .chain(next_poll)
-            .min();
-        let (indicators, report) = crate::load::apply_allowlists(feeds, &allow_feeds);
-        let options = EngineOptions {
-            bloom_min_keys: config.engine.bloom_min_keys,
-        };
-        let engine = Engine::build(indicators, &options).map_err(LoadError::Build)?;
-        Ok(Built {
-            engine,
-            report,
-            failures,
-            seconds: started.elapsed().as_secs_f64(),
-            polls,
-            next_change,
-        })
-    }
-
-    /// A TAXII collection as a feed: polled when due (a failure keeps what
-    /// was loaded and retries with backoff), persisted, read as STIX.
-    fn taxii_feed(
-        &mut self,
-        name: &str,
-        tc: &crate::taxii::TaxiiConfig,
-        state_file: &Path,
-        polls: &mut Vec<(String, Option<String>)>,
-        failures: &mut Vec<(String, String)>,
-    ) -> Feed {
-        let now = feeds::unix_now();
-        let t = self
-            .taxii
-            .entry(name.to_owned())
-            .or_insert_with(|| TaxiiFeed {
-                state: crate::taxii::State::load(state_file),
-                next_poll: now,
-                backoff: 5,
-            });
-        if t.next_poll <= now {
-            let interval = tc.poll_interval_secs.max(1) as i64;
-            match crate::taxii::poll(&tc.collection(), &mut t.state) {
-                Ok(p) => {
-                    tracing::info!(
-                        feed = name,
-                        requests = p.requests,
-                        objects = p.objects,
-                        "TAXII poll"
-                    );
-                    if let Err(e) = t.state.save(state_file) {
-                        tracing::warn!(feed = name, error = %e, "cannot save TAXII state");
-                    }
-                    // Jitter (up to a tenth of the interval) spreads many daemons' polls.
-                    let nanos = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.subsec_nanos());
-                    t.next_poll = now + interval + (nanos as i64) % (interval / 10 + 1);
-                    t.backoff = 5;
-                    polls.push((name.to_owned(), None));
-                }
-                Err(e) => {
-                    failures.push((
-                        name.to_owned(),
-                        format!("TAXII poll failed: {e}; keeping what was loaded"),
-                    ));
-                    t.next_poll = now + t.backoff.min(interval);
-                    t.backoff = (t.backoff * 2).min(interval);
-                    polls.push((name.to_owned(), Some(e)));
-                }
-            }
-        }
-        feeds::parse_with(
-            name,
-            Path::new(&tc.url),
-            &t.state.as_stix_json(),
-            &feeds::ParseOptions::default(),
-            now,
-        )
-    }
-
-    /// The feeds of one configured path, each file falling back to its last
-    /// good text when it cannot be read or is not a usable feed.
-    fn read(
-        &mut self,
-        fc: &FeedConfig,
-        options: &feeds::ParseOptions,
-        startup: bool,
-        failures: &mut Vec<(String, String)>,
-    ) -> Result<Vec<Feed>, LoadError> {
-        let files = match feeds::list_files(&fc.path) {
-            Ok(files) => files,
-            Err(e) => {
-                // The directory (or file) is gone: keep every file we had from it.
-                let kept: Vec<PathBuf> = self
-                    .last_good
-                    .keys()
-                    .filter(|p| *p == &fc.path || p.starts_with(&fc.path))
-                    .cloned()
-                    .collect();
-                if kept.is_empty() && startup {
-                    return Err(LoadError::Unreadable(e));
-                }
-                failures.push((fc.path.display().to_string(), e.to_string()));
-                kept
-            }
-        };
-        let mut out = Vec::with_capacity(files.len());
-        for file in files {
-            let name = feeds::feed_name(&file);
-            let stamp = std::fs::metadata(&file)
-                .and_then(|m| Ok((m.modified()?, m.len())))
-                .ok();
-            if let (Some(stamp), Some((cached_stamp, feed))) = (stamp, self.unchanged.get(&file)) {
-                if *cached_stamp == stamp {
-                    out.push(feed.clone());
-                    continue;
-                }
-            }
-            let fresh = feeds::read_text(&file).map(|text| {
-                let feed = feeds::parse_with(&name, &file, &text, options, feeds::unix_now());
-                (feed, text)
-            });
-            match fresh {
-                Ok((feed, text)) if feed.failure.is_none() => {
-                    if let (Some(stamp), feeds::Format::Misp) = (stamp, feed.format) {
-                        self.unchanged.insert(file.clone(), (stamp, feed.clone()));
-                    }
-                    self.last_good.insert(file.clone(), Arc::from(text));
-                    out.push(feed);
-                }
-                other => {
-                    let why = match &other {
-                        Ok((feed, _)) => feed.failure.clone().unwrap_or_default(),
-                        Err(e) => e.to_string(),
-                    };
-                    match self.last_good.get(&file) {
-                        Some(text) => {
-                            failures.push((
-                                name.clone(),
-                                format!("{why}; keeping its last good content"),
-                            ));
-                            out.push(feeds::parse_with(
-                                &name,
-                                &file,
-                                text,
-                                &fc.parse_options(),
-                                feeds::unix_now(),
-                            ));
-                        }
-                        None => match other {
-                            // At start an unreadable feed is an error the operator must see (exit 65).
-                            Err(e) if startup => return Err(LoadError::Unreadable(e)),
-                            Err(_) => failures
-                                .push((name.clone(), format!("{why}; no earlier content to keep"))),
-                            Ok((feed, _)) => {
-                                failures.push((
-                                    name.clone(),
-                                    format!("{why}; no earlier content to keep"),
-                                ));
-                                out.push(feed); // its skip log still reaches the report
-                            }
-                        },
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-}
 
 /// Publishes a built engine's indicator counts and build time.
 pub fn publish(metrics: &Metrics, built: &Built) {
@@ -472,7 +189,7 @@ impl Reloader {
         let mut loader = std::mem::take(&mut self.loader);
         let started = Instant::now();
         let joined = tokio::task::spawn_blocking(move || {
-            let r = loader.build_catching(&config, false);
+            let r = loader.build_catching(&config.load_plan(), false);
             (loader, r)
         })
         .await;
@@ -515,15 +232,6 @@ impl Reloader {
     }
 }
 
-/// The text of a panic payload (`&str` or `String`), or a placeholder.
-pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned())
-}
-
 /// Sleeps until Unix time `t` (plus a second, so `now > t` when it wakes).
 async fn until_unix(t: i64) {
     let wait = (t - crate::feeds::unix_now()).max(0) as u64 + 1;
@@ -553,63 +261,5 @@ fn watch_all(watcher: &mut Option<notify::RecommendedWatcher>, config: &Config) 
         if let Err(e) = w.watch(&dir, RecursiveMode::NonRecursive) {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot watch feed directory");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(uuid: &str, domain: &str) -> String {
-        format!(
-            r#"{{"Event": {{"uuid": "{uuid}", "info": "i", "Attribute": [{{"uuid": "a-{uuid}", "type": "domain", "to_ids": true, "value": "{domain}"}}]}}}}"#
-        )
-    }
-
-    fn domains(built: &Built) -> Vec<String> {
-        let mut v: Vec<String> = built
-            .engine
-            .indicators()
-            .iter()
-            .map(|i| i.value.to_string())
-            .collect();
-        v.sort();
-        v
-    }
-
-    #[test]
-    fn misp_events_are_reread_only_when_changed() {
-        let dir = std::env::temp_dir().join(format!("iocd-misp-cache-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let (a, b) = (dir.join("aaaaaaaa.json"), dir.join("bbbbbbbb.json"));
-        std::fs::write(&a, event("e-a", "one.example")).unwrap();
-        std::fs::write(&b, event("e-b", "two.example")).unwrap();
-        let text = format!(
-            "[feeds.m]\npath = {:?}\n[sources.i]\ntype = \"stdin\"\n[sinks.o]\ntype = \"stdout\"\n",
-            dir.display().to_string()
-        );
-        let config = Config::parse("t", &text).unwrap();
-        let mut loader = Loader::default();
-        assert_eq!(
-            domains(&loader.build(&config, true).unwrap()),
-            ["one.example", "two.example"]
-        );
-        // b changes: it is read again.
-        std::fs::write(&b, event("e-b", "fwo.example")).unwrap();
-        // a's bytes change but its size and time are put back: it is not read again.
-        let mtime = std::fs::metadata(&a).unwrap().modified().unwrap();
-        std::fs::write(&a, event("e-a", "xne.example")).unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&a)
-            .unwrap()
-            .set_modified(mtime)
-            .unwrap();
-        assert_eq!(
-            domains(&loader.build(&config, false).unwrap()),
-            ["fwo.example", "one.example"]
-        );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -46,6 +46,22 @@ pub struct TaxiiConfig {
 }
 
 impl TaxiiConfig {
+    /// A collection named only by its URL (`iocd scan -i URL`): default
+    /// settings, credentials from `IOCD_TAXII_*`, a CA file from
+    /// `IOCD_TAXII_CA_FILE`.
+    pub fn for_url(url: &str) -> TaxiiConfig {
+        TaxiiConfig {
+            url: url.to_owned(),
+            poll_interval_secs: default_poll_interval_secs(),
+            timeout_secs: 30,
+            page_size: default_page_size(),
+            username: None,
+            password: None,
+            token: None,
+            ca_file: std::env::var_os("IOCD_TAXII_CA_FILE").map(PathBuf::from),
+        }
+    }
+
     /// # Errors
     /// A URL that is not an http(s) collection URL, or a setting out of range.
     pub fn validate(&self) -> Result<(), Invalid> {
