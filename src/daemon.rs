@@ -11,7 +11,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, watch};
@@ -83,36 +83,15 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let metrics = Metrics::new();
     let watch = reload::FeedWatch::start(&config);
-    let mut loader = Loader::default();
-    let built = {
-        let config = config.clone();
-        tokio::task::spawn_blocking(move || {
-            loader
-                .build_catching(&config.load_plan(), true)
-                .map(|b| (b, loader))
-        })
-        .await
-        .map_err(|e| DaemonError::Feeds(format!("loading feeds: {e}")))?
-        .map_err(|e| DaemonError::Feeds(e.to_string()))?
-    };
-    let (built, loader) = built;
+    let (loader, built) =
+        reload::build_off_thread(Loader::default(), config.load_plan(), true).await;
+    let built = built.map_err(|e| DaemonError::Feeds(e.to_string()))?;
     let next_change = built.next_change;
-    reload::publish(&metrics, &built);
-    let stats = built.engine.stats().clone();
-    tracing::info!(
-        indicators = stats.indicators,
-        duplicates = stats.duplicates,
-        seconds = built.seconds,
-        "engine built"
-    );
-    let engine = Arc::new(ArcSwap::from_pointee(built.engine));
-    metrics.engine_ready.store(true, Ordering::Release);
-    metrics.last_reload_success.set(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64(),
-    );
+    let engine = Arc::new(ArcSwap::from_pointee(
+        crate::engine::Engine::build(Vec::new(), &Default::default())
+            .map_err(|e| DaemonError::Feeds(e.to_string()))?,
+    ));
+    reload::install(&engine, &metrics, built, "engine built");
 
     let (stop_tx, stop_rx) = watch::channel(false);
 

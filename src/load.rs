@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::engine::{Engine, EngineOptions, EngineStats};
 use crate::feeds::allowlist::Allowlist;
 use crate::feeds::{self, Feed, FeedError, Format, SkipLog};
-use crate::taxii::TaxiiConfig;
+use crate::taxii::{Subscription, TaxiiConfig};
 
 use crate::indicator::{Indicator, IndicatorType};
 
@@ -93,16 +93,7 @@ pub struct Loader {
     /// directory of thousands of events re-reads only those that changed.
     /// (STIX is not cached: its content depends on the time of reading.)
     unchanged: HashMap<PathBuf, ((std::time::SystemTime, u64), Feed)>,
-    taxii: HashMap<String, TaxiiFeed>,
-}
-
-/// A TAXII collection's state between reloads.
-struct TaxiiFeed {
-    state: crate::taxii::State,
-    /// Unix time the next poll is due.
-    next_poll: i64,
-    /// Seconds to wait after a failed poll (doubles, capped at the interval).
-    backoff: i64,
+    taxii: HashMap<String, Subscription>,
 }
 
 /// Why loading cannot produce an engine at all.
@@ -198,7 +189,7 @@ impl Loader {
                 &mut failures,
             )?);
         }
-        let next_poll = self.taxii.values().map(|t| t.next_poll).min();
+        let next_poll = self.taxii.values().map(Subscription::next_poll).min();
         let next_change = feeds
             .iter()
             .chain(&allow_feeds)
@@ -231,49 +222,22 @@ impl Loader {
         let t = self
             .taxii
             .entry(name.to_owned())
-            .or_insert_with(|| TaxiiFeed {
-                state: state_file
-                    .map(crate::taxii::State::load)
-                    .unwrap_or_default(),
-                next_poll: now,
-                backoff: 5,
-            });
-        if t.next_poll <= now {
-            let interval = tc.poll_interval_secs.max(1) as i64;
-            match crate::taxii::poll(&tc.collection(), &mut t.state) {
-                Ok(p) => {
-                    tracing::info!(
-                        feed = name,
-                        requests = p.requests,
-                        objects = p.objects,
-                        "TAXII poll"
-                    );
-                    if let Some(Err(e)) = state_file.map(|f| t.state.save(f)) {
-                        tracing::warn!(feed = name, error = %e, "cannot save TAXII state");
-                    }
-                    // Jitter (up to a tenth of the interval) spreads many daemons' polls.
-                    let nanos = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.subsec_nanos());
-                    t.next_poll = now + interval + (nanos as i64) % (interval / 10 + 1);
-                    t.backoff = 5;
-                    polls.push((name.to_owned(), None));
-                }
-                Err(e) => {
-                    failures.push((
-                        name.to_owned(),
-                        format!("TAXII poll failed: {e}; keeping what was loaded"),
-                    ));
-                    t.next_poll = now + t.backoff.min(interval);
-                    t.backoff = (t.backoff * 2).min(interval);
-                    polls.push((name.to_owned(), Some(e)));
-                }
+            .or_insert_with(|| Subscription::resume(state_file, now));
+        match t.poll_if_due(name, tc, state_file, now) {
+            None => {}
+            Some(Ok(())) => polls.push((name.to_owned(), None)),
+            Some(Err(e)) => {
+                failures.push((
+                    name.to_owned(),
+                    format!("TAXII poll failed: {e}; keeping what was loaded"),
+                ));
+                polls.push((name.to_owned(), Some(e)));
             }
         }
         feeds::parse_with(
             name,
             Path::new(&tc.url),
-            &t.state.as_stix_json(),
+            &t.state().as_stix_json(),
             &feeds::ParseOptions::default(),
             now,
         )

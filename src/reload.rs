@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::indicator::IndicatorType;
-use crate::load::{Built, LoadError, Loader};
+use crate::load::{Built, LoadError, LoadPlan, Loader};
 use crate::metrics::Metrics;
 
 /// Publishes a built engine's indicator counts and build time.
@@ -185,44 +185,17 @@ impl Reloader {
 
     /// Builds a new engine on a blocking thread and swaps it in.
     pub async fn reload(&mut self) {
-        let config = self.config.clone();
-        let mut loader = std::mem::take(&mut self.loader);
         let started = Instant::now();
-        let joined = tokio::task::spawn_blocking(move || {
-            let r = loader.build_catching(&config.load_plan(), false);
-            (loader, r)
-        })
-        .await;
-        let result = match joined {
-            Ok((loader, result)) => {
-                self.loader = loader;
-                result
-            }
-            // The build's panics are caught inside; this is a cancelled
-            // task. The loader's memory is lost: start afresh, do not die.
-            Err(e) => Err(LoadError::Panicked(e.to_string())),
-        };
+        let loader = std::mem::take(&mut self.loader);
+        let (loader, result) = build_off_thread(loader, self.config.load_plan(), false).await;
+        self.loader = loader;
         let m = &self.metrics;
         m.reload_duration.observe(started.elapsed().as_secs_f64());
         match result {
             Ok(built) => {
-                publish(m, &built);
                 self.next_change = built.next_change;
-                let stats = built.engine.stats().clone();
-                self.engine.store(Arc::new(built.engine));
+                install(&self.engine, m, built, "engine reloaded");
                 m.reloads.with_label_values(&["success"]).inc();
-                m.last_reload_success.set(
-                    SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .as_secs_f64(),
-                );
-                tracing::info!(
-                    indicators = stats.indicators,
-                    duplicates = stats.duplicates,
-                    seconds = built.seconds,
-                    "engine reloaded"
-                );
             }
             Err(e) => {
                 m.reloads.with_label_values(&["failure"]).inc();
@@ -230,6 +203,50 @@ impl Reloader {
             }
         }
     }
+}
+
+/// Runs the loader on a blocking thread (loading and building take seconds
+/// at millions of indicators) and gives it back with what it built.
+pub async fn build_off_thread(
+    mut loader: Loader,
+    plan: LoadPlan,
+    startup: bool,
+) -> (Loader, Result<Built, LoadError>) {
+    let joined = tokio::task::spawn_blocking(move || {
+        let r = loader.build_catching(&plan, startup);
+        (loader, r)
+    })
+    .await;
+    match joined {
+        Ok(done) => done,
+        // The build's panics are caught inside; this is a cancelled task.
+        // The loader's memory is lost: start afresh, do not die.
+        Err(e) => (Loader::default(), Err(LoadError::Panicked(e.to_string()))),
+    }
+}
+
+/// Puts a built engine in service: publishes its counts, swaps it in, and
+/// marks the daemon's engine ready. The one way an engine is published, at
+/// start and on every reload.
+pub fn install(engine: &ArcSwap<Engine>, metrics: &Metrics, built: Built, what: &str) {
+    publish(metrics, &built);
+    let stats = built.engine.stats().clone();
+    engine.store(Arc::new(built.engine));
+    metrics
+        .engine_ready
+        .store(true, std::sync::atomic::Ordering::Release);
+    metrics.last_reload_success.set(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64(),
+    );
+    tracing::info!(
+        indicators = stats.indicators,
+        duplicates = stats.duplicates,
+        seconds = built.seconds,
+        "{what}"
+    );
 }
 
 /// Sleeps until Unix time `t` (plus a second, so `now > t` when it wakes).

@@ -212,6 +212,78 @@ impl State {
     }
 }
 
+/// A collection followed over time: its state, and when to poll next.
+/// Polls are due every `poll_interval_secs` (plus jitter, so many daemons
+/// do not poll at once); after a failure, sooner, with doubling backoff.
+#[derive(Debug)]
+pub struct Subscription {
+    state: State,
+    /// Unix time the next poll is due.
+    next_poll: i64,
+    /// Seconds to wait after a failed poll (doubles, capped at the interval).
+    backoff: i64,
+}
+
+impl Subscription {
+    /// Starts from the state persisted in `state_file` (if any), due now.
+    pub fn resume(state_file: Option<&std::path::Path>, now: i64) -> Subscription {
+        Subscription {
+            state: state_file.map(State::load).unwrap_or_default(),
+            next_poll: now,
+            backoff: 5,
+        }
+    }
+
+    /// What is held of the collection.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Unix time the next poll is due.
+    pub fn next_poll(&self) -> i64 {
+        self.next_poll
+    }
+
+    /// Polls when due (`None` when not), persisting the state after a
+    /// complete poll and scheduling the next one.
+    pub fn poll_if_due(
+        &mut self,
+        name: &str,
+        tc: &TaxiiConfig,
+        state_file: Option<&std::path::Path>,
+        now: i64,
+    ) -> Option<Result<(), String>> {
+        if self.next_poll > now {
+            return None;
+        }
+        let interval = tc.poll_interval_secs.max(1) as i64;
+        Some(match poll(&tc.collection(), &mut self.state) {
+            Ok(p) => {
+                tracing::info!(
+                    feed = name,
+                    requests = p.requests,
+                    objects = p.objects,
+                    "TAXII poll"
+                );
+                if let Some(Err(e)) = state_file.map(|f| self.state.save(f)) {
+                    tracing::warn!(feed = name, error = %e, "cannot save TAXII state");
+                }
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos());
+                self.next_poll = now + interval + (nanos as i64) % (interval / 10 + 1);
+                self.backoff = 5;
+                Ok(())
+            }
+            Err(e) => {
+                self.next_poll = now + self.backoff.min(interval);
+                self.backoff = (self.backoff * 2).min(interval);
+                Err(e)
+            }
+        })
+    }
+}
+
 /// What one poll did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Poll {

@@ -5,7 +5,6 @@
 //! in `state_dir`, so a restart resumes where the last run had delivered:
 //! at-least-once.
 
-use std::collections::VecDeque;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,11 +12,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::acks::AckTracker;
 use super::{shutdown_signalled, SourceContext};
-use crate::pipeline::{Ack, LineBatcher};
+use crate::pipeline::LineBatcher;
 
 /// `[sources.NAME] type = "file"`: a file followed like `tail -F`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -87,9 +86,8 @@ async fn follow(
         .filter(|c: &Checkpoint| c.path == path);
     let mut shutdown = ctx.shutdown.clone();
     let mut current: Option<Open> = None;
-    // Sent batches not yet acknowledged: (inode, offset after the batch, ack).
-    let mut pending: VecDeque<(u64, u64, oneshot::Receiver<()>)> = VecDeque::new();
-    let mut committed: Option<Checkpoint> = None;
+    // Sent batches not yet acknowledged: (inode, offset after the batch).
+    let mut pending: AckTracker<(u64, u64)> = AckTracker::default();
     // After a rotation the next file is new: read it from its start.
     let mut rotated = false;
     let mut buf = vec![0u8; 64 * 1024];
@@ -132,9 +130,7 @@ async fn follow(
                     // Renamed or removed: what was read is complete, including a last line without newline.
                     tracing::info!(source = %name, path = %path.display(), "file rotated: following the new file");
                     if let Some(mut b) = f.batcher.finish() {
-                        let (ack, rx) = Ack::new();
-                        b.ack = Some(ack);
-                        pending.push_back((f.inode, f.read_to, rx));
+                        b.ack = Some(pending.track((f.inode, f.read_to)));
                         if !ctx.queue.send(b).await {
                             return;
                         }
@@ -144,7 +140,16 @@ async fn follow(
                 }
             }
         }
-        commit(&mut pending, &mut committed, &path, &state);
+        if let Some((inode, offset)) = pending.acknowledged() {
+            write_checkpoint(
+                &state,
+                &Checkpoint {
+                    path: path.clone(),
+                    inode,
+                    offset,
+                },
+            );
+        }
         tokio::select! {
             _ = shutdown_signalled(&mut shutdown) => break,
             _ = tokio::time::sleep(POLL) => {}
@@ -155,16 +160,15 @@ async fn follow(
     if let Some(f) = current.as_mut() {
         send(f, &ctx, &mut pending).await;
     }
-    while let Some((inode, offset, rx)) = pending.pop_front() {
-        let _ = rx.await;
-        committed = Some(Checkpoint {
-            path: path.clone(),
-            inode,
-            offset,
-        });
-    }
-    if let Some(c) = &committed {
-        write_checkpoint(&state, c);
+    if let Some((inode, offset)) = pending.drain().await {
+        write_checkpoint(
+            &state,
+            &Checkpoint {
+                path: path.clone(),
+                inode,
+                offset,
+            },
+        );
     }
 }
 
@@ -195,47 +199,12 @@ async fn open(
 
 /// Sends the batch in progress with an ack, remembering the offset its end
 /// stands for (bytes read minus the incomplete line still carried).
-async fn send(
-    f: &mut Open,
-    ctx: &SourceContext,
-    pending: &mut VecDeque<(u64, u64, oneshot::Receiver<()>)>,
-) -> bool {
+async fn send(f: &mut Open, ctx: &SourceContext, pending: &mut AckTracker<(u64, u64)>) -> bool {
     let Some(mut b) = f.batcher.take() else {
         return true;
     };
-    let (ack, rx) = Ack::new();
-    b.ack = Some(ack);
-    pending.push_back((f.inode, f.read_to - f.batcher.carried_bytes(), rx));
+    b.ack = Some(pending.track((f.inode, f.read_to - f.batcher.carried_bytes())));
     ctx.queue.send(b).await
-}
-
-/// Commits the offset of the longest acknowledged prefix of sent batches.
-fn commit(
-    pending: &mut VecDeque<(u64, u64, oneshot::Receiver<()>)>,
-    committed: &mut Option<Checkpoint>,
-    path: &Path,
-    state: &Path,
-) {
-    let mut advanced = false;
-    while let Some((_, _, rx)) = pending.front_mut() {
-        match rx.try_recv() {
-            Err(oneshot::error::TryRecvError::Empty) => break,
-            _ => {
-                let (inode, offset, _) = pending.pop_front().expect("front exists");
-                *committed = Some(Checkpoint {
-                    path: path.to_owned(),
-                    inode,
-                    offset,
-                });
-                advanced = true;
-            }
-        }
-    }
-    if advanced {
-        if let Some(c) = committed {
-            write_checkpoint(state, c);
-        }
-    }
 }
 
 /// Writes the checkpoint atomically (temp file, then rename).

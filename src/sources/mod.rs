@@ -4,6 +4,7 @@
 //! Every source stops reading when shutdown is signalled, sends what it has,
 //! and ends.
 
+pub mod acks;
 mod file;
 mod framing;
 mod net;
