@@ -262,18 +262,12 @@ fn read_blocks(
             }
             break;
         }
-        match memchr::memrchr(b'\n', &buf) {
+        // The block to send now, and the carried rest that starts the next.
+        let next = match memchr::memrchr(b'\n', &buf) {
             Some(nl) => {
                 let next = fresh(&buf[nl + 1..]);
                 buf.truncate(nl + 1);
-                if !send(Block {
-                    seq,
-                    data: std::mem::replace(&mut buf, next),
-                    last: false,
-                }) {
-                    break;
-                }
-                seq += 1;
+                next
             }
             None if buf.len() > opts.max_line => {
                 // One line longer than any we scan: keep its head, drop the rest.
@@ -281,18 +275,18 @@ fn read_blocks(
                 buf.push(b'\n');
                 truncated += 1;
                 skipping = true;
-                let next = fresh(&[]);
-                if !send(Block {
-                    seq,
-                    data: std::mem::replace(&mut buf, next),
-                    last: false,
-                }) {
-                    break;
-                }
-                seq += 1;
+                fresh(&[])
             }
-            None => {}
+            None => continue,
+        };
+        if !send(Block {
+            seq,
+            data: std::mem::replace(&mut buf, next),
+            last: false,
+        }) {
+            break;
         }
+        seq += 1;
     }
     Ok((total, truncated))
 }

@@ -89,11 +89,7 @@ fn kubernetes_manifests_validate_and_carry_a_valid_config() {
         .replace("/etc/iocd/feeds", &dir.join("feeds").display().to_string())
         .replace("/var/lib/iocd", &dir.join("state").display().to_string());
     std::fs::write(dir.join("iocd.toml"), config).unwrap();
-    let out = common::iocd()
-        .args(["check", "--config"])
-        .arg(dir.join("iocd.toml"))
-        .output()
-        .unwrap();
+    let out = common::check(&dir.join("iocd.toml"));
     assert!(
         out.status.success(),
         "{}",

@@ -140,15 +140,8 @@ async fn follow(
                 }
             }
         }
-        if let Some((inode, offset)) = pending.acknowledged() {
-            write_checkpoint(
-                &state,
-                &Checkpoint {
-                    path: path.clone(),
-                    inode,
-                    offset,
-                },
-            );
+        if let Some(at) = pending.acknowledged() {
+            write_checkpoint(&state, &path, at);
         }
         tokio::select! {
             _ = shutdown_signalled(&mut shutdown) => break,
@@ -160,15 +153,8 @@ async fn follow(
     if let Some(f) = current.as_mut() {
         send(f, &ctx, &mut pending).await;
     }
-    if let Some((inode, offset)) = pending.drain().await {
-        write_checkpoint(
-            &state,
-            &Checkpoint {
-                path: path.clone(),
-                inode,
-                offset,
-            },
-        );
+    if let Some(at) = pending.drain().await {
+        write_checkpoint(&state, &path, at);
     }
 }
 
@@ -207,9 +193,15 @@ async fn send(f: &mut Open, ctx: &SourceContext, pending: &mut AckTracker<(u64, 
     ctx.queue.send(b).await
 }
 
-/// Writes the checkpoint atomically (temp file, then rename).
-fn write_checkpoint(state: &Path, c: &Checkpoint) {
-    if let Err(e) = crate::state::save(state, c) {
+/// Writes the checkpoint `(inode, offset)` of `path` atomically (temp file,
+/// then rename).
+fn write_checkpoint(state: &Path, path: &Path, (inode, offset): (u64, u64)) {
+    let c = Checkpoint {
+        path: path.to_owned(),
+        inode,
+        offset,
+    };
+    if let Err(e) = crate::state::save(state, &c) {
         tracing::warn!(state = %state.display(), error = %e, "cannot save file offset");
     }
 }

@@ -66,3 +66,12 @@ pub fn minimal_config(feed: &Path, rest: &str) -> String {
         feed.display().to_string()
     )
 }
+
+/// `iocd check --config CONFIG`, run to its end.
+pub fn check(config: &Path) -> std::process::Output {
+    iocd()
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
+}

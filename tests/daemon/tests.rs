@@ -561,11 +561,7 @@ fn check_validates_config_and_feeds() {
     let port = free_port();
     let config = tcp_config(&dir, port, "");
     std::fs::write(dir.join("good.toml"), &config).unwrap();
-    let out = common::iocd()
-        .args(["check", "--config"])
-        .arg(dir.join("good.toml"))
-        .output()
-        .unwrap();
+    let out = common::check(&dir.join("good.toml"));
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -926,11 +922,7 @@ fn a_character_across_64_kib_loads_at_start_and_reloads_go_on_after_it() {
             + "[sources.in]\ntype = \"stdin\"\n[sinks.out]\ntype = \"stdout\"\n",
     )
     .unwrap();
-    let out = common::iocd()
-        .args(["check", "--config"])
-        .arg(dir.join("check.toml"))
-        .output()
-        .unwrap();
+    let out = common::check(&dir.join("check.toml"));
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && report.contains("domain-name 1"),
