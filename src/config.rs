@@ -32,15 +32,21 @@ pub struct Config {
     #[serde(default)]
     pub allowlists: BTreeMap<String, FeedConfig>,
     #[serde(default)]
+    /// Log sources, by name (the `input` of their hits).
     pub sources: BTreeMap<String, SourceConfig>,
     #[serde(default)]
+    /// Hit sinks, by name; every hit goes to every sink.
     pub sinks: BTreeMap<String, SinkConfig>,
+    /// The admin endpoints (`/metrics`, `/live`, `/ready`); none when absent.
     pub metrics: Option<MetricsConfig>,
     #[serde(default)]
+    /// Line cutting, batching, queueing and matching (`[engine]`).
     pub engine: EngineConfig,
     #[serde(default)]
+    /// When feeds are reloaded (`[reload]`).
     pub reload: ReloadConfig,
     #[serde(default)]
+    /// iocd's own log (`[log]`).
     pub log: LogConfig,
     /// Where file sources keep their offsets across restarts.
     pub state_dir: Option<PathBuf>,
@@ -54,6 +60,7 @@ pub struct Config {
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+/// `[metrics]`: where the admin endpoints listen.
 pub struct MetricsConfig {
     /// Serves `/metrics`, `/live` and `/ready`.
     pub address: SocketAddr,
@@ -61,6 +68,7 @@ pub struct MetricsConfig {
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+/// `[reload]`: when feeds are read again besides file events and SIGHUP.
 pub struct ReloadConfig {
     /// Reload feeds at least this often, for filesystems without events (0: never).
     #[serde(default = "defaults::reload_interval_secs")]
@@ -94,8 +102,10 @@ impl Default for ReloadConfig {
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     #[serde(default)]
+    /// Text or JSON lines.
     pub format: LogFormat,
     #[serde(default)]
+    /// The least severe events written.
     pub level: LogLevel,
 }
 
@@ -103,19 +113,27 @@ pub struct LogConfig {
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
+    /// Failures only.
     Error,
+    /// Failures and what is kept going around them (a feed kept at its last good content).
     Warn,
     #[default]
+    /// Start, reloads, polls and stops.
     Info,
+    /// Per-decision detail.
     Debug,
+    /// Everything.
     Trace,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
+/// How iocd's own log lines are written.
 pub enum LogFormat {
     #[default]
+    /// Human-readable lines.
     Text,
+    /// One JSON object per line, for a log shipper.
     Json,
 }
 
@@ -134,9 +152,11 @@ mod defaults {
 /// A configuration that cannot be used: where, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The config file, as given.
     pub file: String,
     /// The key's path, e.g. `sources.syslog.address` (empty for the whole file).
     pub path: String,
+    /// What is wrong, on one line.
     pub message: String,
 }
 
@@ -352,7 +372,7 @@ address = "127.0.0.1:9464"
             c.sources["app"],
             SourceConfig::File(crate::sources::FileSourceConfig {
                 path: "/var/log/app.log".into(),
-                start_at: crate::sources::StartAt::Beginning
+                start_at: crate::sources::file::StartAt::Beginning
             })
         );
         assert!(matches!(

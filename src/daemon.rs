@@ -1,8 +1,9 @@
 //! `iocd run`: wires a [`Config`] into sources → pipeline → sinks, with the
 //! reloader and the admin endpoints beside them.
 //!
-//! [`run`] takes its shutdown as a future (mini-redis style), so tests and
-//! `main` drive it the same way. Shutdown drains: sources stop reading and
+//! [`run`] takes its shutdown as a future (mini-redis style): `main` passes
+//! SIGTERM/SIGINT, and `tests/in_process.rs` drives it in-process with a
+//! oneshot channel and waits on [`Controls::ready`]. Shutdown drains: sources stop reading and
 //! send what they have, matchers finish the queue, sinks flush, then `run`
 //! returns. It also returns when every source has ended on its own (stdin
 //! at end of file).
@@ -64,7 +65,9 @@ impl DaemonError {
 /// Signals other than shutdown: SIGHUP reloads, SIGUSR1 reopens file
 /// sinks; and a notice once the daemon is up.
 pub struct Controls {
+    /// Ticks on SIGHUP: re-read the config's feeds and reload.
     pub reload: mpsc::Receiver<()>,
+    /// Ticks on SIGUSR1: reopen hit files.
     pub reopen: watch::Receiver<u64>,
     /// Fired once the first engine is built, the sinks are open and every
     /// source is listening: what systemd's READY=1 and tests wait for.

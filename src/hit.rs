@@ -57,6 +57,7 @@ impl EncodedHits {
         self.ends.len()
     }
 
+    /// True when there is no hit.
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
@@ -95,8 +96,11 @@ pub fn encode(
 
 /// Where a hit was seen.
 pub struct Sighting<'a> {
+    /// When iocd saw the line (RFC 3339).
     pub timestamp: &'a str,
+    /// The source's name.
     pub input: &'a str,
+    /// The line's number within its input, from 1.
     pub line_number: u64,
 }
 
@@ -172,6 +176,7 @@ mod tests {
 
 /// What the daemon knows of a hit besides the indicator and match.
 pub struct Event<'a> {
+    /// Where the line was seen.
     pub sighting: Sighting<'a>,
     /// The line, for `event.original` / `message` (cut by the caller).
     pub original: &'a [u8],

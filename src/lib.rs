@@ -7,24 +7,26 @@
 //! keeping the engine current, [`metrics`] beside them and [`config`]
 //! describing it all.
 
-pub mod backoff;
+#![warn(missing_docs)]
+
+pub(crate) mod backoff;
 pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod exit;
 pub mod feeds;
 pub mod hit;
-pub mod http_client;
+pub(crate) mod http_client;
 pub mod indicator;
 pub mod load;
-pub mod metrics;
-pub mod pipeline;
-pub mod reload;
+pub(crate) mod metrics;
+pub(crate) mod pipeline;
+pub(crate) mod reload;
 pub mod scan;
-pub mod settings;
-pub mod sinks;
-pub mod sources;
-pub mod state;
+pub(crate) mod settings;
+pub(crate) mod sinks;
+pub(crate) mod sources;
+pub(crate) mod state;
 pub mod taxii;
 
 pub use engine::{Engine, EngineOptions, Match, ScanState};

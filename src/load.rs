@@ -21,6 +21,7 @@ use crate::indicator::{Indicator, IndicatorType};
 #[serde(deny_unknown_fields)]
 /// `[feeds.NAME]` or `[allowlists.NAME]`: a file or directory, watched.
 pub struct FeedConfig {
+    /// A feed file or a directory of them.
     pub path: PathBuf,
     /// MISP: load attributes not marked `to_ids` too.
     #[serde(default)]
@@ -33,6 +34,7 @@ pub struct FeedConfig {
 }
 
 impl FeedConfig {
+    /// How this feed's files are parsed.
     pub fn parse_options(&self) -> crate::feeds::ParseOptions {
         use crate::indicator::guard::GuardPolicy;
         crate::feeds::ParseOptions {
@@ -48,16 +50,23 @@ impl FeedConfig {
 
 /// One feed's line in the load summary.
 pub struct FeedSummary {
+    /// The feed's name.
     pub name: Arc<str>,
+    /// Its file.
     pub path: PathBuf,
+    /// The format it was read as.
     pub format: Format,
+    /// Indicators loaded, by [`IndicatorType::index`].
     pub by_type: [usize; IndicatorType::ALL.len()],
+    /// Entries skipped, with reasons.
     pub skipped: SkipLog,
 }
 
 /// What loading did: per feed, and what each allowlist removed.
 pub struct LoadReport {
+    /// One line per feed file.
     pub feeds: Vec<FeedSummary>,
+    /// Per allowlist: its name, the indicators it removed, its own skipped entries.
     pub allowlists: Vec<(Arc<str>, usize, SkipLog)>,
 }
 
@@ -82,6 +91,7 @@ pub struct LoadPlan {
     pub example_feed: bool,
     /// Where TAXII state persists; none: nothing is kept (`iocd scan`).
     pub state_dir: Option<PathBuf>,
+    /// How the engine is built.
     pub engine: EngineOptions,
 }
 
@@ -122,10 +132,13 @@ impl std::fmt::Display for LoadError {
 
 /// A built engine and what went into it.
 pub struct Built {
+    /// The engine, ready to scan.
     pub engine: Engine,
+    /// What each feed and allowlist contributed.
     pub report: LoadReport,
     /// Feeds that kept their last good content (or were left out): (feed, why).
     pub failures: Vec<(String, String)>,
+    /// Seconds loading and building took.
     pub seconds: f64,
     /// TAXII polls made by this build: (feed, error if it failed).
     pub polls: Vec<(String, Option<String>)>,

@@ -263,12 +263,6 @@ impl Metrics {
             .insert(sink.to_owned(), up);
     }
 
-    /// Ready: the first engine is built, the reload task is alive and every
-    /// sink is up.
-    pub fn ready(&self) -> bool {
-        self.not_ready_reasons().is_empty()
-    }
-
     /// Why the daemon is not ready, one reason a line (empty when ready):
     /// the body of a 503 from `/ready`.
     pub fn not_ready_reasons(&self) -> Vec<String> {

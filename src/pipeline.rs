@@ -181,7 +181,6 @@ pub struct LineBatcher {
     partial_overflow: bool,
     carried: u64,
     current: Option<Batch>,
-    metrics: Arc<Metrics>,
     bytes: prometheus::IntCounter,
     received: prometheus::IntCounter,
     truncated: prometheus::IntCounter,
@@ -205,7 +204,6 @@ impl LineBatcher {
             partial_overflow: false,
             carried: 0,
             current: None,
-            metrics,
             input,
         }
     }
@@ -315,10 +313,6 @@ impl LineBatcher {
         }
         self.carried = 0;
         self.take()
-    }
-
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
     }
 }
 

@@ -16,6 +16,7 @@ use crate::hit::{self, Sighting};
 pub const DEFAULT_MAX_LINE: usize = 1 << 20;
 
 #[derive(Clone, Debug)]
+/// How `iocd scan` reads and matches.
 pub struct ScanOptions {
     /// Longest line scanned, in bytes; the rest of a longer line is skipped
     /// and the line counted as truncated.
@@ -40,9 +41,13 @@ impl Default for ScanOptions {
 /// Counts for one input.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ScanSummary {
+    /// Lines read.
     pub lines: u64,
+    /// Bytes read.
     pub bytes: u64,
+    /// Hits written.
     pub hits: u64,
+    /// Lines longer than the maximum, scanned up to it.
     pub truncated: u64,
 }
 

@@ -30,14 +30,17 @@ pub struct TaxiiConfig {
     /// `http://host:port/api-root/collections/ID/`
     pub url: String,
     #[serde(default = "default_poll_interval_secs")]
+    /// Seconds between polls (plus jitter).
     pub poll_interval_secs: u64,
     #[serde(default = "default_timeout_secs")]
+    /// Seconds a request may take.
     pub timeout_secs: u64,
     /// Objects per page (`limit`).
     #[serde(default = "default_page_size")]
     pub page_size: usize,
     /// Basic authentication (or set IOCD_TAXII_USER / IOCD_TAXII_PASSWORD).
     pub username: Option<String>,
+    /// Password for `username`.
     pub password: Option<String>,
     /// Bearer token (or set IOCD_TAXII_TOKEN).
     pub token: Option<String>,
@@ -83,6 +86,7 @@ impl TaxiiConfig {
         in_range("page_size", self.page_size, 1, 100_000)
     }
 
+    /// How to reach the collection, credentials resolved.
     pub fn collection(&self) -> Collection {
         use Auth;
         let auth = match (&self.token, &self.username, &self.password) {
@@ -113,6 +117,7 @@ fn default_page_size() -> usize {
     1000
 }
 
+/// The TAXII 2.1 media type, sent as `Accept`.
 pub const MEDIA_TYPE: &str = "application/taxii+json;version=2.1";
 
 /// How to reach a collection.
@@ -120,7 +125,9 @@ pub const MEDIA_TYPE: &str = "application/taxii+json;version=2.1";
 pub struct Collection {
     /// `http://host:port/api-root/collections/ID/`
     pub url: String,
+    /// Credentials sent with every request.
     pub auth: Auth,
+    /// Time a request may take.
     pub timeout: Duration,
     /// Objects asked for per page (`limit`); servers may send fewer.
     pub page_size: usize,
@@ -129,9 +136,18 @@ pub struct Collection {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+/// How requests authenticate.
 pub enum Auth {
+    /// No credentials.
     None,
-    Basic { user: String, password: String },
+    /// HTTP basic authentication.
+    Basic {
+        /// The account.
+        user: String,
+        /// Its password.
+        password: String,
+    },
+    /// A bearer token.
     Bearer(String),
 }
 
@@ -164,6 +180,7 @@ impl Auth {
 pub struct State {
     /// The `X-TAXII-Date-Added-Last` of the last page read.
     pub checkpoint: Option<String>,
+    /// The newest version of every object, by id.
     pub objects: HashMap<String, Value>,
     /// The API root and collection were checked (by this process).
     #[serde(skip)]
@@ -287,7 +304,9 @@ impl Subscription {
 /// What one poll did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Poll {
+    /// Requests made.
     pub requests: usize,
+    /// Objects received.
     pub objects: usize,
 }
 

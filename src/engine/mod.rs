@@ -45,8 +45,11 @@ pub struct EngineOptions {
 /// (or literal) that matched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Match {
+    /// The indicator's index in [`Engine::indicator`].
     pub indicator: u32,
+    /// Byte offset in the line where the match starts.
     pub start: u32,
+    /// Byte offset in the line where the match ends (exclusive).
     pub end: u32,
 }
 
@@ -59,6 +62,7 @@ pub struct ScanState {
 }
 
 impl ScanState {
+    /// Empty scratch space; it grows to the largest line's needs once.
     pub fn new() -> Self {
         Self::default()
     }
@@ -86,23 +90,35 @@ impl std::error::Error for BuildError {}
 /// Sizes of the engine's parts, for the load summary and the benchmarks.
 #[derive(Clone, Debug, Default)]
 pub struct EngineStats {
+    /// Indicators indexed (after duplicates were dropped).
     pub indicators: usize,
     /// Indicators dropped because the same feed already had the same value.
     pub duplicates: usize,
+    /// Exact IPv4 addresses.
     pub ipv4: usize,
+    /// Exact IPv6 addresses.
     pub ipv6: usize,
+    /// IPv4 and IPv6 networks.
     pub cidrs: usize,
+    /// Domain names.
     pub domains: usize,
+    /// URLs.
     pub urls: usize,
+    /// Email addresses.
     pub emails: usize,
+    /// MD5, SHA-1, SHA-256 and SHA-512 digests.
     pub hashes: usize,
+    /// Literal strings.
     pub strings: usize,
+    /// Regular expressions.
     pub regexes: usize,
+    /// Exact sets fronted by a Bloom filter.
     pub bloom_sets: usize,
     /// Approximate heap bytes of the matching structures (not the indicators).
     pub index_bytes: usize,
 }
 
+/// Every indicator, indexed for one pass over a line: immutable once built, shared by every matcher thread.
 pub struct Engine {
     indicators: Vec<Indicator>,
     /// Id chains: `next[id]` is the next indicator under the same key.
@@ -310,6 +326,7 @@ impl Engine {
         &self.indicators[id as usize]
     }
 
+    /// What the engine holds, by kind, and its memory.
     pub fn stats(&self) -> &EngineStats {
         &self.stats
     }

@@ -1,12 +1,16 @@
 //! Feed readers: bytes of a feed file in, indicators and skipped entries out.
 //!
-//! Each format is one module with a `parse(&FeedContext, &str) -> Parsed`
-//! function that does no I/O; [`parse`] detects the format from the content
-//! and dispatches, [`load_path`] reads files and directories. Adding a format
-//! (STIX, MISP) is one module and one arm in [`Format`].
+//! Line formats (plain lists, Zeek intel, CSV) are one module each with a
+//! `parse(&FeedContext, &str) -> Parsed` function that does no I/O. JSON is
+//! parsed once and dispatched by its structure ([`json`]) to the STIX, MISP
+//! or warninglist reader, each taking the parsed value. [`parse_with`] picks
+//! the reader; [`load_path`] reads files and directories. Adding a format is
+//! one module and one arm in [`Format`].
 //!
-//! A bad entry never fails a feed: it is skipped, counted, and the first few
-//! are kept with their line and reason so the operator can fix the feed.
+//! A bad entry never fails a feed: it is skipped, counted by
+//! [`SkipReason`], and the first few are kept with their line and reason so
+//! the operator can fix the feed. Indicators too broad to match
+//! ([`crate::indicator::guard`]) are skipped the same way, in every format.
 
 mod csv;
 pub mod json;
@@ -66,14 +70,18 @@ impl fmt::Display for Format {
 /// An entry a reader could not turn into an indicator.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Skipped {
+    /// 1-based line of the entry in its file (0 when the format has no lines).
     pub line: u32,
+    /// Why it was skipped.
     pub reason: String,
 }
 
 /// The skipped entries of one feed: all counted, the first few kept.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SkipLog {
+    /// Entries skipped in all.
     pub count: usize,
+    /// The first [`SKIP_EXAMPLES`] skipped, with line and reason.
     pub examples: Vec<Skipped>,
     /// Counts by reason, for metrics.
     pub by_reason: std::collections::BTreeMap<SkipReason, usize>,
@@ -164,6 +172,7 @@ impl SkipLog {
 /// What a reader gets besides the text: the feed's name, shared by every
 /// indicator's provenance.
 pub struct FeedContext {
+    /// The feed's name, carried by every indicator read.
     pub name: Arc<str>,
 }
 
@@ -190,17 +199,24 @@ impl FeedContext {
 /// The result of reading one feed file.
 #[derive(Debug)]
 pub struct Parsed {
+    /// The indicators read.
     pub indicators: Vec<Indicator>,
+    /// The entries that could not be used.
     pub skipped: SkipLog,
 }
 
 /// One loaded feed: its name, path, format and content.
 #[derive(Clone, Debug)]
 pub struct Feed {
+    /// The feed's name, carried by its indicators' hits.
     pub name: Arc<str>,
+    /// The file read.
     pub path: PathBuf,
+    /// The format it was read as.
     pub format: Format,
+    /// What it holds (before allowlists).
     pub indicators: Vec<Indicator>,
+    /// Entries skipped, counted by reason.
     pub skipped: SkipLog,
     /// Warninglist rules, when `format` is [`Format::Warninglist`].
     pub warninglist: Option<warninglist::Warninglist>,
@@ -227,7 +243,9 @@ impl Feed {
 /// A feed that could not be read at all (missing, unreadable, not a file).
 #[derive(Debug)]
 pub struct FeedError {
+    /// The path that could not be read.
     pub path: PathBuf,
+    /// Why.
     pub error: std::io::Error,
 }
 

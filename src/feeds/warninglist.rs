@@ -23,9 +23,12 @@ pub enum MatchType {
 #[derive(Clone, Debug, Deserialize)]
 pub struct Warninglist {
     #[serde(default)]
+    /// The list's own name.
     pub name: String,
     #[serde(rename = "type", default = "default_type")]
+    /// How entries match.
     pub match_type: MatchType,
+    /// The entries.
     pub list: Vec<String>,
 }
 

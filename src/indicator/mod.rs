@@ -16,16 +16,27 @@ use std::sync::Arc;
 /// `string`/`regex` matched against the whole line).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum IndicatorType {
+    /// An IPv4 address or network.
     Ipv4,
+    /// An IPv6 address or network.
     Ipv6,
+    /// A domain name and its subdomains.
     Domain,
+    /// A URL (with or without scheme).
     Url,
+    /// An email address.
     Email,
+    /// An MD5 digest.
     Md5,
+    /// A SHA-1 digest.
     Sha1,
+    /// A SHA-256 digest.
     Sha256,
+    /// A SHA-512 digest.
     Sha512,
+    /// Bytes anywhere in a line.
     String,
+    /// A regular expression over the line.
     Regex,
 }
 
@@ -109,8 +120,11 @@ pub struct Provenance {
 /// indicators describing the same observable have equal `(kind, value)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Indicator {
+    /// What kind of observable it is.
     pub kind: IndicatorType,
+    /// The canonical value.
     pub value: Box<str>,
+    /// Where it came from.
     pub provenance: Provenance,
 }
 

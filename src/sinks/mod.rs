@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::HitBatch;
 use crate::settings::Invalid;
 pub use file::FileSinkConfig;
-pub use http::{HttpEncoding, HttpSinkConfig};
+pub use http::HttpSinkConfig;
 pub use stdout::StdoutConfig;
 
 /// Batches queued per sink before the dispatcher waits.

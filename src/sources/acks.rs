@@ -33,15 +33,6 @@ impl<P> AckTracker<P> {
         ack
     }
 
-    /// Batches sent and not yet acknowledged in order.
-    pub fn len(&self) -> usize {
-        self.pending.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
-    }
-
     /// The position to commit now, if it advanced: the last of the longest
     /// acknowledged prefix, which is forgotten.
     pub fn acknowledged(&mut self) -> Option<P> {
@@ -82,11 +73,11 @@ mod tests {
         drop(a);
         assert_eq!(t.acknowledged(), Some(20));
         assert_eq!(t.acknowledged(), None);
-        assert_eq!(t.len(), 1);
+        assert_eq!(t.pending.len(), 1);
         let d = t.track(40);
         drop(d);
         drop(c);
         assert_eq!(t.drain().await, Some(40));
-        assert!(t.is_empty());
+        assert!(t.pending.is_empty());
     }
 }

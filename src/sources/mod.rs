@@ -5,7 +5,7 @@
 //! and ends.
 
 pub mod acks;
-mod file;
+pub(crate) mod file;
 mod framing;
 mod net;
 
@@ -21,9 +21,9 @@ use serde::Deserialize;
 use crate::metrics::Metrics;
 use crate::pipeline::{EngineConfig, LineBatcher, LineQueue};
 use crate::settings::Invalid;
-pub use file::{FileSourceConfig, StartAt};
+pub use file::FileSourceConfig;
 pub use framing::Framing;
-pub use net::{TcpConfig, UdpConfig, UnixConfig, UnixMode};
+pub use net::{TcpConfig, UdpConfig, UnixConfig};
 
 /// Where log lines come from: a closed set, each variant holding its
 /// component's own settings (defined beside the component). Every source
