@@ -141,7 +141,7 @@ pub struct Built {
     /// Seconds loading and building took.
     pub seconds: f64,
     /// TAXII polls made by this build: (feed, error if it failed).
-    pub polls: Vec<(String, Option<String>)>,
+    pub polls: Vec<(String, Option<crate::taxii::TaxiiError>)>,
     /// The next moment a feed's content changes by itself (STIX validity).
     pub next_change: Option<i64>,
 }
@@ -228,14 +228,14 @@ impl Loader {
         name: &str,
         tc: &crate::taxii::TaxiiConfig,
         state_file: Option<&Path>,
-        polls: &mut Vec<(String, Option<String>)>,
+        polls: &mut Vec<(String, Option<crate::taxii::TaxiiError>)>,
         failures: &mut Vec<(String, String)>,
     ) -> Feed {
         let now = feeds::unix_now();
         let t = self
             .taxii
             .entry(name.to_owned())
-            .or_insert_with(|| Subscription::resume(state_file, now));
+            .or_insert_with(|| Subscription::resume(tc, state_file, now));
         match t.poll_if_due(name, tc, state_file, now) {
             None => {}
             Some(Ok(())) => polls.push((name.to_owned(), None)),
@@ -308,7 +308,11 @@ impl Loader {
                 }
                 other => {
                     let why = match &other {
-                        Ok((feed, _)) => feed.failure.clone().unwrap_or_default(),
+                        Ok((feed, _)) => feed
+                            .failure
+                            .as_ref()
+                            .map(ToString::to_string)
+                            .unwrap_or_default(),
                         Err(e) => e.to_string(),
                     };
                     match self.last_good.get(&file) {
@@ -399,13 +403,24 @@ impl LoadReport {
                 .filter(|(_, n)| *n > 0)
                 .map(|(t, n)| format!("{t} {n}"))
                 .collect();
+            let reasons: Vec<String> = f
+                .skipped
+                .by_reason
+                .iter()
+                .map(|(r, n)| format!("{} {n}", r.label()))
+                .collect();
             writeln!(
                 w,
-                "iocd: feed {} ({}): {total} indicators [{}], {} skipped",
+                "iocd: feed {} ({}): {total} indicators [{}], {} skipped{}",
                 f.name,
                 f.format,
                 types.join(", "),
-                f.skipped.count
+                f.skipped.count,
+                if reasons.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", reasons.join(", "))
+                }
             )?;
             write_skips(w, &f.path.display().to_string(), &f.skipped)?;
         }

@@ -20,6 +20,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::backoff::Backoff;
 use crate::http_client::{self, TlsSettings};
 use crate::settings::{in_range, Invalid};
 
@@ -237,17 +238,24 @@ pub struct Subscription {
     state: State,
     /// Unix time the next poll is due.
     next_poll: i64,
-    /// Seconds to wait after a failed poll (doubles, capped at the interval).
-    backoff: i64,
+    /// The wait after a failed poll: from 5 s, doubling, up to the interval.
+    backoff: Backoff,
 }
 
 impl Subscription {
     /// Starts from the state persisted in `state_file` (if any), due now.
-    pub fn resume(state_file: Option<&std::path::Path>, now: i64) -> Subscription {
+    pub fn resume(
+        tc: &TaxiiConfig,
+        state_file: Option<&std::path::Path>,
+        now: i64,
+    ) -> Subscription {
         Subscription {
             state: state_file.map(State::load).unwrap_or_default(),
             next_poll: now,
-            backoff: 5,
+            backoff: Backoff::new(
+                Duration::from_secs(5),
+                Duration::from_secs(tc.poll_interval_secs.max(1)),
+            ),
         }
     }
 
@@ -269,7 +277,7 @@ impl Subscription {
         tc: &TaxiiConfig,
         state_file: Option<&std::path::Path>,
         now: i64,
-    ) -> Option<Result<(), String>> {
+    ) -> Option<Result<(), TaxiiError>> {
         if self.next_poll > now {
             return None;
         }
@@ -289,12 +297,11 @@ impl Subscription {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.subsec_nanos());
                 self.next_poll = now + interval + (nanos as i64) % (interval / 10 + 1);
-                self.backoff = 5;
+                self.backoff.reset();
                 Ok(())
             }
             Err(e) => {
-                self.next_poll = now + self.backoff.min(interval);
-                self.backoff = (self.backoff * 2).min(interval);
+                self.next_poll = now + self.backoff.next_wait().as_secs() as i64;
                 Err(e)
             }
         })
@@ -310,17 +317,91 @@ pub struct Poll {
     pub objects: usize,
 }
 
+/// Why a poll failed. Each names the URL it concerns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaxiiError {
+    /// The shared HTTP client could not be built (a CA file, say).
+    Client(String),
+    /// No answer: connection, TLS or timeout.
+    Transport {
+        /// The URL requested.
+        url: String,
+        /// What failed, with its causes.
+        message: String,
+    },
+    /// An error status (401 wrong credentials, 404 no such collection, ...).
+    Status {
+        /// The URL requested.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The start of the body, which often says why.
+        body: String,
+    },
+    /// An answer that is not what TAXII 2.1 says.
+    Protocol {
+        /// The URL requested.
+        url: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The collection exists but these credentials may not read it.
+    NotReadable {
+        /// The collection's URL.
+        url: String,
+    },
+    /// The server kept saying `more` past this many pages.
+    TooManyPages(usize),
+}
+
+impl TaxiiError {
+    fn status(url: &str, status: u16, body: &[u8]) -> TaxiiError {
+        TaxiiError::Status {
+            url: url.to_owned(),
+            status,
+            body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+        }
+    }
+
+    fn transport(url: &str, e: &reqwest::Error) -> TaxiiError {
+        TaxiiError::Transport {
+            url: url.to_owned(),
+            message: http_client::describe(e),
+        }
+    }
+}
+
+impl std::fmt::Display for TaxiiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TaxiiError::Client(e) => write!(f, "TAXII client: {e}"),
+            TaxiiError::Transport { url, message } => write!(f, "{url}: {message}"),
+            TaxiiError::Status { url, status, body } => {
+                write!(f, "GET {url}: HTTP {status}: {body}")
+            }
+            TaxiiError::Protocol { url, message } => write!(f, "{url}: {message}"),
+            TaxiiError::NotReadable { url } => write!(
+                f,
+                "{url}: the collection cannot be read with these credentials (can_read is not true)"
+            ),
+            TaxiiError::TooManyPages(n) => write!(f, "more than {n} pages: giving up"),
+        }
+    }
+}
+
+impl std::error::Error for TaxiiError {}
+
 /// Polls `c` from `state`'s checkpoint, merging what is new.
 ///
 /// # Errors
 /// A request failed or an answer was not TAXII; `state` keeps whatever pages
 /// were merged before, but its checkpoint only moves on a complete poll.
-pub fn poll(c: &Collection, state: &mut State) -> Result<Poll, String> {
+pub fn poll(c: &Collection, state: &mut State) -> Result<Poll, TaxiiError> {
     let tls = TlsSettings {
         ca_file: c.ca_file.clone(),
         ..TlsSettings::default()
     };
-    let client = http_client::client(c.timeout, &tls)?;
+    let client = http_client::client(c.timeout, &tls).map_err(TaxiiError::Client)?;
     let get = |url: &str| get(&client, url, c);
     if !state.checked {
         check(c, &get)?;
@@ -332,7 +413,10 @@ pub fn poll(c: &Collection, state: &mut State) -> Result<Poll, String> {
     let mut last_added = state.checkpoint.clone();
     loop {
         // The same filters on every page (servers check), `limit` included.
-        let mut url = reqwest::Url::parse(&base).map_err(|e| format!("{base}: {e}"))?;
+        let mut url = reqwest::Url::parse(&base).map_err(|e| TaxiiError::Protocol {
+            url: base.clone(),
+            message: e.to_string(),
+        })?;
         {
             let mut q = url.query_pairs_mut();
             q.append_pair("limit", &c.page_size.max(1).to_string());
@@ -350,13 +434,12 @@ pub fn poll(c: &Collection, state: &mut State) -> Result<Poll, String> {
             break;
         }
         if status != 200 {
-            return Err(format!(
-                "GET {url}: HTTP {status}: {}",
-                String::from_utf8_lossy(&body[..body.len().min(200)])
-            ));
+            return Err(TaxiiError::status(&url, status, &body));
         }
-        let envelope: Value = serde_json::from_slice(&body)
-            .map_err(|e| format!("GET {url}: not a TAXII envelope: {e}"))?;
+        let envelope: Value = serde_json::from_slice(&body).map_err(|e| TaxiiError::Protocol {
+            url: url.clone(),
+            message: format!("not a TAXII envelope: {e}"),
+        })?;
         for o in envelope["objects"].as_array().into_iter().flatten() {
             state.merge(o.clone());
             result.objects += 1;
@@ -367,13 +450,18 @@ pub fn poll(c: &Collection, state: &mut State) -> Result<Poll, String> {
         if envelope["more"].as_bool() == Some(true) {
             match envelope["next"].as_str() {
                 Some(n) => next = Some(n.to_owned()),
-                None => return Err(format!("GET {url}: more is true but there is no next")),
+                None => {
+                    return Err(TaxiiError::Protocol {
+                        url,
+                        message: "more is true but there is no next".into(),
+                    })
+                }
             }
         } else {
             break;
         }
         if result.requests > 100_000 {
-            return Err("more than 100000 pages: giving up".into());
+            return Err(TaxiiError::TooManyPages(100_000));
         }
     }
     state.checkpoint = last_added;
@@ -382,23 +470,27 @@ pub fn poll(c: &Collection, state: &mut State) -> Result<Poll, String> {
 
 /// Checks, once, that the API root speaks TAXII 2.1 and that the collection
 /// exists and may be read, so a wrong URL or account says so plainly.
-fn check(c: &Collection, get: &dyn Fn(&str) -> Result<Response, String>) -> Result<(), String> {
+fn check(
+    c: &Collection,
+    get: &dyn Fn(&str) -> Result<Response, TaxiiError>,
+) -> Result<(), TaxiiError> {
     let url = c.url.trim_end_matches('/');
+    let protocol = |u: &str, message: String| TaxiiError::Protocol {
+        url: u.to_owned(),
+        message,
+    };
     let (root, _) = url.rsplit_once("/collections/").ok_or_else(|| {
-        format!(
-            "{}: not a collection URL (…/API-ROOT/collections/ID/)",
-            c.url
+        protocol(
+            &c.url,
+            "not a collection URL (…/API-ROOT/collections/ID/)".into(),
         )
     })?;
-    let json = |u: &str| -> Result<Value, String> {
+    let json = |u: &str| -> Result<Value, TaxiiError> {
         let (status, _, body) = get(u)?;
         if status != 200 {
-            return Err(format!(
-                "GET {u}: HTTP {status}: {}",
-                String::from_utf8_lossy(&body[..body.len().min(200)])
-            ));
+            return Err(TaxiiError::status(u, status, &body));
         }
-        serde_json::from_slice(&body).map_err(|e| format!("GET {u}: not JSON: {e}"))
+        serde_json::from_slice(&body).map_err(|e| protocol(u, format!("not JSON: {e}")))
     };
     let api_root = json(&format!("{root}/"))?;
     let versions = api_root["versions"]
@@ -410,15 +502,16 @@ fn check(c: &Collection, get: &dyn Fn(&str) -> Result<Response, String>) -> Resu
         })
         .unwrap_or(false);
     if !versions {
-        return Err(format!(
-            "{root}/ does not list {MEDIA_TYPE} among its versions"
+        return Err(protocol(
+            &format!("{root}/"),
+            format!("does not list {MEDIA_TYPE} among its versions"),
         ));
     }
     let collection = json(&format!("{url}/"))?;
     if collection["can_read"].as_bool() != Some(true) {
-        return Err(format!(
-            "{url}/: the collection cannot be read with these credentials (can_read is not true)"
-        ));
+        return Err(TaxiiError::NotReadable {
+            url: format!("{url}/"),
+        });
     }
     Ok(())
 }
@@ -426,7 +519,7 @@ fn check(c: &Collection, get: &dyn Fn(&str) -> Result<Response, String>) -> Resu
 type Response = (u16, HashMap<String, String>, Vec<u8>);
 
 /// One GET: the status, the headers (names lowercase) and the body.
-fn get(client: &reqwest::Client, url: &str, c: &Collection) -> Result<Response, String> {
+fn get(client: &reqwest::Client, url: &str, c: &Collection) -> Result<Response, TaxiiError> {
     http_client::block_on(async {
         let req = client.get(url).header(reqwest::header::ACCEPT, MEDIA_TYPE);
         let resp = c
@@ -434,7 +527,7 @@ fn get(client: &reqwest::Client, url: &str, c: &Collection) -> Result<Response, 
             .apply(req)
             .send()
             .await
-            .map_err(|e| format!("{url}: {}", http_client::describe(&e)))?;
+            .map_err(|e| TaxiiError::transport(url, &e))?;
         let status = resp.status().as_u16();
         let headers = resp
             .headers()
@@ -449,7 +542,7 @@ fn get(client: &reqwest::Client, url: &str, c: &Collection) -> Result<Response, 
         let body = resp
             .bytes()
             .await
-            .map_err(|e| format!("{url}: {}", http_client::describe(&e)))?;
+            .map_err(|e| TaxiiError::transport(url, &e))?;
         Ok((status, headers, body.to_vec()))
     })
 }

@@ -18,6 +18,9 @@ pub enum JsonKind {
     Misp,
     /// A MISP feed's `manifest.json`: an index of events, not indicators.
     MispManifest,
+    /// A STIX feed's index of its bundles (TweetFeed's `manifest.json`:
+    /// `{"bundles": {"week": {"id": "bundle--…", "url": …}}}`).
+    StixIndex,
     /// A MISP warninglist (`{"list": […], …}`).
     Warninglist,
 }
@@ -58,6 +61,8 @@ pub fn kind(root: &Value) -> Option<JsonKind> {
                 Some(JsonKind::Warninglist)
             } else if is_manifest(o) {
                 Some(JsonKind::MispManifest)
+            } else if is_bundle_index(o) {
+                Some(JsonKind::StixIndex)
             } else {
                 None
             }
@@ -81,6 +86,20 @@ fn is_stix_object(o: Option<&Map<String, Value>>) -> bool {
 /// An event exported without the `{"Event": …}` wrapper.
 pub fn is_bare_event(o: &Map<String, Value>) -> bool {
     o.contains_key("info") && (o.contains_key("Attribute") || o.contains_key("Object"))
+}
+
+/// An index of STIX bundles: `bundles` maps names to `{"id": "bundle--…"}`.
+fn is_bundle_index(o: &Map<String, Value>) -> bool {
+    o.get("bundles")
+        .and_then(Value::as_object)
+        .is_some_and(|b| {
+            !b.is_empty()
+                && b.values().all(|v| {
+                    v.get("id")
+                        .and_then(Value::as_str)
+                        .is_some_and(|id| id.starts_with("bundle--"))
+                })
+        })
 }
 
 /// A MISP feed manifest: event UUIDs mapping to summaries with `info` and
@@ -127,6 +146,10 @@ mod tests {
             (
                 r#"{"name": "n", "type": "cidr", "list": ["10.0.0.0/8"]}"#.into(),
                 Some(JsonKind::Warninglist),
+            ),
+            (
+                r#"{"spec_version": "2.1", "bundles": {"week": {"id": "bundle--3b1a", "url": "https://x/week.json"}}}"#.into(),
+                Some(JsonKind::StixIndex),
             ),
             (r#"{"type": "indicator"}"#.into(), None),
             (r#"[1, 2]"#.into(), None),

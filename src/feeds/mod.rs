@@ -223,7 +223,7 @@ pub struct Feed {
     /// Why the file as a whole is not a usable feed (an HTML error page, a
     /// warninglist that is not JSON, nothing but bad entries). A daemon keeps
     /// the last good version of such a feed.
-    pub failure: Option<String>,
+    pub failure: Option<FeedFailure>,
     /// When the feed's content changes by itself (a STIX indicator becomes
     /// valid or expires), in Unix seconds: the engine must be rebuilt then.
     pub next_change: Option<i64>,
@@ -239,6 +239,38 @@ impl Feed {
         counts
     }
 }
+
+/// Why a file as a whole is not a usable feed. A daemon keeps such a
+/// file's last good content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FeedFailure {
+    /// An HTML page: a failed download saved over the feed.
+    Html,
+    /// JSON that does not parse (serde's message names line and column).
+    InvalidJson(String),
+    /// JSON that is no format iocd reads.
+    JsonNotAFeed,
+    /// A warninglist whose fields are wrong.
+    BadWarninglist(String),
+    /// A line-based file with entries, none of them usable (this many).
+    NoUsableEntry(usize),
+}
+
+impl fmt::Display for FeedFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FeedFailure::Html => f.write_str("an HTML page, not a feed (a failed download?)"),
+            FeedFailure::InvalidJson(e) => write!(f, "invalid JSON: {e}"),
+            FeedFailure::JsonNotAFeed => {
+                f.write_str("JSON, but not STIX, MISP or a MISP warninglist")
+            }
+            FeedFailure::BadWarninglist(e) => write!(f, "not a MISP warninglist: {e}"),
+            FeedFailure::NoUsableEntry(n) => write!(f, "no usable entry ({n} skipped)"),
+        }
+    }
+}
+
+impl std::error::Error for FeedFailure {}
 
 /// A feed that could not be read at all (missing, unreadable, not a file).
 #[derive(Debug)]
@@ -337,24 +369,18 @@ pub fn parse_with(name: &str, path: &Path, text: &str, options: &ParseOptions, n
     }
     // A file that is not a usable feed at all: one skip naming why, and a
     // failure, so a daemon keeps the file's last good content.
-    let broken = |line: u32, why: String| {
+    let broken = |line: u32, why: FeedFailure| {
         let mut p = empty();
-        p.skipped.push(line, why.clone());
+        p.skipped.push(line, why.to_string());
         (p, Some(why))
     };
     let (format, (mut parsed, mut failure)) = if looks_like_html(text) {
-        (
-            Format::Plain,
-            broken(
-                1,
-                "an HTML page, not a feed (a failed download?)".to_owned(),
-            ),
-        )
+        (Format::Plain, broken(1, FeedFailure::Html))
     } else if json::must_be_json(text) {
         match serde_json::from_str::<serde_json::Value>(text) {
             Err(e) => (
                 Format::Plain,
-                broken(e.line() as u32, format!("invalid JSON: {e}")),
+                broken(e.line() as u32, FeedFailure::InvalidJson(e.to_string())),
             ),
             Ok(root) => match json::kind(&root) {
                 Some(json::JsonKind::Stix) => {
@@ -369,8 +395,9 @@ pub fn parse_with(name: &str, path: &Path, text: &str, options: &ParseOptions, n
                         None,
                     ),
                 ),
-                // An index of a MISP feed's events: nothing to load, no failure.
+                // An index of a feed's events or bundles: nothing to load, no failure.
                 Some(json::JsonKind::MispManifest) => (Format::Misp, (empty(), None)),
+                Some(json::JsonKind::StixIndex) => (Format::Stix, (empty(), None)),
                 Some(json::JsonKind::Warninglist) => {
                     match serde_json::from_value::<warninglist::Warninglist>(root) {
                         Ok(w) => {
@@ -379,17 +406,11 @@ pub fn parse_with(name: &str, path: &Path, text: &str, options: &ParseOptions, n
                         }
                         Err(e) => (
                             Format::Warninglist,
-                            broken(1, format!("not a MISP warninglist: {e}")),
+                            broken(1, FeedFailure::BadWarninglist(e.to_string())),
                         ),
                     }
                 }
-                None => (
-                    Format::Plain,
-                    broken(
-                        1,
-                        "JSON, but not STIX, MISP or a MISP warninglist".to_owned(),
-                    ),
-                ),
+                None => (Format::Plain, broken(1, FeedFailure::JsonNotAFeed)),
             },
         }
     } else {
@@ -406,10 +427,7 @@ pub fn parse_with(name: &str, path: &Path, text: &str, options: &ParseOptions, n
     // all expired is legitimately empty.
     let line_based = matches!(format, Format::Plain | Format::Zeek | Format::Csv);
     if failure.is_none() && line_based && parsed.indicators.is_empty() && parsed.skipped.count > 0 {
-        failure = Some(format!(
-            "no usable entry ({} skipped)",
-            parsed.skipped.count
-        ));
+        failure = Some(FeedFailure::NoUsableEntry(parsed.skipped.count));
     }
     // After the failure verdict: a feed of nothing but private addresses is
     // a feed that loads nothing, not a broken download to fall back from.
@@ -637,7 +655,9 @@ mod tests {
             let feed = parse("j.json", Path::new("j.json"), text);
             assert!(feed.indicators.is_empty());
             assert!(
-                feed.failure.as_deref().is_some_and(|f| f.starts_with(why)),
+                feed.failure
+                    .as_ref()
+                    .is_some_and(|f| f.to_string().starts_with(why)),
                 "{text}: {:?}",
                 feed.failure
             );

@@ -5,7 +5,7 @@
 //! (`0.0.0.0 name ...`) and LOKI (`VALUE;comment`).
 
 use super::{FeedContext, Parsed, SkipLog, SkipReason};
-use crate::indicator::canon::{classify, refang, typed};
+use crate::indicator::canon::{classify, refang, typed, TypeHint};
 use crate::indicator::IndicatorType;
 
 const HOSTS_SINKS: [&str; 4] = ["0.0.0.0", "127.0.0.1", "::", "::1"];
@@ -67,8 +67,8 @@ fn parse_lines(ctx: &FeedContext, text: &str, lines_before: u32) -> Parsed {
             continue;
         }
         if let Some((first, rest)) = line.split_once('\t') {
-            if IndicatorType::from_name(first).is_some() {
-                match typed(first, rest) {
+            if let Some(hint) = IndicatorType::from_name(first).map(TypeHint::Exactly) {
+                match typed(hint, rest) {
                     Some(c) => indicators.push(ctx.indicator(c, n, Vec::new())),
                     None => skipped.push(n, format!("not a valid {first}: {rest:?}")),
                 }

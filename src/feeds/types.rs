@@ -1,7 +1,7 @@
 //! Type names that feeds state (CSV type columns, and later MISP attribute
 //! types) mapped to iocd's indicator types.
 
-use crate::indicator::canon::{domain, typed, Canonical};
+use crate::indicator::canon::{domain, typed, Canonical, TypeHint};
 use crate::indicator::IndicatorType;
 
 /// Canonicalises `value` stated to be of feed type `kind` (case-insensitive).
@@ -18,8 +18,8 @@ pub fn canonical(kind: &str, value: &str) -> Result<Vec<Canonical>, String> {
     let after_pipe = |v: &str| v.rsplit_once('|').map_or(v, |(_, b)| b).to_owned();
     match kind.as_str() {
         "ip" | "ipv4" | "ipv6" | "ip-src" | "ip-dst" | "ipv4-addr" | "ipv6-addr" | "cidr"
-        | "subnet" => one(typed("ip", value)),
-        "ip-src|port" | "ip-dst|port" => one(typed("ip", &before_pipe(value))),
+        | "subnet" => one(typed(TypeHint::Ip, value)),
+        "ip-src|port" | "ip-dst|port" => one(typed(TypeHint::Ip, &before_pipe(value))),
         "hostname|port" => one(domain(&before_pipe(value)).map(|d| (IndicatorType::Domain, d))),
         "domain" | "hostname" | "domain-name" | "fqdn" => {
             one(domain(value).map(|d| (IndicatorType::Domain, d)))
@@ -27,12 +27,12 @@ pub fn canonical(kind: &str, value: &str) -> Result<Vec<Canonical>, String> {
         "domain|ip" => {
             let (d, ip) = value.split_once('|').ok_or_else(bad)?;
             let d = domain(d).ok_or_else(bad)?;
-            let ip = typed("ip", ip).ok_or_else(bad)?;
+            let ip = typed(TypeHint::Ip, ip).ok_or_else(bad)?;
             Ok(vec![(IndicatorType::Domain, d), ip])
         }
-        "url" | "uri-full" => one(typed("url", value)),
+        "url" | "uri-full" => one(typed(TypeHint::Exactly(IndicatorType::Url), value)),
         "email" | "email-src" | "email-dst" | "email-addr" | "email-address" => {
-            one(typed("email-addr", value))
+            one(typed(TypeHint::Exactly(IndicatorType::Email), value))
         }
         "md5"
         | "sha1"
@@ -43,9 +43,9 @@ pub fn canonical(kind: &str, value: &str) -> Result<Vec<Canonical>, String> {
         | "ja3-fingerprint-md5"
         | "x509-fingerprint-sha1"
         | "x509-fingerprint-sha256"
-        | "x509-fingerprint-md5" => one(typed("hash", value)),
+        | "x509-fingerprint-md5" => one(typed(TypeHint::Hash, value)),
         k if k.starts_with("filename|") || k == "malware-sample" => {
-            one(typed("hash", &after_pipe(value)))
+            one(typed(TypeHint::Hash, &after_pipe(value)))
         }
         "user-agent"
         | "mutex"
@@ -59,9 +59,12 @@ pub fn canonical(kind: &str, value: &str) -> Result<Vec<Canonical>, String> {
         | "string"
         | "windows-service-name"
         | "process-name"
-        | "pdb" => one(typed("string", value)),
-        "regkey|value" => one(typed("string", &before_pipe(value))),
-        "regex" => one(typed("regex", value)),
+        | "pdb" => one(typed(TypeHint::Exactly(IndicatorType::String), value)),
+        "regkey|value" => one(typed(
+            TypeHint::Exactly(IndicatorType::String),
+            &before_pipe(value),
+        )),
+        "regex" => one(typed(TypeHint::Exactly(IndicatorType::Regex), value)),
         _ => Err(format!(
             "type {kind:?} is not an indicator type iocd matches"
         )),

@@ -2,17 +2,19 @@
 //! `indicator_type` columns, tab-separated rows, `meta.*` columns as metadata.
 
 use super::{FeedContext, Parsed, SkipLog};
-use crate::indicator::canon::typed;
+use crate::indicator::canon::{typed, TypeHint};
+use crate::indicator::IndicatorType;
 
-/// The Zeek `Intel::` types iocd matches, and the typed-list kind each maps to.
-fn kind_of(intel_type: &str) -> Option<&'static str> {
+/// The Zeek `Intel::` types iocd matches, and what each holds.
+fn kind_of(intel_type: &str) -> Option<TypeHint> {
+    use IndicatorType as T;
     Some(match intel_type {
-        "Intel::ADDR" | "Intel::SUBNET" => "ip",
-        "Intel::DOMAIN" => "domain-name",
-        "Intel::URL" => "url",
-        "Intel::EMAIL" => "email-addr",
-        "Intel::FILE_HASH" | "Intel::CERT_HASH" | "Intel::PUBKEY_HASH" => "hash",
-        "Intel::FILE_NAME" | "Intel::USER_NAME" | "Intel::SOFTWARE" => "string",
+        "Intel::ADDR" | "Intel::SUBNET" => TypeHint::Ip,
+        "Intel::DOMAIN" => TypeHint::Exactly(T::Domain),
+        "Intel::URL" => TypeHint::Exactly(T::Url),
+        "Intel::EMAIL" => TypeHint::Exactly(T::Email),
+        "Intel::FILE_HASH" | "Intel::CERT_HASH" | "Intel::PUBKEY_HASH" => TypeHint::Hash,
+        "Intel::FILE_NAME" | "Intel::USER_NAME" | "Intel::SOFTWARE" => TypeHint::Exactly(T::String),
         _ => return None,
     })
 }

@@ -98,7 +98,7 @@ fn schemeless_url(v: &str) -> Option<Canonical> {
     if !is_domain(lower.trim_end_matches('.')) && !is_ipv4_token(host) {
         return None;
     }
-    typed("url", v)
+    typed(TypeHint::Exactly(IndicatorType::Url), v)
 }
 
 /// `d.d.d.d` as the scanner accepts it: 1-3 digits a part, at most 255, no
@@ -114,30 +114,56 @@ fn is_ipv4_token(s: &str) -> bool {
         })
 }
 
-/// Canonicalises a value whose type the feed states (`ip` means either IP
-/// version, `hash` any digest length). `None` when the value is not of that type.
-pub fn typed(kind: &str, value: &str) -> Option<Canonical> {
-    match kind {
-        "ip" | "ipv4-addr" | "ipv6-addr" => {
+/// What a feed says a value is, before canonicalisation: one indicator
+/// type, or a family the value's own shape settles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TypeHint {
+    /// Exactly this type (a digest type still takes its length's type: a
+    /// 40-digit "md5" is a SHA-1).
+    Exactly(IndicatorType),
+    /// An IPv4 or IPv6 address or network.
+    Ip,
+    /// A hex digest of any supported length.
+    Hash,
+}
+
+impl TypeHint {
+    /// The hint a typed feed names: `ip`, `hash`, or a type name
+    /// ([`IndicatorType::from_name`]).
+    pub fn from_name(name: &str) -> Option<TypeHint> {
+        match name {
+            "ip" => Some(TypeHint::Ip),
+            "hash" => Some(TypeHint::Hash),
+            other => IndicatorType::from_name(other).map(TypeHint::Exactly),
+        }
+    }
+}
+
+/// Canonicalises a value whose type the feed states. `None` when the value
+/// is not of that type.
+pub fn typed(hint: TypeHint, value: &str) -> Option<Canonical> {
+    use IndicatorType as T;
+    match hint {
+        TypeHint::Ip | TypeHint::Exactly(T::Ipv4 | T::Ipv6) => {
             classify(value).filter(|(t, _)| matches!(t, IndicatorType::Ipv4 | IndicatorType::Ipv6))
         }
-        "hash" | "md5" | "sha1" | "sha256" | "sha512" => {
+        TypeHint::Hash | TypeHint::Exactly(T::Md5 | T::Sha1 | T::Sha256 | T::Sha512) => {
             let v = value.trim().to_ascii_lowercase();
             let kind = IndicatorType::hash_for_hex_len(v.len())?;
             v.bytes()
                 .all(|b| b.is_ascii_hexdigit())
                 .then_some((kind, v))
         }
-        "domain-name" => {
+        TypeHint::Exactly(T::Domain) => {
             let d = value.trim().to_lowercase();
             let d = d.trim_end_matches('.');
             (!d.is_empty()).then(|| (IndicatorType::Domain, d.to_owned()))
         }
-        "email-addr" => {
+        TypeHint::Exactly(T::Email) => {
             let v = value.trim().to_lowercase();
             v.contains('@').then_some((IndicatorType::Email, v))
         }
-        "url" => {
+        TypeHint::Exactly(T::Url) => {
             let v = value.trim();
             if v.contains("://") {
                 canon_url(v).map(|u| (IndicatorType::Url, u))
@@ -149,12 +175,14 @@ pub fn typed(kind: &str, value: &str) -> Option<Canonical> {
                 Some((IndicatorType::Url, s))
             }
         }
-        "string" => (!value.is_empty()).then(|| (IndicatorType::String, value.to_owned())),
+        TypeHint::Exactly(T::String) => {
+            (!value.is_empty()).then(|| (IndicatorType::String, value.to_owned()))
+        }
         // Validated here so a bad pattern is a skipped entry with its line,
         // never an engine that fails to build.
-        "regex" => (!value.is_empty() && regex::bytes::Regex::new(value).is_ok())
-            .then(|| (IndicatorType::Regex, value.to_owned())),
-        _ => None,
+        TypeHint::Exactly(T::Regex) => (!value.is_empty()
+            && regex::bytes::Regex::new(value).is_ok())
+        .then(|| (IndicatorType::Regex, value.to_owned())),
     }
 }
 
@@ -433,29 +461,38 @@ mod tests {
 
     #[test]
     fn typed_table() {
-        assert_eq!(typed("ip", "07:01:24"), None);
+        assert_eq!(typed(TypeHint::Ip, "07:01:24"), None);
         assert_eq!(
-            typed("md5", "da39a3ee5e6b4b0d3255bfef95601890afd80709"),
+            typed(
+                TypeHint::Exactly(Md5),
+                "da39a3ee5e6b4b0d3255bfef95601890afd80709"
+            ),
             Some((Sha1, "da39a3ee5e6b4b0d3255bfef95601890afd80709".into()))
         );
         assert_eq!(
-            typed("sha1", "da39a3ee5e6b4b0d3255bfef95601890afd807091"),
+            typed(
+                TypeHint::Exactly(Sha1),
+                "da39a3ee5e6b4b0d3255bfef95601890afd807091"
+            ),
             None
         );
         assert_eq!(
-            typed("url", "Bad.Example/p"),
+            typed(TypeHint::Exactly(Url), "Bad.Example/p"),
             Some((Url, "bad.example/p".into()))
         );
         assert_eq!(
-            typed("url", "bad.example"),
+            typed(TypeHint::Exactly(Url), "bad.example"),
             Some((Url, "bad.example/".into()))
         );
         assert_eq!(
-            typed("domain-name", "Evil.COM."),
+            typed(TypeHint::Exactly(Domain), "Evil.COM."),
             Some((Domain, "evil.com".into()))
         );
-        assert_eq!(typed("string", "needle"), Some((String, "needle".into())));
-        assert_eq!(typed("nonsense", "x"), None);
+        assert_eq!(
+            typed(TypeHint::Exactly(String), "needle"),
+            Some((String, "needle".into()))
+        );
+        assert_eq!(TypeHint::from_name("nonsense"), None);
     }
 
     #[test]

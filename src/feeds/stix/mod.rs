@@ -418,9 +418,9 @@ mod tests {
         assert!(
             feed.indicators.is_empty() && feed.skipped.examples[0].reason.contains("invalid JSON")
         );
-        assert!(feed
-            .failure
-            .as_deref()
-            .is_some_and(|f| f.starts_with("invalid JSON")));
+        assert!(matches!(
+            feed.failure,
+            Some(crate::feeds::FeedFailure::InvalidJson(_))
+        ));
     }
 }

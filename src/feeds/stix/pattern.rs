@@ -13,7 +13,7 @@
 
 use std::fmt;
 
-use crate::indicator::canon::{classify, typed, Canonical};
+use crate::indicator::canon::{classify, typed, Canonical, TypeHint};
 use crate::indicator::IndicatorType;
 
 /// Why a pattern gives no indicators.
@@ -408,27 +408,41 @@ fn is_type_statement(c: &Cmp) -> bool {
     matches!(c, Cmp::Leaf(l) if l.path.last().is_some_and(|p| p == "type") && l.op == "=")
 }
 
+/// What a STIX object path holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PathKind {
+    /// A value of this type (or family).
+    Typed(TypeHint),
+    /// A `network-traffic` reference: an address, a network or a host name.
+    AnyAddress,
+}
+
 /// What kind of value a path holds.
-fn kind_of(object: &str, path: &[String]) -> Option<&'static str> {
+fn kind_of(object: &str, path: &[String]) -> Option<PathKind> {
+    use IndicatorType as T;
+    use PathKind::{AnyAddress, Typed};
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
+    let string = Typed(TypeHint::Exactly(T::String));
     Some(match (object, p.as_slice()) {
-        ("ipv4-addr" | "ipv6-addr", ["value"]) => "ip",
-        ("domain-name", ["value"]) => "domain-name",
-        ("url", ["value"]) => "url",
-        ("email-addr", ["value"]) => "email-addr",
-        ("file" | "x509-certificate" | "artifact", ["hashes", _]) => "hash",
+        ("ipv4-addr" | "ipv6-addr", ["value"]) => Typed(TypeHint::Ip),
+        ("domain-name", ["value"]) => Typed(TypeHint::Exactly(T::Domain)),
+        ("url", ["value"]) => Typed(TypeHint::Exactly(T::Url)),
+        ("email-addr", ["value"]) => Typed(TypeHint::Exactly(T::Email)),
+        ("file" | "x509-certificate" | "artifact", ["hashes", _]) => Typed(TypeHint::Hash),
         ("file", ["name"])
         | ("mutex", ["name"])
         | ("windows-registry-key", ["key"])
-        | ("process", ["name"]) => "string",
-        ("network-traffic", ["dst_ref" | "src_ref", "value"]) => "any",
-        ("email-message", ["from_ref" | "sender_ref", "value"]) => "email-addr",
+        | ("process", ["name"]) => string,
+        ("network-traffic", ["dst_ref" | "src_ref", "value"]) => AnyAddress,
+        ("email-message", ["from_ref" | "sender_ref", "value"]) => {
+            Typed(TypeHint::Exactly(T::Email))
+        }
         ("network-traffic", ["extensions", "http-request-ext", "request_header", h])
             if h.eq_ignore_ascii_case("user-agent") =>
         {
-            "string"
+            string
         }
-        ("user-agent", ["value"]) | ("software", ["name"]) => "string",
+        ("user-agent", ["value"]) | ("software", ["name"]) => string,
         _ => return None,
     })
 }
@@ -440,9 +454,11 @@ fn leaf(c: &Comparison, out: &mut Vec<Canonical>) -> Result<(), PatternError> {
     };
     let canon = |v: &str| -> Option<Canonical> {
         match kind {
-            "any" => classify(v).filter(|(t, _)| *t != IndicatorType::String),
-            "domain-name" => crate::indicator::canon::domain(v).map(|d| (IndicatorType::Domain, d)),
-            k => typed(k, v),
+            PathKind::AnyAddress => classify(v).filter(|(t, _)| *t != IndicatorType::String),
+            PathKind::Typed(TypeHint::Exactly(IndicatorType::Domain)) => {
+                crate::indicator::canon::domain(v).map(|d| (IndicatorType::Domain, d))
+            }
+            PathKind::Typed(hint) => typed(hint, v),
         }
     };
     let one = |v: &str, out: &mut Vec<Canonical>| -> Result<(), PatternError> {
@@ -457,13 +473,15 @@ fn leaf(c: &Comparison, out: &mut Vec<Canonical>) -> Result<(), PatternError> {
     match c.op.as_str() {
         "=" => one(&c.values[0], out),
         "IN" => c.values.iter().try_for_each(|v| one(v, out)),
-        "ISSUBSET" if kind == "ip" || kind == "any" => match classify(&c.values[0]) {
-            Some(x @ (IndicatorType::Ipv4 | IndicatorType::Ipv6, _)) => {
-                out.push(x);
-                Ok(())
+        "ISSUBSET" if matches!(kind, PathKind::Typed(TypeHint::Ip) | PathKind::AnyAddress) => {
+            match classify(&c.values[0]) {
+                Some(x @ (IndicatorType::Ipv4 | IndicatorType::Ipv6, _)) => {
+                    out.push(x);
+                    Ok(())
+                }
+                _ => err(format!("{:?} is not a network for ISSUBSET", c.values[0])),
             }
-            _ => err(format!("{:?} is not a network for ISSUBSET", c.values[0])),
-        },
+        }
         "MATCHES" => {
             let re = &c.values[0];
             regex::bytes::Regex::new(re)
