@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use harness::{free_port, test_dir, Daemon, WAIT};
+use harness::{free_port, test_dir, throwaway_pki, tool, Daemon, TlsProxy, WAIT};
 use serde_json::{json, Value};
 
 struct Medallion {
@@ -253,22 +253,6 @@ fn daemon_follows_revocation_expiry_outage_and_restart() {
     assert!(status.success() && rest.is_empty(), "{rest:?}");
 }
 
-/// Runs `cmd` (a peer tool the test needs); `None`, said loudly, when the
-/// tool is not installed.
-fn tool(name: &str) -> Option<()> {
-    if Command::new(name)
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_err()
-    {
-        common::skipped("taxii over https", &format!("{name} is not installed"));
-        return None;
-    }
-    Some(())
-}
-
 #[test]
 fn taxii_over_https_verifies_the_server() {
     let dir = test_dir("taxii-tls");
@@ -276,52 +260,12 @@ fn taxii_over_https_verifies_the_server() {
     let Some(m) = medallion(&dir, mport, &objects(3)) else {
         return;
     };
-    let (Some(()), Some(())) = (tool("openssl"), tool("socat")) else {
+    if !tool("openssl", "taxii over https") || !tool("socat", "taxii over https") {
         return;
-    };
-    // A throwaway CA and a server certificate for 127.0.0.1.
-    let sh = |script: &str| {
-        assert!(
-            Command::new("sh")
-                .arg("-c")
-                .arg(script)
-                .current_dir(&dir)
-                .status()
-                .unwrap()
-                .success(),
-            "{script}"
-        )
-    };
-    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj '/CN=iocd test CA' 2>/dev/null");
-    sh("openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj '/CN=127.0.0.1' 2>/dev/null");
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    sh("openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile ext.cnf 2>/dev/null");
+    }
+    throwaway_pki(&dir);
     // TLS in front of medallion, as a reverse proxy would be.
-    struct Kill(Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _proxy = Kill(
-        Command::new("socat")
-            .arg(format!("OPENSSL-LISTEN:{tport},cert=server.pem,key=server.key,verify=0,fork,reuseaddr,bind=127.0.0.1"))
-            .arg(format!("TCP:127.0.0.1:{}", m.port))
-            .current_dir(&dir)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + WAIT;
-    while TcpStream::connect(("127.0.0.1", tport)).is_err() {
-        assert!(Instant::now() < deadline, "socat did not start");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let _proxy = TlsProxy::start(&dir, tport, m.port, false);
     let url = format!("https://127.0.0.1:{tport}/api1/collections/c1/");
     let scan = |ca: Option<&Path>| {
         let mut c = common::iocd();

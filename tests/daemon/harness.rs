@@ -252,3 +252,90 @@ pub fn metrics_at(port: u16) -> String {
 pub fn feed_config(feed: &Path) -> String {
     crate::common::minimal_config(feed, "")
 }
+
+/// True when the peer tool `name` runs; said loudly (or failed, in CI)
+/// when it does not.
+pub fn tool(name: &str, test: &str) -> bool {
+    let ok = std::process::Command::new(name)
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !ok {
+        crate::common::skipped(test, &format!("{name} is not installed"));
+    }
+    ok
+}
+
+/// A throwaway CA in `dir` (`ca.pem`), a server certificate for 127.0.0.1
+/// (`server.pem`, `server.key`) and a client certificate (`client.pem`,
+/// `client.key`) signed by it, made with openssl.
+pub fn throwaway_pki(dir: &Path) {
+    let sh = |script: &str| {
+        let ok = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "{script}");
+    };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj '/CN=iocd test CA' 2>/dev/null");
+    std::fs::write(
+        dir.join("server.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("client.cnf"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    for who in ["server", "client"] {
+        let cn = if who == "server" {
+            "127.0.0.1"
+        } else {
+            "iocd client"
+        };
+        sh(&format!("openssl req -newkey rsa:2048 -nodes -keyout {who}.key -out {who}.csr -subj '/CN={cn}' 2>/dev/null"));
+        sh(&format!("openssl x509 -req -in {who}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {who}.pem -days 1 -extfile {who}.cnf 2>/dev/null"));
+    }
+}
+
+/// A TLS front (socat) on `port` for the plain server on `backend`, with
+/// the certificates of [`throwaway_pki`]; with `verify_clients`, only
+/// clients with a certificate from that CA get through. Stopped on drop.
+pub struct TlsProxy(std::process::Child);
+
+impl TlsProxy {
+    pub fn start(dir: &Path, port: u16, backend: u16, verify_clients: bool) -> TlsProxy {
+        let verify = if verify_clients {
+            "verify=1,cafile=ca.pem"
+        } else {
+            "verify=0"
+        };
+        let child = std::process::Command::new("socat")
+            .arg(format!("OPENSSL-LISTEN:{port},cert=server.pem,key=server.key,{verify},fork,reuseaddr,bind=127.0.0.1"))
+            .arg(format!("TCP:127.0.0.1:{backend}"))
+            .current_dir(dir)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + WAIT;
+        // socat says nothing when it listens: try to connect, bounded.
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "socat did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        TlsProxy(child)
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -1037,3 +1037,49 @@ fn elasticsearch_bulk_retries_only_what_may_be_retried() {
     let (status, _) = d.stop();
     assert!(status.success());
 }
+
+#[test]
+fn https_sink_verifies_the_server_and_presents_a_client_certificate() {
+    const TEST: &str = "https sink with mTLS";
+    if !tool("openssl", TEST) || !tool("socat", TEST) {
+        return;
+    }
+    let dir = test_dir("https-sink");
+    throwaway_pki(&dir);
+    let (port, tls_port) = (free_port(), free_port());
+    let (server, bodies) = http_server(|_| false);
+    // Only clients with a certificate from the test CA get through.
+    let _proxy = TlsProxy::start(&dir, tls_port, server, true);
+    std::fs::create_dir_all(dir.join("feeds")).unwrap();
+    std::fs::write(dir.join("feeds/test.txt"), FEED).unwrap();
+    let ca = |f: &str| dir.join(f).display().to_string();
+    let config = format!(
+        "{}[sources.syslog]\ntype = \"tcp\"\naddress = \"127.0.0.1:{port}\"\n[sinks.siem]\ntype = \"http\"\nurl = \"https://127.0.0.1:{tls_port}/ingest\"\nbatch_timeout_ms = 10\n[sinks.siem.tls]\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n",
+        feed_config(&dir.join("feeds")),
+        ca("ca.pem"),
+        ca("client.pem"),
+        ca("client.key")
+    );
+    let d = Daemon::start(&dir, &config);
+    send_tcp(port, b"beacon to 198.51.100.7\n");
+    let (head, body) = bodies.recv_timeout(WAIT).expect("the hit over https");
+    assert!(head.starts_with("POST /ingest"), "{head}");
+    let hit: serde_json::Value =
+        serde_json::from_str(String::from_utf8(body).unwrap().trim()).unwrap();
+    assert_eq!(hit["indicator"]["value"], "198.51.100.7");
+    // The front really demands the certificate: a client without one fails.
+    if tool("curl", TEST) {
+        let without = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "--max-time", "10", "--cacert"])
+            .arg(dir.join("ca.pem"))
+            .arg(format!("https://127.0.0.1:{tls_port}/ingest"))
+            .status()
+            .unwrap();
+        assert!(
+            !without.success(),
+            "a client without a certificate got through"
+        );
+    }
+    let (status, _) = d.stop();
+    assert!(status.success());
+}
