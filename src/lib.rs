@@ -18,6 +18,7 @@ pub mod feeds;
 pub mod hit;
 pub(crate) mod http_client;
 pub mod indicator;
+pub(crate) mod lines;
 pub mod load;
 pub(crate) mod metrics;
 pub(crate) mod pipeline;

@@ -250,15 +250,14 @@ impl LineBatcher {
     }
 
     fn line(&mut self, line: &[u8], already_cut: bool) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let (line, cut_here) = crate::lines::as_scanned(line, self.max_line);
         let number = self.next_line;
         self.next_line += 1;
-        let cut = already_cut || line.len() > self.max_line;
+        let cut = already_cut || cut_here;
         if cut && self.oversize == Oversize::Drop {
             self.dropped_oversize.inc();
             return;
         }
-        let line = &line[..line.len().min(self.max_line)];
         let b = self.current.get_or_insert_with(|| Batch {
             input: self.input.clone(),
             first_line: number,

@@ -135,16 +135,10 @@ fn matcher(
             if end == data.len() && !block.last {
                 break; // cannot happen: blocks end at a newline
             }
-            let mut line = &data[start..end];
+            let (line, cut) = crate::lines::as_scanned(&data[start..end], max_line);
             start = end + 1;
             r.lines += 1;
-            if let Some(l) = line.strip_suffix(b"\r") {
-                line = l;
-            }
-            if line.len() > max_line {
-                line = &line[..max_line];
-                r.truncated += 1;
-            }
+            r.truncated += u64::from(cut);
             for m in engine.scan(line, &mut st) {
                 let matched = line[m.start as usize..m.end as usize].into();
                 r.hits.push(Found {
