@@ -25,7 +25,7 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IOCD = os.path.join(ROOT, "target", "release", "iocd")
+IOCD = os.environ.get("IOCD_BIN", os.path.join(ROOT, "target", "release", "iocd"))
 SENT = 'iocd_sink_events_sent_total{sink="hits"}'
 RELOADED = 'iocd_reloads_total{result="success"}'
 

@@ -4,6 +4,7 @@
 
 /// `line` (without its `\n`) as it is scanned: one trailing `\r` removed,
 /// cut to `max` bytes. Also whether it was cut.
+#[inline]
 pub fn as_scanned(line: &[u8], max: usize) -> (&[u8], bool) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.len() > max {
