@@ -266,6 +266,12 @@ impl Config {
                 ));
             }
         }
+        for (table, feeds) in [("feeds", &self.feeds), ("allowlists", &self.allowlists)] {
+            for (name, f) in feeds {
+                f.filter()
+                    .map_err(|e| e.within(&format!("{table}.{name}")))?;
+            }
+        }
         if self.feeds.is_empty() && self.taxii.is_empty() && !self.example_feed {
             return Err(Invalid::new("feeds", "at least one feed is needed"));
         }

@@ -31,9 +31,25 @@ pub struct FeedConfig {
     /// strings and empty-matching regexes are still refused.
     #[serde(default)]
     pub allow_special_addresses: bool,
+    /// Globs of the files below `path` that are feeds; when given, only
+    /// those (and they override the default excludes).
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Globs of files below `path` that are not feeds.
+    #[serde(default)]
+    pub exclude: Vec<String>,
 }
 
 impl FeedConfig {
+    /// The feed's file selection.
+    ///
+    /// # Errors
+    /// A glob that does not parse.
+    pub fn filter(&self) -> Result<feeds::walk::FileFilter, crate::settings::Invalid> {
+        feeds::walk::FileFilter::new(&self.include, &self.exclude)
+            .map_err(|e| crate::settings::Invalid::new("include", e))
+    }
+
     /// How this feed's files are parsed.
     pub fn parse_options(&self) -> crate::feeds::ParseOptions {
         use crate::indicator::guard::GuardPolicy;
@@ -265,8 +281,15 @@ impl Loader {
         startup: bool,
         failures: &mut Vec<(String, String)>,
     ) -> Result<Vec<Feed>, LoadError> {
-        let files = match feeds::list_files(&fc.path) {
-            Ok(files) => files,
+        // Validated with the config; a plan made in code falls back to the defaults.
+        let filter = fc.filter().unwrap_or_default();
+        let files = match feeds::walk::list(&fc.path, &filter) {
+            Ok(listing) => {
+                for (path, why) in listing.skipped {
+                    failures.push((path.display().to_string(), why));
+                }
+                listing.files
+            }
             Err(e) => {
                 // The directory (or file) is gone: keep every file we had from it.
                 let kept: Vec<PathBuf> = self
@@ -284,7 +307,7 @@ impl Loader {
         };
         let mut out = Vec::with_capacity(files.len());
         for file in files {
-            let name = feeds::feed_name(&file);
+            let name = feeds::feed_name(&fc.path, &file);
             let stamp = std::fs::metadata(&file)
                 .and_then(|m| Ok((m.modified()?, m.len())))
                 .ok();
@@ -510,6 +533,8 @@ mod tests {
                 path: dir.clone(),
                 misp_all_attributes: false,
                 allow_special_addresses: false,
+                include: Vec::new(),
+                exclude: Vec::new(),
             }],
             ..LoadPlan::default()
         };

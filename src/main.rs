@@ -73,6 +73,13 @@ struct ScanArgs {
     /// the feeds: for internal lists of compromised hosts.
     #[arg(long)]
     allow_special_addresses: bool,
+    /// Only files below a feed folder that match this glob are feeds
+    /// (repeatable; overrides the default excludes of README, LICENSE, *.md, ...).
+    #[arg(long, value_name = "GLOB")]
+    include: Vec<String>,
+    /// Files below a feed folder that match this glob are not feeds (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
     /// Print no load summary on stderr.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -232,7 +239,13 @@ fn scan(args: ScanArgs) -> ExitCode {
         path: path.clone(),
         misp_all_attributes: args.misp_all_attributes,
         allow_special_addresses: args.allow_special_addresses,
+        include: args.include.clone(),
+        exclude: args.exclude.clone(),
     };
+    if let Err(e) = feed(&PathBuf::new()).filter() {
+        let _ = writeln!(stderr, "iocd: error: --{e}");
+        return Exit::Usage.into();
+    }
     if args.indicators.is_empty() {
         if !args.quiet {
             let (name, _) = iocd::load::EXAMPLE_FEED;

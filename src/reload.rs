@@ -275,7 +275,19 @@ fn new_watcher(tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
 fn watch_all(watcher: &mut Option<notify::RecommendedWatcher>, config: &Config) {
     let Some(w) = watcher else { return };
     for dir in watch_dirs(config) {
-        if let Err(e) = w.watch(&dir, RecursiveMode::NonRecursive) {
+        // Feed folders are read recursively, so they are watched so too; a
+        // single file's parent folder is not.
+        let recursive = config
+            .feeds
+            .values()
+            .chain(config.allowlists.values())
+            .any(|f| f.path == dir && dir.is_dir());
+        let mode = if recursive {
+            RecursiveMode::Recursive
+        } else {
+            RecursiveMode::NonRecursive
+        };
+        if let Err(e) = w.watch(&dir, mode) {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot watch feed directory");
         }
     }

@@ -377,3 +377,72 @@ fn real_misp_events_and_feed_load() {
         assert!(total > 1000, "{dir}: {total}");
     }
 }
+
+/// A feed repository as cloned: nested folders, documentation, a `.git/`
+/// folder, a symlink loop and a FIFO. Exactly the feed files load.
+#[test]
+fn feed_repositories_are_walked_as_cloned() {
+    let dir = common::test_dir("cli-repo");
+    let put = |rel: &str, text: &str| {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    put("2024/05/ips.txt", "198.51.100.7\n");
+    put("2024/06/ips.txt", "198.51.100.8\n");
+    put("domains.txt", "malware.example\n");
+    put(
+        "README.md",
+        "Feeds from https://github.com/example/iocs, see 203.0.113.5\n",
+    );
+    put("LICENSE", "Copyright 2020 evil.example\n");
+    put(".git/objects/ab/cdef", "203.0.113.6\n");
+    std::os::unix::fs::symlink(&dir, dir.join("2024/loop")).unwrap();
+    let fifo = dir.join("pipe.txt");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let line = b"198.51.100.7 198.51.100.8 malware.example 203.0.113.5 203.0.113.6 evil.example github.com\n";
+    let out = run(&["scan", "-i", dir.to_str().unwrap()], line);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let mut got: Vec<(String, String)> = hits(&out)
+        .iter()
+        .map(|h| {
+            (
+                h["indicator"]["value"].as_str().unwrap().to_owned(),
+                h["indicator"]["feed"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("198.51.100.7".to_owned(), "2024/05/ips.txt".to_owned()),
+            ("198.51.100.8".to_owned(), "2024/06/ips.txt".to_owned()),
+            ("malware.example".to_owned(), "domains.txt".to_owned()),
+        ],
+        "{stderr}"
+    );
+    assert!(stderr.contains("pipe.txt: a FIFO"), "{stderr}");
+    // A feed's own globs: exclude a year.
+    let out = run(
+        &[
+            "scan",
+            "--exclude",
+            "2024/06/**",
+            "-i",
+            dir.to_str().unwrap(),
+        ],
+        line,
+    );
+    let values: Vec<String> = hits(&out)
+        .iter()
+        .map(|h| h["indicator"]["value"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!values.contains(&"198.51.100.8".to_owned()), "{values:?}");
+    assert!(values.contains(&"198.51.100.7".to_owned()));
+}

@@ -18,6 +18,7 @@ pub mod misp;
 mod plain;
 pub mod stix;
 pub mod types;
+pub mod walk;
 pub mod warninglist;
 mod zeek;
 
@@ -480,38 +481,27 @@ fn looks_like_html(text: &str) -> bool {
     head.starts_with("<!doctype html") || head.starts_with("<html")
 }
 
-/// The files a feed path stands for: the file itself, or every regular,
-/// non-hidden file of a directory (not recursing), in name order.
+/// The files a feed path stands for: the file itself, or every wanted
+/// regular file below a directory ([`walk`], default filter), in path order.
 ///
 /// # Errors
-/// The path or directory cannot be read.
+/// The path cannot be read.
 pub fn list_files(path: &Path) -> Result<Vec<PathBuf>, FeedError> {
-    let err = |p: &Path, error| FeedError {
-        path: p.to_owned(),
-        error,
-    };
-    let meta = std::fs::metadata(path).map_err(|e| err(path, e))?;
-    if !meta.is_dir() {
-        return Ok(vec![path.to_owned()]);
-    }
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(path).map_err(|e| err(path, e))? {
-        let entry = entry.map_err(|e| err(path, e))?;
-        let p = entry.path();
-        let hidden = entry.file_name().to_string_lossy().starts_with('.');
-        if !hidden && std::fs::metadata(&p).map(|m| m.is_file()).unwrap_or(false) {
-            files.push(p);
-        }
-    }
-    files.sort();
-    Ok(files)
+    walk::list(path, &walk::FileFilter::default()).map(|l| l.files)
 }
 
-/// The feed name of a file: its file name.
-pub fn feed_name(file: &Path) -> String {
-    file.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| file.display().to_string())
+/// The feed name of `file` found under the feed path `root`: its file name
+/// when it is the root or directly in it, else its path below the root
+/// (`2024/05/iocs.txt`), so same-named files in different folders stay
+/// distinct feeds.
+pub fn feed_name(root: &Path, file: &Path) -> String {
+    match file.strip_prefix(root) {
+        Ok(rel) if rel.components().count() > 1 => rel.display().to_string(),
+        _ => file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| file.display().to_string()),
+    }
 }
 
 /// Reads a file as text (invalid UTF-8 replaced).
@@ -528,8 +518,8 @@ pub fn read_text(file: &Path) -> Result<String, FeedError> {
         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
     })
 }
-/// Reads a feed file, or every regular, non-hidden file of a directory (in
-/// name order, not recursing), each file a feed named after its file name.
+/// Reads a feed file, or every wanted regular file below a directory (in
+/// path order, recursing), each file a feed named by [`feed_name`].
 ///
 /// # Errors
 /// When the path (or a file in the directory) cannot be read at all. Content
@@ -548,7 +538,7 @@ pub fn load_path_with(path: &Path, options: &ParseOptions) -> Result<Vec<Feed>, 
         .into_iter()
         .map(|file| {
             Ok(parse_with(
-                &feed_name(&file),
+                &feed_name(path, &file),
                 &file,
                 &read_text(&file)?,
                 options,
