@@ -268,7 +268,7 @@ impl Config {
         }
         for (table, feeds) in [("feeds", &self.feeds), ("allowlists", &self.allowlists)] {
             for (name, f) in feeds {
-                f.filter()
+                f.validate()
                     .map_err(|e| e.within(&format!("{table}.{name}")))?;
             }
         }

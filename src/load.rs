@@ -17,7 +17,7 @@ use crate::taxii::{Subscription, TaxiiConfig};
 
 use crate::indicator::{Indicator, IndicatorType};
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 /// `[feeds.NAME]` or `[allowlists.NAME]`: a file or directory, watched.
 pub struct FeedConfig {
@@ -38,9 +38,36 @@ pub struct FeedConfig {
     /// Globs of files below `path` that are not feeds.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// The largest fraction of its indicators a file may lose in one
+    /// update; past it (or to zero) the last good content is kept. 1.0
+    /// turns the guard off.
+    #[serde(default = "default_max_shrink")]
+    pub max_shrink: f64,
+}
+
+fn default_max_shrink() -> f64 {
+    0.5
 }
 
 impl FeedConfig {
+    /// Checks the globs and `max_shrink` (0.0 to 1.0).
+    ///
+    /// # Errors
+    /// The first setting it cannot run with.
+    pub fn validate(&self) -> Result<(), crate::settings::Invalid> {
+        self.filter()?;
+        if !(0.0..=1.0).contains(&self.max_shrink) {
+            return Err(crate::settings::Invalid::new(
+                "max_shrink",
+                format!(
+                    "{} is out of range: it must be from 0.0 to 1.0",
+                    self.max_shrink
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The feed's file selection.
     ///
     /// # Errors
@@ -114,12 +141,75 @@ pub struct LoadPlan {
 /// Loads feeds with memory of each file's last good text.
 #[derive(Default)]
 pub struct Loader {
-    last_good: HashMap<PathBuf, Arc<str>>,
+    /// Each file's last good text and how many indicators it gave.
+    last_good: HashMap<PathBuf, (Arc<str>, usize)>,
     /// Parsed MISP event files by (modification time, size): a MISP feed
     /// directory of thousands of events re-reads only those that changed.
     /// (STIX is not cached: its content depends on the time of reading.)
     unchanged: HashMap<PathBuf, ((std::time::SystemTime, u64), Feed)>,
     taxii: HashMap<String, Subscription>,
+}
+
+/// A feed (or one of its files) that did not load as read: what it is,
+/// why, and what was done instead (its last good content kept, or nothing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadFailure {
+    /// The feed, file or path concerned.
+    pub feed: String,
+    /// The class of failure (the metric label).
+    pub reason: FailureReason,
+    /// What happened, for the log.
+    pub message: String,
+}
+
+/// Why a feed did not load as read. A closed set; each owns its label
+/// (`iocd_feed_failures_total{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureReason {
+    /// The file or folder cannot be read.
+    Unreadable,
+    /// Not a feed: an HTML page, JSON of no feed format, nothing usable.
+    NotAFeed,
+    /// A FIFO, device or socket where a feed file was expected.
+    SpecialFile,
+    /// An update would shrink the feed by more than `max_shrink`.
+    Shrink,
+    /// A TAXII poll failed.
+    Poll,
+}
+
+impl FailureReason {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureReason::Unreadable => "unreadable",
+            FailureReason::NotAFeed => "not_a_feed",
+            FailureReason::SpecialFile => "special_file",
+            FailureReason::Shrink => "shrink",
+            FailureReason::Poll => "poll",
+        }
+    }
+}
+
+fn failure(feed: impl Into<String>, reason: FailureReason, message: String) -> LoadFailure {
+    LoadFailure {
+        feed: feed.into(),
+        reason,
+        message,
+    }
+}
+
+/// Why an update from `before` to `after` indicators is refused under
+/// `max_shrink` (the largest fraction a feed may lose in one update; 1.0
+/// refuses nothing), or `None`.
+fn shrink_refused(before: usize, after: usize, max_shrink: f64) -> Option<String> {
+    let lost = before.saturating_sub(after) as f64;
+    let too_much = before > 0 && (after == 0 || lost > max_shrink * before as f64);
+    (max_shrink < 1.0 && too_much).then(|| {
+        format!(
+            "would shrink from {before} to {after} indicators (more than max_shrink {max_shrink})"
+        )
+    })
 }
 
 /// Why loading cannot produce an engine at all.
@@ -153,7 +243,7 @@ pub struct Built {
     /// What each feed and allowlist contributed.
     pub report: LoadReport,
     /// Feeds that kept their last good content (or were left out): (feed, why).
-    pub failures: Vec<(String, String)>,
+    pub failures: Vec<LoadFailure>,
     /// Seconds loading and building took.
     pub seconds: f64,
     /// TAXII polls made by this build: (feed, error if it failed).
@@ -245,7 +335,7 @@ impl Loader {
         tc: &crate::taxii::TaxiiConfig,
         state_file: Option<&Path>,
         polls: &mut Vec<(String, Option<crate::taxii::TaxiiError>)>,
-        failures: &mut Vec<(String, String)>,
+        failures: &mut Vec<LoadFailure>,
     ) -> Feed {
         let now = feeds::unix_now();
         let t = self
@@ -256,8 +346,9 @@ impl Loader {
             None => {}
             Some(Ok(())) => polls.push((name.to_owned(), None)),
             Some(Err(e)) => {
-                failures.push((
-                    name.to_owned(),
+                failures.push(failure(
+                    name,
+                    FailureReason::Poll,
                     format!("TAXII poll failed: {e}; keeping what was loaded"),
                 ));
                 polls.push((name.to_owned(), Some(e)));
@@ -279,14 +370,18 @@ impl Loader {
         fc: &FeedConfig,
         options: &feeds::ParseOptions,
         startup: bool,
-        failures: &mut Vec<(String, String)>,
+        failures: &mut Vec<LoadFailure>,
     ) -> Result<Vec<Feed>, LoadError> {
         // Validated with the config; a plan made in code falls back to the defaults.
         let filter = fc.filter().unwrap_or_default();
         let files = match feeds::walk::list(&fc.path, &filter) {
             Ok(listing) => {
                 for (path, why) in listing.skipped {
-                    failures.push((path.display().to_string(), why));
+                    failures.push(failure(
+                        path.display().to_string(),
+                        FailureReason::SpecialFile,
+                        why,
+                    ));
                 }
                 listing.files
             }
@@ -301,7 +396,11 @@ impl Loader {
                 if kept.is_empty() && startup {
                     return Err(LoadError::Unreadable(e));
                 }
-                failures.push((fc.path.display().to_string(), e.to_string()));
+                failures.push(failure(
+                    fc.path.display().to_string(),
+                    FailureReason::Unreadable,
+                    e.to_string(),
+                ));
                 kept
             }
         };
@@ -321,27 +420,44 @@ impl Loader {
                 let feed = feeds::parse_with(&name, &file, &text, options, feeds::unix_now());
                 (feed, text)
             });
+            // A file that reads as a feed but would lose too much of what it
+            // held is refused like a broken one (an error page of one valid
+            // line, a truncated download).
+            let shrunk = match (&fresh, self.last_good.get(&file)) {
+                (Ok((feed, _)), Some((_, before))) if feed.failure.is_none() => {
+                    shrink_refused(*before, feed.indicators.len(), fc.max_shrink)
+                }
+                _ => None,
+            };
             match fresh {
-                Ok((feed, text)) if feed.failure.is_none() => {
+                Ok((feed, text)) if feed.failure.is_none() && shrunk.is_none() => {
                     if let (Some(stamp), feeds::Format::Misp) = (stamp, feed.format) {
                         self.unchanged.insert(file.clone(), (stamp, feed.clone()));
                     }
-                    self.last_good.insert(file.clone(), Arc::from(text));
+                    self.last_good
+                        .insert(file.clone(), (Arc::from(text), feed.indicators.len()));
                     out.push(feed);
                 }
                 other => {
-                    let why = match &other {
-                        Ok((feed, _)) => feed
-                            .failure
-                            .as_ref()
-                            .map(ToString::to_string)
-                            .unwrap_or_default(),
-                        Err(e) => e.to_string(),
+                    let (reason, why) = match (&other, shrunk) {
+                        (_, Some(why)) => (FailureReason::Shrink, why),
+                        (Ok((feed, _)), None) => (
+                            FailureReason::NotAFeed,
+                            feed.failure
+                                .as_ref()
+                                .map(ToString::to_string)
+                                .unwrap_or_default(),
+                        ),
+                        (Err(e), None) => (FailureReason::Unreadable, e.to_string()),
                     };
                     match self.last_good.get(&file) {
-                        Some(text) => {
-                            failures.push((
+                        Some((text, _)) => {
+                            if reason == FailureReason::Shrink {
+                                tracing::warn!(feed = %name, reason = %why, "feed update refused; keeping its last good content");
+                            }
+                            failures.push(failure(
                                 name.clone(),
+                                reason,
                                 format!("{why}; keeping its last good content"),
                             ));
                             out.push(feeds::parse_with(
@@ -355,11 +471,15 @@ impl Loader {
                         None => match other {
                             // At start an unreadable feed is an error the operator must see (exit 65).
                             Err(e) if startup => return Err(LoadError::Unreadable(e)),
-                            Err(_) => failures
-                                .push((name.clone(), format!("{why}; no earlier content to keep"))),
+                            Err(_) => failures.push(failure(
+                                name.clone(),
+                                reason,
+                                format!("{why}; no earlier content to keep"),
+                            )),
                             Ok((feed, _)) => {
-                                failures.push((
+                                failures.push(failure(
                                     name.clone(),
+                                    reason,
                                     format!("{why}; no earlier content to keep"),
                                 ));
                                 out.push(feed); // its skip log still reaches the report
@@ -503,6 +623,27 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn shrink_guard_table() {
+        let cases = [
+            (3000, 1, 0.5, true),
+            (3000, 0, 1.0, false),
+            (10, 5, 0.5, false),
+            (10, 4, 0.5, true),
+            (10, 0, 0.9, true),
+            (0, 0, 0.5, false),
+            (10, 20, 0.0, false),
+            (10, 9, 0.0, true),
+        ];
+        for (before, after, max, refused) in cases {
+            assert_eq!(
+                shrink_refused(before, after, max).is_some(),
+                refused,
+                "{before} -> {after} at {max}"
+            );
+        }
+    }
+
     fn event(uuid: &str, domain: &str) -> String {
         format!(
             r#"{{"Event": {{"uuid": "{uuid}", "info": "i", "Attribute": [{{"uuid": "a-{uuid}", "type": "domain", "to_ids": true, "value": "{domain}"}}]}}}}"#
@@ -535,6 +676,7 @@ mod tests {
                 allow_special_addresses: false,
                 include: Vec::new(),
                 exclude: Vec::new(),
+                max_shrink: 0.5,
             }],
             ..LoadPlan::default()
         };

@@ -205,7 +205,8 @@ fn check(args: ConfigArgs) -> ExitCode {
     match Loader::default().build_catching(&config.load_plan(), true) {
         Ok(built) => {
             let _ = built.report.write(&mut io::stdout().lock());
-            for (feed, why) in &built.failures {
+            for f in &built.failures {
+                let (feed, why) = (&f.feed, &f.message);
                 let _ = writeln!(stderr, "iocd: error: feed {feed}: {why}");
             }
             let _ = iocd::load::write_engine_summary(
@@ -241,6 +242,7 @@ fn scan(args: ScanArgs) -> ExitCode {
         allow_special_addresses: args.allow_special_addresses,
         include: args.include.clone(),
         exclude: args.exclude.clone(),
+        max_shrink: 1.0, // one load: nothing earlier to guard
     };
     if let Err(e) = feed(&PathBuf::new()).filter() {
         let _ = writeln!(stderr, "iocd: error: --{e}");
@@ -282,7 +284,8 @@ fn scan(args: ScanArgs) -> ExitCode {
     if !args.quiet {
         let _ = report.write(stderr);
         let _ = iocd::load::write_engine_summary(stderr, engine.stats(), built.seconds);
-        for (feed, why) in &built.failures {
+        for f in &built.failures {
+            let (feed, why) = (&f.feed, &f.message);
             let _ = writeln!(stderr, "iocd: warning: feed {feed}: {why}");
         }
         let _ = writeln!(

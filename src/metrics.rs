@@ -122,8 +122,8 @@ impl Metrics {
             feed_failures: counter(
                 &r,
                 "iocd_feed_failures_total",
-                "Feed loads that failed (last good indicators kept), by feed.",
-                &["feed"],
+                "Feed loads that failed (last good indicators kept), by feed and reason.",
+                &["feed", "reason"],
             ),
             taxii_last_poll: {
                 let g = GaugeVec::new(Opts::new("iocd_taxii_last_poll_timestamp_seconds", "Unix time of a TAXII feed's last poll, by result."), &["feed", "result"]).expect("valid");

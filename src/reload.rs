@@ -62,8 +62,12 @@ pub fn publish(metrics: &Metrics, built: &Built) {
             .with_label_values(&[feed, result])
             .set(crate::feeds::unix_now() as f64);
     }
-    for (feed, why) in &built.failures {
-        metrics.feed_failures.with_label_values(&[feed]).inc();
+    for f in &built.failures {
+        let (feed, why) = (&f.feed, &f.message);
+        metrics
+            .feed_failures
+            .with_label_values(&[feed.as_str(), f.reason.label()])
+            .inc();
         tracing::error!(feed = %feed, reason = %why, "feed failed to load");
     }
     metrics.engine_build.set(built.seconds);

@@ -310,7 +310,12 @@ fn broken_feed_keeps_its_last_good_indicators() {
     assert_eq!(h[0]["indicator"]["value"], "198.51.100.7");
     let (_, body) = http_get(mport, "/metrics");
     assert!(
-        metric(&body, "iocd_feed_failures_total{feed=\"test.txt\"}").unwrap() >= 1.0,
+        metric(
+            &body,
+            "iocd_feed_failures_total{feed=\"test.txt\",reason=\"not_a_feed\"}"
+        )
+        .unwrap()
+            >= 1.0,
         "{body}"
     );
     assert_eq!(
@@ -1080,6 +1085,42 @@ fn https_sink_verifies_the_server_and_presents_a_client_certificate() {
             "a client without a certificate got through"
         );
     }
+    let (status, _) = d.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn an_update_that_would_empty_a_feed_keeps_its_last_good_content() {
+    let dir = test_dir("shrink");
+    let (port, mport) = (free_port(), free_port());
+    std::fs::create_dir_all(dir.join("feeds")).unwrap();
+    let many: String = (1..=200).map(|i| format!("203.0.113.{i}\n")).collect();
+    std::fs::write(dir.join("feeds/test.txt"), &many).unwrap();
+    let mut d = Daemon::start(&dir, &tcp_config(&dir, port, &metrics_at(mport)));
+    // A truncated download: two valid addresses of 200.
+    std::fs::write(dir.join("feeds/test.txt"), "203.0.113.1\n203.0.113.2\n").unwrap();
+    let refused = d.wait_log("feed update refused");
+    assert!(refused.contains("from 200 to 2 indicators"), "{refused}");
+    d.wait_log("engine reloaded");
+    // An error page of one line: not a feed at all.
+    std::fs::write(dir.join("feeds/test.txt"), "error code: 1020\n").unwrap();
+    let failed = d.wait_log("feed failed to load");
+    assert!(failed.contains("no usable entry"), "{failed}");
+    d.wait_log("engine reloaded");
+    send_tcp(port, b"still 203.0.113.150\n");
+    assert_eq!(d.read_hits(1)[0]["indicator"]["value"], "203.0.113.150");
+    let body = wait_metric(
+        mport,
+        "iocd_feed_failures_total{feed=\"test.txt\",reason=\"shrink\"}",
+        |v| v >= 1.0,
+    );
+    assert!(
+        metric(
+            &body,
+            "iocd_indicators_loaded{feed=\"test.txt\",type=\"ipv4-addr\"}"
+        ) == Some(200.0),
+        "{body}"
+    );
     let (status, _) = d.stop();
     assert!(status.success());
 }
