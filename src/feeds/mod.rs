@@ -247,6 +247,8 @@ impl Feed {
 pub enum FeedFailure {
     /// An HTML page: a failed download saved over the feed.
     Html,
+    /// A binary file (a NUL byte in its first KiB).
+    Binary,
     /// JSON that does not parse (serde's message names line and column).
     InvalidJson(String),
     /// JSON that is no format iocd reads.
@@ -261,6 +263,7 @@ impl fmt::Display for FeedFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FeedFailure::Html => f.write_str("an HTML page, not a feed (a failed download?)"),
+            FeedFailure::Binary => f.write_str("a binary file (NUL bytes), not a feed"),
             FeedFailure::InvalidJson(e) => write!(f, "invalid JSON: {e}"),
             FeedFailure::JsonNotAFeed => {
                 f.write_str("JSON, but not STIX, MISP or a MISP warninglist")
@@ -375,7 +378,9 @@ pub fn parse_with(name: &str, path: &Path, text: &str, options: &ParseOptions, n
         p.skipped.push(line, why.to_string());
         (p, Some(why))
     };
-    let (format, (mut parsed, mut failure)) = if looks_like_html(text) {
+    let (format, (mut parsed, mut failure)) = if is_binary(text) {
+        (Format::Plain, broken(1, FeedFailure::Binary))
+    } else if looks_like_html(text) {
         (Format::Plain, broken(1, FeedFailure::Html))
     } else if json::must_be_json(text) {
         match serde_json::from_str::<serde_json::Value>(text) {
@@ -466,6 +471,13 @@ fn drop_too_broad(parsed: &mut Parsed, policy: GuardPolicy) {
                 false
             }
         });
+}
+
+/// A binary file (a NUL byte in the first KiB): an archive, an executable,
+/// random bytes. Read as a plain list, its lines would be noise.
+fn is_binary(text: &str) -> bool {
+    let head = &text.as_bytes()[..text.len().min(1024)];
+    memchr::memchr(0, head).is_some()
 }
 
 /// An HTML page (what a failed feed download often leaves) is not a feed:
@@ -633,6 +645,15 @@ mod tests {
             assert_eq!(feed.indicators.len(), n, "{:?}", feed.skipped.examples);
             assert!(feed.failure.is_none());
         }
+    }
+
+    #[test]
+    fn binary_files_are_failures_not_lines() {
+        let mut text = String::from("198.51.100.7\n");
+        text.push_str("\0\u{1}\u{7f}PK\u{3}\u{4}evil.example\n");
+        let feed = parse("blob.bin", Path::new("blob.bin"), &text);
+        assert!(feed.indicators.is_empty());
+        assert_eq!(feed.failure, Some(FeedFailure::Binary));
     }
 
     #[test]
