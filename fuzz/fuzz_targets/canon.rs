@@ -3,13 +3,13 @@
 //! value read twice is the same indicator.
 #![no_main]
 
-use iocd::indicator::canon::{classify, refang, typed};
+use iocd::indicator::canon::{classify, refang, typed, TypeHint};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let v = String::from_utf8_lossy(data);
     let _ = refang(&v);
-    for kind in [
+    for name in [
         "ip",
         "hash",
         "domain-name",
@@ -18,7 +18,8 @@ fuzz_target!(|data: &[u8]| {
         "string",
         "regex",
     ] {
-        let _ = typed(kind, &v);
+        let hint = TypeHint::from_name(name).expect("a type name");
+        let _ = typed(hint, &v);
     }
     if let Some((kind, canon)) = classify(&v) {
         if kind != iocd::IndicatorType::String {

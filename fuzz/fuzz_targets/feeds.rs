@@ -16,6 +16,7 @@ fuzz_target!(|data: &[u8]| {
         format!("value,type,tags\n{text}"),
         format!("{{\"name\":\"x\",\"type\":\"cidr\",\"list\":[{text}]}}"),
         format!("{{\"type\":\"bundle\",\"objects\":[{{\"type\":\"indicator\",\"id\":\"indicator--1\",\"pattern\":{}}}, {text}]}}", serde_json::to_string(&*text).unwrap()),
+        format!("<?xml version=\"1.0\"?><ioc><definition><IndicatorItem condition=\"is\"><Context search=\"Network/DNS\"/><Content>{text}</Content></IndicatorItem>{text}</definition></ioc>"),
         format!("{{\"Event\":{{\"uuid\":\"u\",\"Attribute\":[{{\"type\":\"ip-dst\",\"to_ids\":true,\"value\":{}}}, {text}]}}}}", serde_json::to_string(&*text).unwrap()),
     ];
     let parsed: Vec<_> = forced

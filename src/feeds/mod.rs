@@ -15,6 +15,7 @@
 mod csv;
 pub mod json;
 pub mod misp;
+pub mod openioc;
 mod plain;
 pub mod stix;
 pub mod types;
@@ -53,6 +54,8 @@ pub enum Format {
     Misp,
     /// A MISP warninglist (`{"list": [...], "type": ...}`); allowlists only.
     Warninglist,
+    /// OpenIOC 1.0/1.1 XML.
+    OpenIoc,
 }
 
 impl fmt::Display for Format {
@@ -64,6 +67,7 @@ impl fmt::Display for Format {
             Format::Stix => "stix",
             Format::Misp => "misp",
             Format::Warninglist => "misp-warninglist",
+            Format::OpenIoc => "openioc",
         })
     }
 }
@@ -249,6 +253,10 @@ pub enum FeedFailure {
     Html,
     /// A binary file (a NUL byte in its first KiB).
     Binary,
+    /// XML that does not parse: the message.
+    InvalidXml(String),
+    /// Well-formed XML that is not OpenIOC: its root element.
+    XmlNotAFeed(String),
     /// JSON that does not parse (serde's message names line and column).
     InvalidJson(String),
     /// JSON that is no format iocd reads.
@@ -264,6 +272,10 @@ impl fmt::Display for FeedFailure {
         match self {
             FeedFailure::Html => f.write_str("an HTML page, not a feed (a failed download?)"),
             FeedFailure::Binary => f.write_str("a binary file (NUL bytes), not a feed"),
+            FeedFailure::InvalidXml(e) => write!(f, "invalid XML: {e}"),
+            FeedFailure::XmlNotAFeed(root) => {
+                write!(f, "XML with root <{root}>, not OpenIOC: not a feed")
+            }
             FeedFailure::InvalidJson(e) => write!(f, "invalid JSON: {e}"),
             FeedFailure::JsonNotAFeed => {
                 f.write_str("JSON, but not STIX, MISP or a MISP warninglist")
@@ -418,6 +430,16 @@ pub fn parse_with(name: &str, path: &Path, text: &str, options: &ParseOptions, n
                 }
                 None => (Format::Plain, broken(1, FeedFailure::JsonNotAFeed)),
             },
+        }
+    } else if openioc::looks_like_xml(text) {
+        match openioc::parse(&ctx, text) {
+            Ok(p) => (Format::OpenIoc, (p, None)),
+            Err(openioc::NotOpenIoc::Invalid(e, line)) => {
+                (Format::OpenIoc, broken(line, FeedFailure::InvalidXml(e)))
+            }
+            Err(openioc::NotOpenIoc::OtherRoot(root)) => {
+                (Format::OpenIoc, broken(1, FeedFailure::XmlNotAFeed(root)))
+            }
         }
     } else {
         let format = detect(text);
