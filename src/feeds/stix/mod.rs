@@ -157,9 +157,14 @@ pub fn parse_value(ctx: &FeedContext, root: &Value, now: i64) -> (Parsed, Option
             skip(SkipReason::Invalid, "no pattern".into(), &mut skipped);
             continue;
         };
-        match pattern::indicators(pat) {
-            Ok(found) => {
-                let meta = metadata(o, &tlp);
+        match pattern::indicators_with_context(pat) {
+            Ok((found, context)) => {
+                let mut meta = metadata(o, &tlp);
+                meta.extend(
+                    context
+                        .into_iter()
+                        .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str())),
+                );
                 indicators.extend(found.into_iter().map(|c| ctx.indicator(c, 0, meta.clone())));
             }
             Err(e) => skip(
@@ -422,5 +427,17 @@ mod tests {
             feed.failure,
             Some(crate::feeds::FeedFailure::InvalidJson(_))
         ));
+    }
+
+    #[test]
+    fn descriptive_values_of_an_and_become_context() {
+        let bundle = r#"{"type":"bundle","id":"bundle--1","objects":[{"type":"indicator","spec_version":"2.1","id":"indicator--c2","created":"2020-01-01T00:00:00Z","modified":"2020-01-01T00:00:00Z","valid_from":"2020-01-01T00:00:00Z","pattern_type":"stix","pattern":"[network-traffic:dst_ref.type = 'ipv4-addr' AND network-traffic:dst_ref.value = '198.51.100.7' AND network-traffic:dst_port = '443']"}]}"#;
+        let ctx = FeedContext {
+            name: Arc::from("c2.json"),
+        };
+        let (p, _) = parse(&ctx, bundle, NOW).unwrap();
+        assert_eq!(p.indicators.len(), 1);
+        assert_eq!(&*p.indicators[0].value, "198.51.100.7");
+        assert_eq!(meta(&p.indicators[0])["dst_port"], "443");
     }
 }

@@ -354,6 +354,15 @@ impl Parser {
 /// A syntax error, or a construct no single log line can express; the
 /// message says which.
 pub fn indicators(pattern: &str) -> Result<Vec<Canonical>, PatternError> {
+    indicators_with_context(pattern).map(|(found, _)| found)
+}
+
+/// [`indicators`], with the descriptive values an `AND` carried beside the
+/// identifying one (`dst_port: 443`, `name: a.exe`), as context for hits.
+///
+/// # Errors
+/// As [`indicators`].
+pub fn indicators_with_context(pattern: &str) -> Result<(Vec<Canonical>, Context), PatternError> {
     let mut p = Parser {
         toks: lex(pattern)?,
         pos: 0,
@@ -363,43 +372,121 @@ pub fn indicators(pattern: &str) -> Result<Vec<Canonical>, PatternError> {
         return err(format!("unexpected {:?} after the pattern", p.toks[p.pos]));
     }
     let mut out = Vec::new();
-    observation(&obs, &mut out)?;
+    let mut context = Vec::new();
+    observation(&obs, &mut out, &mut context)?;
     out.dedup();
-    Ok(out)
+    Ok((out, context))
 }
 
-fn observation(o: &Obs, out: &mut Vec<Canonical>) -> Result<(), PatternError> {
+/// Descriptive values of an `AND`, as (property, value) pairs.
+pub type Context = Vec<(String, String)>;
+
+fn observation(o: &Obs, out: &mut Vec<Canonical>, ctx: &mut Context) -> Result<(), PatternError> {
     match o {
-        Obs::One(c) => comparisons(c, out),
-        Obs::Or(alts) => alts.iter().try_for_each(|a| observation(a, out)),
+        Obs::One(c) => comparisons(c, out, ctx),
+        Obs::Or(alts) => alts.iter().try_for_each(|a| observation(a, out, ctx)),
         Obs::Unsupported(why) => err(why.clone()),
     }
 }
 
-fn comparisons(c: &Cmp, out: &mut Vec<Canonical>) -> Result<(), PatternError> {
+/// What an identifying value identifies: an `AND` may hold several of one
+/// kind only when they are one file's hashes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Identifies {
+    Address,
+    Domain,
+    Url,
+    Email,
+    FileHash,
+}
+
+/// The role of one comparison inside an `AND`.
+enum Role<'a> {
+    /// A value that identifies the observable on its own.
+    Identifying(Identifies, &'a Comparison),
+    /// A value that describes it (a port, a file name): context in hits.
+    Descriptive(String, String),
+}
+
+fn role(c: &Comparison) -> Result<Role<'_>, PatternError> {
+    let path = c.path.join(".");
+    let name = format!("{}:{path}", c.object);
+    if let Some(kind) = kind_of(&c.object, &c.path) {
+        let id = match kind {
+            PathKind::AnyAddress | PathKind::Typed(TypeHint::Ip) => Some(Identifies::Address),
+            PathKind::Typed(TypeHint::Exactly(IndicatorType::Domain)) => Some(Identifies::Domain),
+            PathKind::Typed(TypeHint::Exactly(IndicatorType::Url)) => Some(Identifies::Url),
+            PathKind::Typed(TypeHint::Exactly(IndicatorType::Email)) => Some(Identifies::Email),
+            PathKind::Typed(TypeHint::Hash) => Some(Identifies::FileHash),
+            _ => None,
+        };
+        if let Some(id) = id {
+            return Ok(Role::Identifying(id, c));
+        }
+    }
+    let descriptive = matches!(
+        (
+            c.object.as_str(),
+            c.path
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .as_slice()
+        ),
+        ("network-traffic", ["dst_port" | "src_port" | "protocols"]) | ("file", ["name" | "size"])
+    ) || c.path.iter().any(|p| p.starts_with("x_"));
+    if descriptive && c.op == "=" && c.values.len() == 1 {
+        let key = c.path.last().cloned().unwrap_or_default();
+        return Ok(Role::Descriptive(key, c.values[0].clone()));
+    }
+    err(format!(
+        "{name} in an AND is neither identifying nor descriptive"
+    ))
+}
+
+fn comparisons(c: &Cmp, out: &mut Vec<Canonical>, ctx: &mut Context) -> Result<(), PatternError> {
     match c {
         Cmp::Leaf(cmp) => leaf(cmp, out),
-        Cmp::Or(alts) => alts.iter().try_for_each(|a| comparisons(a, out)),
+        Cmp::Or(alts) => alts.iter().try_for_each(|a| comparisons(a, out, ctx)),
         Cmp::And(all) => {
             // Statements of an object's type add nothing a line can show.
             let meaningful: Vec<&Cmp> = all.iter().filter(|c| !is_type_statement(c)).collect();
-            let leaves: Vec<&Comparison> = meaningful
-                .iter()
-                .filter_map(|c| if let Cmp::Leaf(l) = c { Some(l) } else { None })
-                .collect();
-            match meaningful.len() {
-                0 => err("AND of type statements only"),
-                1 => comparisons(meaningful[0], out),
-                // Several hashes of one file: each identifies it.
-                _ if leaves.len() == meaningful.len()
-                    && leaves.iter().all(|l| {
-                        l.object == "file" && l.path.first().is_some_and(|p| p == "hashes")
-                    }) =>
-                {
-                    leaves.iter().try_for_each(|l| leaf(l, out))
-                }
-                _ => err("AND of different properties needs more than a value in one line"),
+            if meaningful.is_empty() {
+                return err("AND of type statements only");
             }
+            if meaningful.len() == 1 {
+                return comparisons(meaningful[0], out, ctx);
+            }
+            let mut identifying = Vec::new();
+            let mut described = Vec::new();
+            for m in meaningful {
+                let Cmp::Leaf(l) = m else {
+                    return err("AND of nested expressions needs more than a value in one line");
+                };
+                match role(l)? {
+                    Role::Identifying(kind, l) => identifying.push((kind, l)),
+                    Role::Descriptive(k, v) => described.push((k, v)),
+                }
+            }
+            let kinds: Vec<Identifies> = identifying.iter().map(|(k, _)| *k).collect();
+            match kinds.as_slice() {
+                [] => {
+                    return err(
+                        "AND with no identifying value (an address, a domain, a URL, an email, a hash)",
+                    )
+                }
+                [_] => {}
+                // Several hashes of one file: each identifies it.
+                many if many.iter().all(|k| *k == Identifies::FileHash) => {}
+                _ => {
+                    return err(format!(
+                        "AND of several identifying values ({kinds:?}) needs them all in one line, not one of them"
+                    ))
+                }
+            }
+            identifying.iter().try_for_each(|(_, l)| leaf(l, out))?;
+            ctx.extend(described);
+            Ok(())
         }
     }
 }
@@ -428,7 +515,9 @@ fn kind_of(object: &str, path: &[String]) -> Option<PathKind> {
         ("domain-name", ["value"]) => Typed(TypeHint::Exactly(T::Domain)),
         ("url", ["value"]) => Typed(TypeHint::Exactly(T::Url)),
         ("email-addr", ["value"]) => Typed(TypeHint::Exactly(T::Email)),
-        ("file" | "x509-certificate" | "artifact", ["hashes", _]) => Typed(TypeHint::Hash),
+        ("file" | "x509-certificate" | "artifact", ["hashes", h]) if content_hash(h) => {
+            Typed(TypeHint::Hash)
+        }
         ("file", ["name"])
         | ("mutex", ["name"])
         | ("windows-registry-key", ["key"])
@@ -445,6 +534,18 @@ fn kind_of(object: &str, path: &[String]) -> Option<PathKind> {
         ("user-agent", ["value"]) | ("software", ["name"]) => string,
         _ => return None,
     })
+}
+
+/// A content hash iocd matches (MD5, SHA-1, SHA-256, SHA-512 in any
+/// spelling). Similarity hashes (IMPHASH, SSDEEP, TLSH, VHASH) are not: an
+/// IMPHASH would pass for an MD5.
+fn content_hash(key: &str) -> bool {
+    let k: String = key
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .to_ascii_uppercase();
+    matches!(k.as_str(), "MD5" | "SHA1" | "SHA256" | "SHA512")
 }
 
 fn leaf(c: &Comparison, out: &mut Vec<Canonical>) -> Result<(), PatternError> {
@@ -548,6 +649,8 @@ mod tests {
             ("[x509-certificate:hashes.'SHA-1' = 'da39a3ee5e6b4b0d3255bfef95601890afd80709']", &[(Sha1, "da39a3ee5e6b4b0d3255bfef95601890afd80709")]),
             ("[url:value MATCHES '^http://[a-z]+\\\\.example/']", &[(Regex, "^http://[a-z]+\\.example/")]),
             ("([domain-name:value = 'a.example'])", &[(Domain, "a.example")]),
+            ("[network-traffic:dst_ref.type = 'ipv4-addr' AND network-traffic:dst_ref.value = '198.51.100.7' AND network-traffic:dst_port = '443']", &[(Ipv4, "198.51.100.7")]),
+            ("[file:hashes.MD5 = 'd41d8cd98f00b204e9800998ecf8427e' AND file:hashes.SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855' AND file:name = 'a.exe' AND file:size = '0' AND file:x_misp_comment = 'x']", &[(Md5, "d41d8cd98f00b204e9800998ecf8427e"), (Sha256, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")]),
         ];
         for (p, want) in cases {
             let want: Vec<(IndicatorType, std::string::String)> =
@@ -582,7 +685,23 @@ mod tests {
             ("[file:size > 1000]", "not an observable"),
             (
                 "[ipv4-addr:value = '1.2.3.4' AND domain-name:value = 'a.example']",
-                "AND of different",
+                "several identifying values",
+            ),
+            (
+                "[network-traffic:src_ref.value = '198.51.100.1' AND network-traffic:dst_ref.value = '198.51.100.2']",
+                "several identifying values",
+            ),
+            (
+                "[file:name = 'a.exe' AND file:size = '10']",
+                "no identifying value",
+            ),
+            (
+                "[file:hashes.IMPHASH = 'd41d8cd98f00b204e9800998ecf8427e']",
+                "not an observable",
+            ),
+            (
+                "[file:hashes.MD5 = 'd41d8cd98f00b204e9800998ecf8427e' AND file:hashes.SSDEEP = '3:a:b']",
+                "neither identifying nor descriptive",
             ),
             ("[ipv4-addr:value = 'not-an-ip']", "not a valid"),
             ("[ipv4-addr:value = '1.2.3.4'", "expected RBracket"),
