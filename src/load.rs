@@ -43,6 +43,10 @@ pub struct FeedConfig {
     /// turns the guard off.
     #[serde(default = "default_max_shrink")]
     pub max_shrink: f64,
+    /// Read every file as this format (`plain`, `zeek-intel`, `csv`,
+    /// `stix`, `misp`, `misp-warninglist`, `openioc`) instead of detecting it.
+    #[serde(default)]
+    pub format: Option<Format>,
 }
 
 fn default_max_shrink() -> f64 {
@@ -87,6 +91,7 @@ impl FeedConfig {
             } else {
                 GuardPolicy::All
             },
+            format: self.format,
         }
     }
 }
@@ -677,6 +682,7 @@ mod tests {
                 include: Vec::new(),
                 exclude: Vec::new(),
                 max_shrink: 0.5,
+                format: None,
             }],
             ..LoadPlan::default()
         };

@@ -80,6 +80,10 @@ struct ScanArgs {
     /// Files below a feed folder that match this glob are not feeds (repeatable).
     #[arg(long, value_name = "GLOB")]
     exclude: Vec<String>,
+    /// Read every feed as this format instead of detecting it (plain,
+    /// zeek-intel, csv, stix, misp, misp-warninglist, openioc).
+    #[arg(long, value_name = "FORMAT")]
+    format: Option<iocd::feeds::Format>,
     /// Print no load summary on stderr.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -243,6 +247,7 @@ fn scan(args: ScanArgs) -> ExitCode {
         include: args.include.clone(),
         exclude: args.exclude.clone(),
         max_shrink: 1.0, // one load: nothing earlier to guard
+        format: args.format,
     };
     if let Err(e) = feed(&PathBuf::new()).filter() {
         let _ = writeln!(stderr, "iocd: error: --{e}");

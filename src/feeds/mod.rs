@@ -40,7 +40,9 @@ pub const SKIP_EXAMPLES: usize = 5;
 pub const REASON_MAX: usize = 200;
 
 /// The feed formats iocd reads. Closed: a new format is a new variant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Named in configs and `scan --format` as [`Format`]'s `Display` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum Format {
     /// One value a line, typed by shape; also typed lists, hosts files, LOKI.
     Plain,
@@ -69,6 +71,43 @@ impl fmt::Display for Format {
             Format::Warninglist => "misp-warninglist",
             Format::OpenIoc => "openioc",
         })
+    }
+}
+
+impl Format {
+    /// Every format, for names and errors.
+    pub const ALL: [Format; 7] = [
+        Format::Plain,
+        Format::Zeek,
+        Format::Csv,
+        Format::Stix,
+        Format::Misp,
+        Format::Warninglist,
+        Format::OpenIoc,
+    ];
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    /// A format by its name (`plain`, `zeek-intel`, `csv`, `stix`, `misp`,
+    /// `misp-warninglist`, `openioc`).
+    fn from_str(name: &str) -> Result<Format, String> {
+        Format::ALL
+            .into_iter()
+            .find(|f| f.to_string() == name)
+            .ok_or_else(|| {
+                let names: Vec<String> = Format::ALL.iter().map(ToString::to_string).collect();
+                format!("{name:?} is not a feed format ({})", names.join(", "))
+            })
+    }
+}
+
+impl TryFrom<String> for Format {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Format, String> {
+        name.parse()
     }
 }
 
@@ -336,6 +375,8 @@ pub struct ParseOptions {
     /// Which "too broad to match" rules apply ([`GuardPolicy::Off`] for
     /// allowlists, whose entries are not indicators).
     pub guard: GuardPolicy,
+    /// Read as this format instead of detecting it from the content.
+    pub format: Option<Format>,
 }
 
 impl ParseOptions {
@@ -390,17 +431,26 @@ pub fn parse_with(name: &str, path: &Path, text: &str, options: &ParseOptions, n
         p.skipped.push(line, why.to_string());
         (p, Some(why))
     };
+    let forced = options.format;
     let (format, (mut parsed, mut failure)) = if is_binary(text) {
         (Format::Plain, broken(1, FeedFailure::Binary))
     } else if looks_like_html(text) {
         (Format::Plain, broken(1, FeedFailure::Html))
-    } else if json::must_be_json(text) {
+    } else if forced.map_or_else(
+        || json::must_be_json(text),
+        |f| matches!(f, Format::Stix | Format::Misp | Format::Warninglist),
+    ) {
+        let forced_kind = forced.map(|f| match f {
+            Format::Stix => json::JsonKind::Stix,
+            Format::Misp => json::JsonKind::Misp,
+            _ => json::JsonKind::Warninglist,
+        });
         match serde_json::from_str::<serde_json::Value>(text) {
             Err(e) => (
-                Format::Plain,
+                forced.unwrap_or(Format::Plain),
                 broken(e.line() as u32, FeedFailure::InvalidJson(e.to_string())),
             ),
-            Ok(root) => match json::kind(&root) {
+            Ok(root) => match forced_kind.or_else(|| json::kind(&root)) {
                 Some(json::JsonKind::Stix) => {
                     let (p, next) = stix::parse_value(&ctx, &root, now);
                     next_change = next;
@@ -431,7 +481,7 @@ pub fn parse_with(name: &str, path: &Path, text: &str, options: &ParseOptions, n
                 None => (Format::Plain, broken(1, FeedFailure::JsonNotAFeed)),
             },
         }
-    } else if openioc::looks_like_xml(text) {
+    } else if forced.map_or_else(|| openioc::looks_like_xml(text), |f| f == Format::OpenIoc) {
         match openioc::parse(&ctx, text) {
             Ok(p) => (Format::OpenIoc, (p, None)),
             Err(openioc::NotOpenIoc::Invalid(e, line)) => {
@@ -442,7 +492,7 @@ pub fn parse_with(name: &str, path: &Path, text: &str, options: &ParseOptions, n
             }
         }
     } else {
-        let format = detect(text);
+        let format = forced.unwrap_or_else(|| detect(text));
         let parsed = match format {
             Format::Zeek => zeek::parse(&ctx, text),
             Format::Csv => csv::parse(&ctx, text),
@@ -667,6 +717,28 @@ mod tests {
             assert_eq!(feed.indicators.len(), n, "{:?}", feed.skipped.examples);
             assert!(feed.failure.is_none());
         }
+    }
+
+    #[test]
+    fn a_format_override_decides_where_content_cannot() {
+        // A Zeek file whose header was cut off reads as a plain list...
+        let text = "198.51.100.7\tIntel::ADDR\tsrc\nevil.example\tIntel::DOMAIN\tsrc\n";
+        let plain = parse("z", Path::new("z"), text);
+        assert_eq!(plain.format, Format::Plain);
+        // ...and a JSON feed of no known shape is refused; forcing says what it is.
+        let stix = r#"{"objects": [{"type": "indicator", "id": "indicator--1", "pattern": "[domain-name:value = 'forced.example']", "valid_from": "2020-01-01T00:00:00Z"}]}"#;
+        assert!(parse("s", Path::new("s"), stix).failure.is_some());
+        let options = ParseOptions {
+            format: Some("stix".parse().unwrap()),
+            ..ParseOptions::default()
+        };
+        let forced = parse_with("s", Path::new("s"), stix, &options, unix_now());
+        assert_eq!(forced.format, Format::Stix);
+        assert_eq!(
+            test_support::pairs(&forced.indicators),
+            [("domain-name", "forced.example")]
+        );
+        assert!("yaml".parse::<Format>().unwrap_err().contains("zeek-intel"));
     }
 
     #[test]

@@ -55,11 +55,17 @@ pub fn parse_value(ctx: &FeedContext, root: &Value, now: i64) -> (Parsed, Option
     let mut skipped = SkipLog::default();
     let objects: Vec<&Value> = match root {
         Value::Array(a) => a.iter().collect(),
-        Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("bundle") => o
-            .get("objects")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().collect())
-            .unwrap_or_default(),
+        // A bundle; or, read as STIX by a feed's `format`, any object with
+        // an `objects` array (a bundle missing its `type`).
+        Value::Object(o)
+            if o.get("type").and_then(Value::as_str) == Some("bundle")
+                || o.get("objects").is_some_and(Value::is_array) =>
+        {
+            o.get("objects")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().collect())
+                .unwrap_or_default()
+        }
         Value::Object(_) => vec![root],
         _ => Vec::new(),
     };
