@@ -12,17 +12,9 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn installed(tool: &str, test: &str) -> bool {
-    let ok = Command::new(tool).arg("--version").output().is_ok();
-    if !ok {
-        common::skipped(test, &format!("{tool} is not installed"));
-    }
-    ok
-}
-
 #[test]
 fn systemd_unit_verifies() {
-    if !installed("systemd-analyze", "systemd_unit_verifies") {
+    if !common::installed("systemd-analyze", "systemd_unit_verifies") {
         return;
     }
     // verify checks that ExecStart exists: point it at the binary just built.
@@ -54,7 +46,7 @@ fn systemd_unit_verifies() {
 #[test]
 fn kubernetes_manifests_validate_and_carry_a_valid_config() {
     let manifest = root().join("deploy/kubernetes/iocd.yaml");
-    if installed("kubernetes-validate", "kubernetes_manifests_validate") {
+    if common::installed("kubernetes-validate", "kubernetes_manifests_validate") {
         let out = Command::new("kubernetes-validate")
             .arg("--strict")
             .arg(&manifest)

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use harness::{free_port, test_dir, throwaway_pki, tool, Daemon, TlsProxy, WAIT};
+use harness::{free_port, test_dir, throwaway_pki, Daemon, TlsProxy, WAIT};
 use serde_json::{json, Value};
 
 struct Medallion {
@@ -260,7 +260,9 @@ fn taxii_over_https_verifies_the_server() {
     let Some(m) = medallion(&dir, mport, &objects(3)) else {
         return;
     };
-    if !tool("openssl", "taxii over https") || !tool("socat", "taxii over https") {
+    if !common::installed("openssl", "taxii over https")
+        || !common::installed("socat", "taxii over https")
+    {
         return;
     }
     throwaway_pki(&dir);

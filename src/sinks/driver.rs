@@ -116,17 +116,38 @@ impl Default for DriverSettings {
     }
 }
 
+/// What every sink's driver is given besides its writer.
+pub struct SinkInputs {
+    /// The sink's name (its metrics label).
+    pub name: Arc<str>,
+    /// The format the sink writes.
+    pub format: HitFormat,
+    /// The sink's bounded channel of hit batches.
+    pub batches: mpsc::Receiver<Arc<HitBatch>>,
+    /// Ticks on SIGUSR1.
+    pub reopen: watch::Receiver<u64>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Spawns the driver of `writer`.
+pub fn spawn<W: HitWriter>(
+    inputs: SinkInputs,
+    writer: W,
+    settings: DriverSettings,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run(inputs, writer, settings))
+}
+
 /// Runs `writer` until `batches` closes and every held hit is written or
 /// refused. `reopen` ticks on SIGUSR1.
-pub async fn run<W: HitWriter>(
-    name: Arc<str>,
-    mut writer: W,
-    format: HitFormat,
-    settings: DriverSettings,
-    mut batches: mpsc::Receiver<Arc<HitBatch>>,
-    mut reopen: watch::Receiver<u64>,
-    metrics: Arc<Metrics>,
-) {
+async fn run<W: HitWriter>(inputs: SinkInputs, mut writer: W, settings: DriverSettings) {
+    let SinkInputs {
+        name,
+        format,
+        mut batches,
+        mut reopen,
+        metrics,
+    } = inputs;
     let sent = metrics.sink_sent.with_label_values(&[&name]);
     let failed = metrics.sink_failed.with_label_values(&[&name]);
     let retried = metrics.sink_retried.with_label_values(&[&name]);

@@ -91,12 +91,6 @@ impl TryFrom<String> for HttpUrl {
     }
 }
 
-impl HttpUrl {
-    pub fn as_url(&self) -> &reqwest::Url {
-        &self.0
-    }
-}
-
 /// How hits are put in a request body.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]

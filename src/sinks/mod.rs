@@ -75,40 +75,25 @@ pub async fn start(
 ) -> std::io::Result<(mpsc::Sender<Arc<HitBatch>>, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(SINK_QUEUE);
     let name: Arc<str> = Arc::from(name);
-    let format = config.format();
+    let inputs = driver::SinkInputs {
+        name: name.clone(),
+        format: config.format(),
+        batches: rx,
+        reopen,
+        metrics,
+    };
+    // Opening is per sink; the loop that drives every writer is one.
     let task = match config {
-        SinkConfig::Stdout(_) => tokio::spawn(driver::run(
-            name,
-            stdout::StdoutWriter::new(),
-            format,
-            driver::DriverSettings::default(),
-            rx,
-            reopen,
-            metrics,
-        )),
+        SinkConfig::Stdout(_) => {
+            driver::spawn(inputs, stdout::StdoutWriter::new(), Default::default())
+        }
         SinkConfig::File(c) => {
-            let writer = file::FileWriter::open(name.clone(), c.path.clone()).await?;
-            tokio::spawn(driver::run(
-                name,
-                writer,
-                format,
-                driver::DriverSettings::default(),
-                rx,
-                reopen,
-                metrics,
-            ))
+            let writer = file::FileWriter::open(name, c.path.clone()).await?;
+            driver::spawn(inputs, writer, Default::default())
         }
         SinkConfig::Http(c) => {
-            let writer = http::HttpWriter::new(name.clone(), c).map_err(std::io::Error::other)?;
-            tokio::spawn(driver::run(
-                name,
-                writer,
-                format,
-                c.driver_settings(),
-                rx,
-                reopen,
-                metrics,
-            ))
+            let writer = http::HttpWriter::new(name, c).map_err(std::io::Error::other)?;
+            driver::spawn(inputs, writer, c.driver_settings())
         }
     };
     Ok((tx, task))

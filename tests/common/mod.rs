@@ -75,3 +75,18 @@ pub fn check(config: &Path) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// True when the peer tool `name` can be run; said loudly (or failed, under
+/// `IOCD_REQUIRE_SERVERS=1`) when it cannot.
+pub fn installed(name: &str, test: &str) -> bool {
+    let ok = std::process::Command::new(name)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if !ok {
+        skipped(test, &format!("{name} is not installed"));
+    }
+    ok
+}

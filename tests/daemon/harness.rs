@@ -253,21 +253,6 @@ pub fn feed_config(feed: &Path) -> String {
     crate::common::minimal_config(feed, "")
 }
 
-/// True when the peer tool `name` runs; said loudly (or failed, in CI)
-/// when it does not.
-pub fn tool(name: &str, test: &str) -> bool {
-    let ok = std::process::Command::new(name)
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        crate::common::skipped(test, &format!("{name} is not installed"));
-    }
-    ok
-}
-
 /// A throwaway CA in `dir` (`ca.pem`), a server certificate for 127.0.0.1
 /// (`server.pem`, `server.key`) and a client certificate (`client.pem`,
 /// `client.key`) signed by it, made with openssl.

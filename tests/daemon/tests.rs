@@ -1046,7 +1046,7 @@ fn elasticsearch_bulk_retries_only_what_may_be_retried() {
 #[test]
 fn https_sink_verifies_the_server_and_presents_a_client_certificate() {
     const TEST: &str = "https sink with mTLS";
-    if !tool("openssl", TEST) || !tool("socat", TEST) {
+    if !common::installed("openssl", TEST) || !common::installed("socat", TEST) {
         return;
     }
     let dir = test_dir("https-sink");
@@ -1073,7 +1073,7 @@ fn https_sink_verifies_the_server_and_presents_a_client_certificate() {
         serde_json::from_str(String::from_utf8(body).unwrap().trim()).unwrap();
     assert_eq!(hit["indicator"]["value"], "198.51.100.7");
     // The front really demands the certificate: a client without one fails.
-    if tool("curl", TEST) {
+    if common::installed("curl", TEST) {
         let without = Command::new("curl")
             .args(["-s", "-o", "/dev/null", "--max-time", "10", "--cacert"])
             .arg(dir.join("ca.pem"))
