@@ -195,13 +195,21 @@ impl Config {
     /// What the loader reads for this configuration.
     pub fn load_plan(&self) -> LoadPlan {
         LoadPlan {
-            feeds: self.feeds.values().cloned().collect(),
+            feeds: self
+                .feeds
+                .iter()
+                .map(|(n, f)| (n.clone(), f.clone()))
+                .collect(),
             taxii: self
                 .taxii
                 .iter()
                 .map(|(n, t)| (n.clone(), t.clone()))
                 .collect(),
-            allowlists: self.allowlists.values().cloned().collect(),
+            allowlists: self
+                .allowlists
+                .iter()
+                .map(|(n, f)| (n.clone(), f.clone()))
+                .collect(),
             example_feed: self.example_feed,
             state_dir: self.state_dir.clone(),
             engine: crate::engine::EngineOptions {

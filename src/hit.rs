@@ -2,7 +2,7 @@
 //!
 //! Shape (`native`):
 //! `{"@timestamp", "input", "line_number", "indicator": {"value", "type",
-//! "feed", "feed_line", ...metadata}, "matched": {"value", "start", "end"}}`.
+//! "feed", "feed_file", "feed_line", ...metadata}, "matched": {"value", "start", "end"}}`.
 //! Text from the line is written lossily (invalid UTF-8 as U+FFFD).
 
 use std::io::Write;
@@ -121,7 +121,9 @@ pub fn write_native(out: &mut Vec<u8>, s: &Sighting, ind: &Indicator, m: &Match,
     out.extend_from_slice(b",\"type\":");
     str_(out, ind.kind.as_str());
     out.extend_from_slice(b",\"feed\":");
-    str_(out, &ind.provenance.feed);
+    str_(out, &ind.provenance.feed.name);
+    out.extend_from_slice(b",\"feed_file\":");
+    str_(out, &ind.provenance.feed.file);
     let _ = write!(out, ",\"feed_line\":{}", ind.provenance.line);
     for (k, v) in &ind.provenance.meta {
         out.push(b',');
@@ -250,7 +252,7 @@ pub fn write_ecs(out: &mut Vec<u8>, ev: &Event, ind: &Indicator, m: &Match, matc
         _ => Map::new(),
     };
     indicator.insert("type".into(), json!(ecs_type));
-    indicator.insert("provider".into(), json!(&*ind.provenance.feed));
+    indicator.insert("provider".into(), json!(&*ind.provenance.feed.name));
     let meta: Map<String, Value> = ind
         .provenance
         .meta
@@ -269,7 +271,7 @@ pub fn write_ecs(out: &mut Vec<u8>, ev: &Event, ind: &Indicator, m: &Match, matc
         // ECS's marking.tlp values are upper case: CLEAR, GREEN, AMBER, RED.
         indicator.insert("marking".into(), json!({ "tlp": tlp.to_ascii_uppercase() }));
     }
-    let mut iocd_indicator = json!({ "value": &*ind.value, "type": ind.kind.as_str(), "feed_line": ind.provenance.line, "meta": meta });
+    let mut iocd_indicator = json!({ "value": &*ind.value, "type": ind.kind.as_str(), "feed_file": &*ind.provenance.feed.file, "feed_line": ind.provenance.line, "meta": meta });
     if ind.is_cidr() {
         iocd_indicator["network"] = json!(&*ind.value);
     }
@@ -299,12 +301,9 @@ mod event_tests {
     use super::*;
     use crate::feeds::FeedContext;
     use crate::indicator::IndicatorType;
-    use std::sync::Arc;
 
     fn example() -> (Indicator, Match) {
-        let ctx = FeedContext {
-            name: Arc::from("feed.txt"),
-        };
+        let ctx = FeedContext::named("feed.txt");
         let ind = ctx.indicator(
             (
                 IndicatorType::Md5,
@@ -383,9 +382,7 @@ mod event_tests {
     /// index template rejects the document; TLP goes in `marking.tlp`.
     #[test]
     fn ecs_ip_fields_hold_addresses_only() {
-        let ctx = FeedContext {
-            name: Arc::from("nets.txt"),
-        };
+        let ctx = FeedContext::named("nets.txt");
         let line = b"deny 203.0.113.99 and 2001:db8:bad::1";
         let cases = [
             (IndicatorType::Ipv4, "203.0.113.0/24", 5, 17),

@@ -15,7 +15,7 @@ use crate::feeds::allowlist::Allowlist;
 use crate::feeds::{self, Feed, FeedError, Format, SkipLog};
 use crate::taxii::{Subscription, TaxiiConfig};
 
-use crate::indicator::{Indicator, IndicatorType};
+use crate::indicator::{FeedId, Indicator, IndicatorType};
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -96,11 +96,11 @@ impl FeedConfig {
     }
 }
 
-/// One feed's line in the load summary.
-pub struct FeedSummary {
-    /// The feed's name.
-    pub name: Arc<str>,
-    /// Its file.
+/// What one file of a feed gave.
+pub struct FileSummary {
+    /// The file as hits name it ([`crate::indicator::FeedId::file`]).
+    pub file: Arc<str>,
+    /// Where it was read from.
     pub path: PathBuf,
     /// The format it was read as.
     pub format: Format,
@@ -110,9 +110,39 @@ pub struct FeedSummary {
     pub skipped: SkipLog,
 }
 
+/// One configured feed in the load summary: its files, and their sums.
+pub struct FeedSummary {
+    /// The feed's name.
+    pub name: Arc<str>,
+    /// What each of its files gave, in the order read.
+    pub files: Vec<FileSummary>,
+    /// Indicators loaded over all its files, by [`IndicatorType::index`].
+    pub by_type: [usize; IndicatorType::ALL.len()],
+    /// Entries skipped over all its files, by reason.
+    pub skipped_by_reason: std::collections::BTreeMap<crate::feeds::SkipReason, usize>,
+}
+
+impl FeedSummary {
+    /// Indicators loaded from the feed.
+    pub fn loaded(&self) -> usize {
+        self.by_type.iter().sum()
+    }
+
+    /// Entries skipped in the feed.
+    pub fn skipped(&self) -> usize {
+        self.files.iter().map(|f| f.skipped.count).sum()
+    }
+
+    /// A feed that yields no indicator (an empty folder, every entry
+    /// skipped): worth a warning, never silence.
+    pub fn is_empty(&self) -> bool {
+        self.loaded() == 0
+    }
+}
+
 /// What loading did: per feed, and what each allowlist removed.
 pub struct LoadReport {
-    /// One line per feed file.
+    /// One entry per configured feed, in the order configured.
     pub feeds: Vec<FeedSummary>,
     /// Per allowlist: its name, the indicators it removed, its own skipped entries.
     pub allowlists: Vec<(Arc<str>, usize, SkipLog)>,
@@ -129,12 +159,12 @@ pub const EXAMPLE_FEED: (&str, &str) = (
 /// from its arguments, `iocd run` and `iocd check` from the config.
 #[derive(Clone, Debug, Default)]
 pub struct LoadPlan {
-    /// Feed files and directories.
-    pub feeds: Vec<FeedConfig>,
+    /// Feed files and directories, by name.
+    pub feeds: Vec<(String, FeedConfig)>,
     /// TAXII collections, by name.
     pub taxii: Vec<(String, TaxiiConfig)>,
-    /// Allowlist files and directories.
-    pub allowlists: Vec<FeedConfig>,
+    /// Allowlist files and directories, by name.
+    pub allowlists: Vec<(String, FeedConfig)>,
     /// Also load the built-in example feed ([`EXAMPLE_FEED`]).
     pub example_feed: bool,
     /// Where TAXII state persists; none: nothing is kept (`iocd scan`).
@@ -159,7 +189,9 @@ pub struct Loader {
 /// why, and what was done instead (its last good content kept, or nothing).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoadFailure {
-    /// The feed, file or path concerned.
+    /// The configured feed (the metric label).
+    pub name: String,
+    /// The feed, file or path concerned, as the log names it.
     pub feed: String,
     /// The class of failure (the metric label).
     pub reason: FailureReason,
@@ -196,8 +228,14 @@ impl FailureReason {
     }
 }
 
-fn failure(feed: impl Into<String>, reason: FailureReason, message: String) -> LoadFailure {
+fn failure(
+    name: &str,
+    feed: impl Into<String>,
+    reason: FailureReason,
+    message: String,
+) -> LoadFailure {
     LoadFailure {
+        name: name.to_owned(),
         feed: feed.into(),
         reason,
         message,
@@ -283,21 +321,25 @@ impl Loader {
         let started = Instant::now();
         let mut failures = Vec::new();
         let mut feeds = Vec::new();
+        let mut names: Vec<Arc<str>> = Vec::new();
         if plan.example_feed {
             let (name, text) = EXAMPLE_FEED;
+            names.push(Arc::from(name));
             feeds.push(feeds::parse_with(
-                name,
+                FeedId::single(name),
                 Path::new(name),
                 text,
                 &feeds::ParseOptions::default(),
                 feeds::unix_now(),
             ));
         }
-        for fc in &plan.feeds {
-            feeds.extend(self.read(fc, &fc.parse_options(), startup, &mut failures)?);
+        for (name, fc) in &plan.feeds {
+            names.push(Arc::from(name.as_str()));
+            feeds.extend(self.read(name, fc, &fc.parse_options(), startup, &mut failures)?);
         }
         let mut polls = Vec::new();
         for (name, tc) in &plan.taxii {
+            names.push(Arc::from(name.as_str()));
             let state_file = plan
                 .state_dir
                 .as_ref()
@@ -305,8 +347,9 @@ impl Loader {
             feeds.push(self.taxii_feed(name, tc, state_file.as_deref(), &mut polls, &mut failures));
         }
         let mut allow_feeds = Vec::new();
-        for fc in &plan.allowlists {
+        for (name, fc) in &plan.allowlists {
             allow_feeds.extend(self.read(
+                name,
                 fc,
                 &fc.parse_options().for_allowlist(),
                 startup,
@@ -320,7 +363,7 @@ impl Loader {
             .filter_map(|f| f.next_change)
             .chain(next_poll)
             .min();
-        let (indicators, report) = apply_allowlists(feeds, &allow_feeds);
+        let (indicators, report) = apply_allowlists(&names, feeds, &allow_feeds);
         let engine = Engine::build(indicators, &plan.engine).map_err(LoadError::Build)?;
         Ok(Built {
             engine,
@@ -353,6 +396,7 @@ impl Loader {
             Some(Err(e)) => {
                 failures.push(failure(
                     name,
+                    name,
                     FailureReason::Poll,
                     format!("TAXII poll failed: {e}; keeping what was loaded"),
                 ));
@@ -360,7 +404,7 @@ impl Loader {
             }
         }
         feeds::parse_with(
-            name,
+            FeedId::single(name),
             Path::new(&tc.url),
             &t.state().as_stix_json(),
             &feeds::ParseOptions::default(),
@@ -372,6 +416,7 @@ impl Loader {
     /// good text when it cannot be read or is not a usable feed.
     fn read(
         &mut self,
+        feed_name: &str,
         fc: &FeedConfig,
         options: &feeds::ParseOptions,
         startup: bool,
@@ -383,6 +428,7 @@ impl Loader {
             Ok(listing) => {
                 for (path, why) in listing.skipped {
                     failures.push(failure(
+                        feed_name,
                         path.display().to_string(),
                         FailureReason::SpecialFile,
                         why,
@@ -402,6 +448,7 @@ impl Loader {
                     return Err(LoadError::Unreadable(e));
                 }
                 failures.push(failure(
+                    feed_name,
                     fc.path.display().to_string(),
                     FailureReason::Unreadable,
                     e.to_string(),
@@ -411,7 +458,8 @@ impl Loader {
         };
         let mut out = Vec::with_capacity(files.len());
         for file in files {
-            let name = feeds::feed_name(&fc.path, &file);
+            let id = FeedId::new(feed_name, &feeds::feed_file(&fc.path, &file));
+            let name = id.to_string();
             let stamp = std::fs::metadata(&file)
                 .and_then(|m| Ok((m.modified()?, m.len())))
                 .ok();
@@ -422,7 +470,7 @@ impl Loader {
                 }
             }
             let fresh = feeds::read_text(&file).map(|text| {
-                let feed = feeds::parse_with(&name, &file, &text, options, feeds::unix_now());
+                let feed = feeds::parse_with(id.clone(), &file, &text, options, feeds::unix_now());
                 (feed, text)
             });
             // A file that reads as a feed but would lose too much of what it
@@ -461,12 +509,13 @@ impl Loader {
                                 tracing::warn!(feed = %name, reason = %why, "feed update refused; keeping its last good content");
                             }
                             failures.push(failure(
+                                feed_name,
                                 name.clone(),
                                 reason,
                                 format!("{why}; keeping its last good content"),
                             ));
                             out.push(feeds::parse_with(
-                                &name,
+                                id.clone(),
                                 &file,
                                 text,
                                 options,
@@ -477,12 +526,14 @@ impl Loader {
                             // At start an unreadable feed is an error the operator must see (exit 65).
                             Err(e) if startup => return Err(LoadError::Unreadable(e)),
                             Err(_) => failures.push(failure(
+                                feed_name,
                                 name.clone(),
                                 reason,
                                 format!("{why}; no earlier content to keep"),
                             )),
                             Ok((feed, _)) => {
                                 failures.push(failure(
+                                    feed_name,
                                     name.clone(),
                                     reason,
                                     format!("{why}; no earlier content to keep"),
@@ -500,9 +551,23 @@ impl Loader {
 
 /// Removes what the allowlists cover from the feeds and gathers the
 /// indicators left, with the report of what each feed and allowlist did.
-pub fn apply_allowlists(feeds: Vec<Feed>, allow_feeds: &[Feed]) -> (Vec<Indicator>, LoadReport) {
+/// `names` are the configured feeds, in order: each has its entry in the
+/// report, even when it gave no file at all.
+pub fn apply_allowlists(
+    names: &[Arc<str>],
+    feeds: Vec<Feed>,
+    allow_feeds: &[Feed],
+) -> (Vec<Indicator>, LoadReport) {
     let allow = Allowlist::new(allow_feeds);
-    let mut summaries = Vec::with_capacity(feeds.len());
+    let mut summaries: Vec<FeedSummary> = names
+        .iter()
+        .map(|name| FeedSummary {
+            name: name.clone(),
+            files: Vec::new(),
+            by_type: [0; IndicatorType::ALL.len()],
+            skipped_by_reason: Default::default(),
+        })
+        .collect();
     let mut indicators = Vec::with_capacity(feeds.iter().map(|f| f.indicators.len()).sum());
     let mut removed = vec![0; allow.names().len()];
     for mut feed in feeds {
@@ -513,11 +578,31 @@ pub fn apply_allowlists(feeds: Vec<Feed>, allow_feeds: &[Feed]) -> (Vec<Indicato
         for (total, r) in removed.iter_mut().zip(allow.apply(&mut feed.indicators)) {
             *total += r;
         }
-        summaries.push(FeedSummary {
-            by_type: feed.counts_by_type(),
-            name: feed.name,
+        let at = match summaries.iter().position(|s| s.name == feed.id.name) {
+            Some(at) => at,
+            None => {
+                summaries.push(FeedSummary {
+                    name: feed.id.name.clone(),
+                    files: Vec::new(),
+                    by_type: [0; IndicatorType::ALL.len()],
+                    skipped_by_reason: Default::default(),
+                });
+                summaries.len() - 1
+            }
+        };
+        let summary = &mut summaries[at];
+        let by_type = feed.counts_by_type();
+        for (sum, n) in summary.by_type.iter_mut().zip(by_type) {
+            *sum += n;
+        }
+        for (reason, n) in &feed.skipped.by_reason {
+            *summary.skipped_by_reason.entry(*reason).or_default() += n;
+        }
+        summary.files.push(FileSummary {
+            file: feed.id.file.clone(),
             path: feed.path,
             format: feed.format,
+            by_type,
             skipped: feed.skipped,
         });
         indicators.append(&mut feed.indicators);
@@ -544,7 +629,6 @@ impl LoadReport {
     /// first skipped entries as `file:line` warnings, allowlist removals.
     pub fn write(&self, w: &mut impl Write) -> std::io::Result<()> {
         for f in &self.feeds {
-            let total: usize = f.by_type.iter().sum();
             let types: Vec<String> = IndicatorType::ALL
                 .iter()
                 .zip(f.by_type)
@@ -552,25 +636,52 @@ impl LoadReport {
                 .map(|(t, n)| format!("{t} {n}"))
                 .collect();
             let reasons: Vec<String> = f
-                .skipped
-                .by_reason
+                .skipped_by_reason
                 .iter()
                 .map(|(r, n)| format!("{} {n}", r.label()))
                 .collect();
+            let mut formats: Vec<String> = f.files.iter().map(|x| x.format.to_string()).collect();
+            formats.sort();
+            formats.dedup();
             writeln!(
                 w,
-                "iocd: feed {} ({}): {total} indicators [{}], {} skipped{}",
+                "iocd: feed {} ({}; {} file{}): {} indicators [{}], {} skipped{}",
                 f.name,
-                f.format,
+                if formats.is_empty() { "-".to_owned() } else { formats.join(", ") },
+                f.files.len(),
+                if f.files.len() == 1 { "" } else { "s" },
+                f.loaded(),
                 types.join(", "),
-                f.skipped.count,
+                f.skipped(),
                 if reasons.is_empty() {
                     String::new()
                 } else {
                     format!(" [{}]", reasons.join(", "))
                 }
             )?;
-            write_skips(w, &f.path.display().to_string(), &f.skipped)?;
+            if f.is_empty() {
+                writeln!(
+                    w,
+                    "iocd: warning: feed {} yields no indicator{}",
+                    f.name,
+                    if f.files.is_empty() {
+                        ": no feed file in it"
+                    } else {
+                        ": every entry was skipped"
+                    }
+                )?;
+            }
+            let mut shown = 0;
+            for file in &f.files {
+                if shown >= SKIP_EXAMPLES_PER_FEED {
+                    break;
+                }
+                shown += write_skips(w, &file.path.display().to_string(), &file.skipped)?;
+            }
+            let more = f.skipped().saturating_sub(shown);
+            if more > 0 {
+                writeln!(w, "iocd: warning: feed {}: {more} more skipped entries", f.name)?;
+            }
         }
         for (name, removed, skipped) in &self.allowlists {
             writeln!(
@@ -578,24 +689,29 @@ impl LoadReport {
                 "iocd: allowlist {name}: removed {removed} indicators, {} entries skipped",
                 skipped.count
             )?;
-            write_skips(w, name, skipped)?;
+            let shown = write_skips(w, name, skipped)?;
+            if skipped.count > shown {
+                writeln!(
+                    w,
+                    "iocd: warning: {name}: {} more skipped entries",
+                    skipped.count - shown
+                )?;
+            }
         }
         Ok(())
     }
 }
 
-fn write_skips(w: &mut impl Write, path: &str, s: &SkipLog) -> std::io::Result<()> {
+/// Skipped entries shown per feed before the rest are only counted: a
+/// repository of a thousand files must not flood the log.
+const SKIP_EXAMPLES_PER_FEED: usize = 10;
+
+/// Writes the skipped entries `s` keeps as examples; returns how many.
+fn write_skips(w: &mut impl Write, path: &str, s: &SkipLog) -> std::io::Result<usize> {
     for e in &s.examples {
         writeln!(w, "iocd: warning: {path}:{}: skipped: {}", e.line, e.reason)?;
     }
-    if s.count > s.examples.len() {
-        writeln!(
-            w,
-            "iocd: warning: {path}: {} more skipped entries",
-            s.count - s.examples.len()
-        )?;
-    }
-    Ok(())
+    Ok(s.examples.len())
 }
 
 /// One line about the built engine.
@@ -675,7 +791,9 @@ mod tests {
         std::fs::write(&a, event("e-a", "one.example")).unwrap();
         std::fs::write(&b, event("e-b", "two.example")).unwrap();
         let plan = LoadPlan {
-            feeds: vec![FeedConfig {
+            feeds: vec![(
+                "misp".to_owned(),
+                FeedConfig {
                 path: dir.clone(),
                 misp_all_attributes: false,
                 allow_special_addresses: false,
@@ -683,7 +801,7 @@ mod tests {
                 exclude: Vec::new(),
                 max_shrink: 0.5,
                 format: None,
-            }],
+            })],
             ..LoadPlan::default()
         };
         let mut loader = Loader::default();

@@ -4,7 +4,7 @@
 //! 78 bad configuration.
 
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -231,6 +231,22 @@ fn check(args: ConfigArgs) -> ExitCode {
     }
 }
 
+/// The name `iocd scan` gives the feed argument `path`: its base name, or
+/// the whole argument when another argument has the same base name (so
+/// `a/iocs.txt` and `b/iocs.txt` stay two feeds).
+fn scan_feed_name(path: &Path, all: &[PathBuf]) -> String {
+    let base = iocd::feeds::base_name(path);
+    let same = all
+        .iter()
+        .filter(|p| iocd::feeds::base_name(p) == base)
+        .count();
+    if same > 1 {
+        path.display().to_string()
+    } else {
+        base
+    }
+}
+
 fn scan(args: ScanArgs) -> ExitCode {
     let stderr = &mut io::stderr().lock();
     let t0 = Instant::now();
@@ -268,10 +284,16 @@ fn scan(args: ScanArgs) -> ExitCode {
             Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
                 plan.taxii.push((url.to_owned(), TaxiiConfig::for_url(url)));
             }
-            _ => plan.feeds.push(feed(p)),
+            _ => plan
+                .feeds
+                .push((scan_feed_name(p, &args.indicators), feed(p))),
         }
     }
-    plan.allowlists = args.allowlists.iter().map(feed).collect();
+    plan.allowlists = args
+        .allowlists
+        .iter()
+        .map(|p| (scan_feed_name(p, &args.allowlists), feed(p)))
+        .collect();
     let built = match Loader::default().build_catching(&plan, true) {
         Ok(built) => built,
         Err(e) => {

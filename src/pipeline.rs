@@ -471,7 +471,7 @@ fn matcher(
                 out.hits += 1;
                 metrics
                     .hits
-                    .with_label_values(&[ind.kind.as_str(), &ind.provenance.feed])
+                    .with_label_values(&[ind.kind.as_str(), &ind.provenance.feed.name])
                     .inc();
             }
         }

@@ -28,26 +28,26 @@ pub fn publish(metrics: &Metrics, built: &Built) {
     metrics.feed_skipped.reset();
     metrics.feed_entries.reset();
     for f in &built.report.feeds {
-        let loaded: usize = f.by_type.iter().sum();
         metrics
             .feed_entries
             .with_label_values(&[&*f.name])
-            .set((loaded + f.skipped.count) as i64);
-        for (reason, n) in &f.skipped.by_reason {
+            .set((f.loaded() + f.skipped()) as i64);
+        for (reason, n) in &f.skipped_by_reason {
             metrics
                 .feed_skipped
                 .with_label_values(&[&*f.name, reason.label()])
                 .set(*n as i64);
         }
-    }
-    for f in &built.report.feeds {
+        // Every type of every feed, zeros included: an empty feed shows
+        // as 0, never as a missing series an alert cannot see.
         for (t, n) in IndicatorType::ALL.iter().zip(f.by_type) {
-            if n > 0 {
-                metrics
-                    .indicators_loaded
-                    .with_label_values(&[&f.name, t.as_str()])
-                    .add(n as i64);
-            }
+            metrics
+                .indicators_loaded
+                .with_label_values(&[&f.name, t.as_str()])
+                .set(n as i64);
+        }
+        if f.is_empty() {
+            tracing::warn!(feed = %f.name, files = f.files.len(), "feed yields no indicator");
         }
     }
     for (feed, error) in &built.polls {
@@ -66,7 +66,7 @@ pub fn publish(metrics: &Metrics, built: &Built) {
         let (feed, why) = (&f.feed, &f.message);
         metrics
             .feed_failures
-            .with_label_values(&[feed.as_str(), f.reason.label()])
+            .with_label_values(&[f.name.as_str(), f.reason.label()])
             .inc();
         tracing::error!(feed = %feed, reason = %why, "feed failed to load");
     }

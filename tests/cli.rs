@@ -64,6 +64,7 @@ fn stdin_to_json_hits() {
     assert_eq!(d["indicator"]["value"], "malware.example");
     assert_eq!(d["indicator"]["type"], "domain-name");
     assert_eq!(d["indicator"]["feed"], "feed.txt");
+    assert_eq!(d["indicator"]["feed_file"], "feed.txt");
     assert_eq!(d["indicator"]["feed_line"], 3);
     assert_eq!(d["matched"]["value"], "www.MALWARE.example");
     assert_eq!(d["matched"]["start"], 11);
@@ -72,7 +73,9 @@ fn stdin_to_json_hits() {
     assert_eq!(h[1]["indicator"]["comment"], "scanner");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("feed feed.txt (plain): 3 indicators [ipv4-addr 1, domain-name 1, md5 1]"),
+        stderr.contains(
+            "feed feed.txt (plain; 1 file): 3 indicators [ipv4-addr 1, domain-name 1, md5 1]"
+        ),
         "{stderr}"
     );
 }
@@ -299,7 +302,10 @@ fn feed_directories_load_every_file() {
     );
     let h = hits(&out);
     assert_eq!(h.len(), 2);
-    assert_eq!(h[1]["indicator"]["feed"], "b.intel");
+    // The feed is named by the argument; its files by their path in it.
+    let name = dir.file_name().unwrap().to_str().unwrap();
+    assert_eq!(h[1]["indicator"]["feed"], name);
+    assert_eq!(h[1]["indicator"]["feed_file"], "b.intel");
     assert_eq!(h[1]["indicator"]["meta.source"], "unit-test");
 }
 
@@ -329,7 +335,7 @@ fn stix_bundle_hits_carry_stix_metadata() {
     assert_eq!(h[1]["indicator"]["value"], "malware.example");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("feed bundle.json (stix): 2 indicators")
+        stderr.contains("feed bundle.json (stix; 1 file): 2 indicators")
             && stderr.contains("indicator--bb: expired"),
         "{stderr}"
     );
@@ -388,9 +394,33 @@ fn feed_repositories_are_walked_as_cloned() {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, text).unwrap();
     };
-    put("2024/05/ips.txt", "198.51.100.7\n");
-    put("2024/06/ips.txt", "198.51.100.8\n");
+    put("2024/05/ips.txt", "198.51.100.7\n198.51.100.0/24\n");
+    // Listed again in another file of the same feed: one hit, the first file's.
+    put("2024/06/ips.txt", "198.51.100.8\n198.51.100.7\n198.51.100.0/24\n");
     put("domains.txt", "malware.example\n");
+    // OpenIOC next to it loads; other XML and binary files are not feeds.
+    put(
+        "vendor/report.ioc",
+        r#"<?xml version="1.0" encoding="us-ascii"?>
+<ioc xmlns="http://schemas.mandiant.com/2010/ioc" id="x"><definition>
+<Indicator operator="OR" id="i1"><IndicatorItem id="a" condition="is">
+<Context document="DnsEntryItem" search="DnsEntryItem/Host" type="mir"/>
+<Content type="string">openioc.example</Content></IndicatorItem></Indicator>
+</definition></ioc>"#,
+    );
+    put(
+        "vendor/layout.xml",
+        "<?xml version=\"1.0\"?><note><to>xml.example</to></note>",
+    );
+    put("vendor/blob.dat", "binary.example\0\0\0\x01\n");
+    // STIX 2.0: `type` and `spec_version` after more than 64 KiB of objects.
+    let padding = "x".repeat(70_000);
+    put(
+        "stix/late-type.json",
+        &format!(
+            r#"{{"id": "bundle--1", "objects": [{{"type": "indicator", "id": "indicator--1", "created": "2020-01-01T00:00:00Z", "modified": "2020-01-01T00:00:00Z", "labels": ["malicious-activity"], "description": "{padding}", "pattern": "[domain-name:value = 'stix20.example']", "valid_from": "2020-01-01T00:00:00Z"}}], "spec_version": "2.0", "type": "bundle"}}"#
+        ),
+    );
     put(
         "README.md",
         "Feeds from https://github.com/example/iocs, see 203.0.113.5\n",
@@ -404,7 +434,7 @@ fn feed_repositories_are_walked_as_cloned() {
         .status()
         .unwrap()
         .success());
-    let line = b"198.51.100.7 198.51.100.8 malware.example 203.0.113.5 203.0.113.6 evil.example github.com\n";
+    let line = b"198.51.100.7 198.51.100.8 malware.example 203.0.113.5 203.0.113.6 evil.example github.com openioc.example xml.example binary.example stix20.example\n";
     let out = run(&["scan", "-i", dir.to_str().unwrap()], line);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -413,7 +443,7 @@ fn feed_repositories_are_walked_as_cloned() {
         .map(|h| {
             (
                 h["indicator"]["value"].as_str().unwrap().to_owned(),
-                h["indicator"]["feed"].as_str().unwrap().to_owned(),
+                h["indicator"]["feed_file"].as_str().unwrap().to_owned(),
             )
         })
         .collect();
@@ -421,13 +451,18 @@ fn feed_repositories_are_walked_as_cloned() {
     assert_eq!(
         got,
         [
+            ("198.51.100.0/24".to_owned(), "2024/05/ips.txt".to_owned()),
             ("198.51.100.7".to_owned(), "2024/05/ips.txt".to_owned()),
             ("198.51.100.8".to_owned(), "2024/06/ips.txt".to_owned()),
             ("malware.example".to_owned(), "domains.txt".to_owned()),
+            ("openioc.example".to_owned(), "vendor/report.ioc".to_owned()),
+            ("stix20.example".to_owned(), "stix/late-type.json".to_owned()),
         ],
         "{stderr}"
     );
     assert!(stderr.contains("pipe.txt: a FIFO"), "{stderr}");
+    assert!(stderr.contains("vendor/layout.xml"), "{stderr}");
+    assert!(stderr.contains("vendor/blob.dat"), "{stderr}");
     // A feed's own globs: exclude a year.
     let out = run(
         &[

@@ -156,7 +156,8 @@ fn hash_key(hex: &[u8]) -> u64 {
 
 impl Engine {
     /// Builds an engine over `indicators`, dropping exact duplicates (same
-    /// type, value and feed).
+    /// type, value and feed name, networks included: the first one read
+    /// stays).
     ///
     /// # Errors
     /// When the regex indicators together exceed the regex size limit.
@@ -176,11 +177,12 @@ impl Engine {
         let mut strings: FxHashMap<&str, u32> = FxHashMap::default();
         let mut regex_heads: FxHashMap<&str, u32> = FxHashMap::default();
         let mut duplicates = 0;
+        let mut seen_nets: FxHashSet<(&str, &str)> = FxHashSet::default();
         let inds = &indicators;
         let same = |id: u32| {
             move |other: u32| {
                 let (a, b) = (&inds[id as usize], &inds[other as usize]);
-                a.value == b.value && a.provenance.feed == b.provenance.feed
+                a.value == b.value && a.provenance.feed.name == b.provenance.feed.name
             }
         };
         for (id, ind) in indicators.iter().enumerate() {
@@ -188,16 +190,21 @@ impl Engine {
             let v = ind.value.as_bytes();
             let added = match ind.kind {
                 IndicatorType::Ipv4 | IndicatorType::Ipv6 if ind.is_cidr() => {
-                    match ind.value.parse::<IpNet>() {
-                        Ok(IpNet::V4(n)) => {
+                    let Ok(net) = ind.value.parse::<IpNet>() else {
+                        continue;
+                    };
+                    // The value is canonical, so equal networks are equal text.
+                    let first = seen_nets.insert((&*ind.value, &*ind.provenance.feed.name));
+                    match net {
+                        IpNet::V4(n) if first => {
                             nets4.push((u32::from(n.network()), n.prefix_len(), id))
                         }
-                        Ok(IpNet::V6(n)) => {
+                        IpNet::V6(n) if first => {
                             nets6.push((u128::from(n.network()), n.prefix_len(), id))
                         }
-                        Err(_) => continue,
+                        _ => {}
                     }
-                    true
+                    first
                 }
                 IndicatorType::Ipv4 => match ind.value.parse::<Ipv4Addr>() {
                     Ok(a) => ipv4.insert(u32::from(a), id, &mut next, same(id)),

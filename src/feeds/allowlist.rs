@@ -46,7 +46,7 @@ impl Allowlist {
         };
         for feed in feeds {
             let src = a.names.len() as Source;
-            a.names.push(feed.name.clone());
+            a.names.push(Arc::from(feed.id.to_string()));
             let mut skipped = feed.skipped.clone();
             for i in &feed.indicators {
                 a.add(i.kind, &i.value, src, false);
@@ -223,9 +223,7 @@ mod tests {
 
     fn ind(v: &str) -> Indicator {
         let (kind, value) = classify(v).unwrap();
-        crate::feeds::FeedContext {
-            name: Arc::from("f"),
-        }
+        crate::feeds::FeedContext::named("f")
         .indicator((kind, value), 1, Vec::new())
     }
 
@@ -234,7 +232,7 @@ mod tests {
         let feeds = [
             // Allowlists are read without the breadth guard: 10.0.0.0/8 stays.
             crate::feeds::parse_with(
-                "mine",
+                crate::indicator::FeedId::single("mine"),
                 Path::new("mine"),
                 "10.0.0.0/8\ngoogle.com\nd41d8cd98f00b204e9800998ecf8427e\n",
                 &crate::feeds::ParseOptions::default().for_allowlist(),

@@ -177,13 +177,10 @@ fn split_record(line: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::feeds::test_support::pairs;
-    use std::sync::Arc;
 
     fn read(text: &str) -> Parsed {
         parse(
-            &FeedContext {
-                name: Arc::from("c"),
-            },
+            &FeedContext::named("c"),
             text,
         )
     }

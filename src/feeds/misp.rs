@@ -163,7 +163,6 @@ pub fn parse_value(ctx: &FeedContext, root: &Value, all_attributes: bool) -> Par
 mod tests {
     use super::*;
     use crate::feeds::test_support::{meta, pairs};
-    use std::sync::Arc;
 
     const EVENT: &str = r#"{"Event": {"uuid": "ev-1", "info": "Campaign X", "threat_level_id": "1",
         "Tag": [{"name": "tlp:amber"}, {"name": "apt"}],
@@ -181,9 +180,7 @@ mod tests {
     #[test]
     fn events_attributes_objects_and_metadata() {
         let p = parse(
-            &FeedContext {
-                name: Arc::from("m"),
-            },
+            &FeedContext::named("m"),
             EVENT,
             false,
         )
@@ -214,18 +211,14 @@ mod tests {
             .any(|s| s.reason.contains("a2: to_ids is false")));
         assert!(p.skipped.examples.iter().any(|s| s.reason.contains("a4:")));
         let all = parse(
-            &FeedContext {
-                name: Arc::from("m"),
-            },
+            &FeedContext::named("m"),
             EVENT,
             true,
         )
         .unwrap();
         assert_eq!(all.indicators.len(), 5);
         assert!(parse(
-            &FeedContext {
-                name: Arc::from("m")
-            },
+            &FeedContext::named("m"),
             "{\"Event\": [",
             false
         )
@@ -247,9 +240,7 @@ mod tests {
     fn rest_answers_and_manifests() {
         let rest = format!(r#"{{"response": [{EVENT}, {EVENT}]}}"#);
         let p = parse(
-            &FeedContext {
-                name: Arc::from("m"),
-            },
+            &FeedContext::named("m"),
             &rest,
             false,
         )
@@ -257,9 +248,7 @@ mod tests {
         assert_eq!(p.indicators.len(), 8);
         let manifest = r#"{"2e03": {"info": "TweetFeed IOCs", "date": "2025-08-23", "timestamp": "1755989538", "threat_level_id": "4"}}"#;
         let p = parse(
-            &FeedContext {
-                name: Arc::from("manifest.json"),
-            },
+            &FeedContext::named("manifest.json"),
             manifest,
             false,
         )

@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use crate::indicator::canon::Canonical;
 use crate::indicator::guard::{too_broad, GuardPolicy};
-use crate::indicator::{Indicator, IndicatorType, Provenance};
+use crate::indicator::{FeedId, Indicator, IndicatorType, Provenance};
 
 /// How many skipped entries per feed are kept with their line and reason.
 pub const SKIP_EXAMPLES: usize = 5;
@@ -216,11 +216,18 @@ impl SkipLog {
 /// What a reader gets besides the text: the feed's name, shared by every
 /// indicator's provenance.
 pub struct FeedContext {
-    /// The feed's name, carried by every indicator read.
-    pub name: Arc<str>,
+    /// The feed and file, carried by every indicator read.
+    pub feed: Arc<FeedId>,
 }
 
 impl FeedContext {
+    /// A context for a feed of one file named `name` (tests, examples).
+    pub fn named(name: &str) -> FeedContext {
+        FeedContext {
+            feed: Arc::new(FeedId::single(name)),
+        }
+    }
+
     /// Attaches provenance to a canonical value.
     pub fn indicator(
         &self,
@@ -232,7 +239,7 @@ impl FeedContext {
             kind,
             value: value.into_boxed_str(),
             provenance: Provenance {
-                feed: self.name.clone(),
+                feed: self.feed.clone(),
                 line,
                 meta,
             },
@@ -252,8 +259,8 @@ pub struct Parsed {
 /// One loaded feed: its name, path, format and content.
 #[derive(Clone, Debug)]
 pub struct Feed {
-    /// The feed's name, carried by its indicators' hits.
-    pub name: Arc<str>,
+    /// The feed and file, carried by its indicators' hits.
+    pub id: Arc<FeedId>,
     /// The file read.
     pub path: PathBuf,
     /// The format it was read as.
@@ -364,7 +371,13 @@ pub fn detect(text: &str) -> Format {
 /// Parses feed text (named `name` in provenance) in the format detected from
 /// it. Time-dependent formats (STIX validity) are judged as of now.
 pub fn parse(name: &str, path: &Path, text: &str) -> Feed {
-    parse_with(name, path, text, &ParseOptions::default(), unix_now())
+    parse_with(
+        FeedId::single(name),
+        path,
+        text,
+        &ParseOptions::default(),
+        unix_now(),
+    )
 }
 
 /// Choices a feed's configuration can make about its content.
@@ -397,10 +410,14 @@ pub fn unix_now() -> i64 {
 }
 
 /// [`parse`] with options, as of `now` (Unix seconds).
-pub fn parse_with(name: &str, path: &Path, text: &str, options: &ParseOptions, now: i64) -> Feed {
-    let ctx = FeedContext {
-        name: Arc::from(name),
-    };
+pub fn parse_with(
+    id: FeedId,
+    path: &Path,
+    text: &str,
+    options: &ParseOptions,
+    now: i64,
+) -> Feed {
+    let ctx = FeedContext { feed: Arc::new(id) };
     let empty = || Parsed {
         indicators: Vec::new(),
         skipped: SkipLog::default(),
@@ -414,7 +431,7 @@ pub fn parse_with(name: &str, path: &Path, text: &str, options: &ParseOptions, n
             "a MISP feed's hashes.csv: an index of attribute hashes, not indicators",
         );
         return Feed {
-            name: ctx.name,
+            id: ctx.feed,
             path: path.to_owned(),
             format: Format::Misp,
             indicators: Vec::new(),
@@ -512,7 +529,7 @@ pub fn parse_with(name: &str, path: &Path, text: &str, options: &ParseOptions, n
     drop_too_broad(&mut parsed, options.guard);
     let skipped = std::mem::take(&mut parsed.skipped);
     Feed {
-        name: ctx.name,
+        id: ctx.feed,
         path: path.to_owned(),
         format,
         indicators: parsed.indicators,
@@ -574,18 +591,22 @@ pub fn list_files(path: &Path) -> Result<Vec<PathBuf>, FeedError> {
     walk::list(path, &walk::FileFilter::default()).map(|l| l.files)
 }
 
-/// The feed name of `file` found under the feed path `root`: its file name
-/// when it is the root or directly in it, else its path below the root
-/// (`2024/05/iocs.txt`), so same-named files in different folders stay
-/// distinct feeds.
-pub fn feed_name(root: &Path, file: &Path) -> String {
+/// How hits name `file` found under the feed path `root` (`feed_file`):
+/// its path below the root (`2024/05/iocs.txt`), so same-named files in
+/// different folders stay distinct, or its file name when it is the root.
+pub fn feed_file(root: &Path, file: &Path) -> String {
     match file.strip_prefix(root) {
-        Ok(rel) if rel.components().count() > 1 => rel.display().to_string(),
-        _ => file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| file.display().to_string()),
+        Ok(rel) if rel.components().count() > 0 => rel.display().to_string(),
+        _ => base_name(file),
     }
+}
+
+/// A path's last component (`iocs` for `feeds/iocs/`), or the whole path
+/// when it has none: the name `iocd scan` gives a feed argument.
+pub fn base_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
 }
 
 /// Reads a file as text (invalid UTF-8 replaced).
@@ -603,7 +624,8 @@ pub fn read_text(file: &Path) -> Result<String, FeedError> {
     })
 }
 /// Reads a feed file, or every wanted regular file below a directory (in
-/// path order, recursing), each file a feed named by [`feed_name`].
+/// path order, recursing): the feed named by the path's [`base_name`], each
+/// file named by [`feed_file`].
 ///
 /// # Errors
 /// When the path (or a file in the directory) cannot be read at all. Content
@@ -618,11 +640,12 @@ pub fn load_path(path: &Path) -> Result<Vec<Feed>, FeedError> {
 /// As [`load_path`].
 pub fn load_path_with(path: &Path, options: &ParseOptions) -> Result<Vec<Feed>, FeedError> {
     let now = unix_now();
+    let name = base_name(path);
     list_files(path)?
         .into_iter()
         .map(|file| {
             Ok(parse_with(
-                &feed_name(path, &file),
+                FeedId::new(&name, &feed_file(path, &file)),
                 &file,
                 &read_text(&file)?,
                 options,
@@ -732,7 +755,7 @@ mod tests {
             format: Some("stix".parse().unwrap()),
             ..ParseOptions::default()
         };
-        let forced = parse_with("s", Path::new("s"), stix, &options, unix_now());
+        let forced = parse_with(FeedId::single("s"), Path::new("s"), stix, &options, unix_now());
         assert_eq!(forced.format, Format::Stix);
         assert_eq!(
             test_support::pairs(&forced.indicators),

@@ -212,7 +212,6 @@ fn read_item(
 mod tests {
     use super::*;
     use crate::feeds::test_support::pairs;
-    use std::sync::Arc;
 
     const IOC: &str = r#"<?xml version="1.0" encoding="us-ascii"?>
 <!-- a comment -->
@@ -248,9 +247,7 @@ mod tests {
 </ioc>"#;
 
     fn ctx() -> FeedContext {
-        FeedContext {
-            name: Arc::from("x.ioc"),
-        }
+        FeedContext::named("x.ioc")
     }
 
     #[test]

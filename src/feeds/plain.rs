@@ -163,15 +163,12 @@ fn looks_like_damaged_hash(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     /// (type, value, metadata) of each indicator read.
     type Read = Vec<(String, String, Vec<(String, String)>)>;
 
     fn read(text: &str) -> (Read, SkipLog) {
-        let ctx = FeedContext {
-            name: Arc::from("t"),
-        };
+        let ctx = FeedContext::named("t");
         let p = parse(&ctx, text);
         let inds = p
             .indicators
@@ -305,9 +302,7 @@ mod tests {
             }
         }
         assert!(text.len() > PARALLEL_BYTES);
-        let ctx = FeedContext {
-            name: Arc::from("big"),
-        };
+        let ctx = FeedContext::named("big");
         let whole = parse(&ctx, &text);
         let serial = parse_lines(&ctx, &text, 0);
         assert_eq!(whole.indicators, serial.indicators);

@@ -75,7 +75,6 @@ pub fn parse(ctx: &FeedContext, text: &str) -> Parsed {
 mod tests {
     use super::*;
     use crate::feeds::test_support::pairs;
-    use std::sync::Arc;
 
     #[test]
     fn reads_types_and_meta() {
@@ -87,9 +86,7 @@ mod tests {
             x\tIntel::CERT_THING\tCPS\t-\n\
             short\n";
         let p = parse(
-            &FeedContext {
-                name: Arc::from("z"),
-            },
+            &FeedContext::named("z"),
             text,
         );
         let got = pairs(&p.indicators);

@@ -101,12 +101,54 @@ impl fmt::Display for IndicatorType {
     }
 }
 
+/// A feed as hits name it: the configured feed, and the file in it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FeedId {
+    /// The feed's name: its config block (`[feeds.NAME]`), or in `iocd
+    /// scan` the base name of the argument. Metrics are labelled by it.
+    pub name: Arc<str>,
+    /// The file read, relative to the feed's root (`2024/05/iocs.txt`);
+    /// the file name when the feed is one file, the URL's last segment or
+    /// the MISP event file for a feed fetched over HTTP.
+    pub file: Arc<str>,
+}
+
+impl FeedId {
+    /// The feed `name`'s file `file`.
+    pub fn new(name: &str, file: &str) -> FeedId {
+        FeedId {
+            name: Arc::from(name),
+            file: Arc::from(file),
+        }
+    }
+
+    /// A feed of one file named like the feed.
+    pub fn single(name: &str) -> FeedId {
+        let name: Arc<str> = Arc::from(name);
+        FeedId {
+            file: name.clone(),
+            name,
+        }
+    }
+}
+
+impl fmt::Display for FeedId {
+    /// `name`, or `name (file)` when the file is named otherwise.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.name == self.file {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{} ({})", self.name, self.file)
+        }
+    }
+}
+
 /// Where an indicator came from: carried into every hit so an analyst can
 /// trace an alert back to the feed entry that raised it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Provenance {
-    /// The feed's name (its file name unless configured otherwise).
-    pub feed: Arc<str>,
+    /// The feed and file (shared by every indicator of that file).
+    pub feed: Arc<FeedId>,
     /// 1-based line of the entry in the feed file (0 when not line-based).
     pub line: u32,
     /// What the format says about the entry (Zeek `meta.source`, CSV tags,

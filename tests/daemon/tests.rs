@@ -282,7 +282,7 @@ fn sighup_rereads_the_config_and_adds_a_feed() {
             h[0]["line_number"].as_u64(),
             h[0]["indicator"]["feed"].as_str()
         ),
-        (Some(1), Some("more.txt"))
+        (Some(1), Some("more"))
     );
     let (status, rest) = d.stop();
     assert!(status.success() && rest.is_empty());
@@ -312,7 +312,7 @@ fn broken_feed_keeps_its_last_good_indicators() {
     assert!(
         metric(
             &body,
-            "iocd_feed_failures_total{feed=\"test.txt\",reason=\"not_a_feed\"}"
+            "iocd_feed_failures_total{feed=\"test\",reason=\"not_a_feed\"}"
         )
         .unwrap()
             >= 1.0,
@@ -321,7 +321,7 @@ fn broken_feed_keeps_its_last_good_indicators() {
     assert_eq!(
         metric(
             &body,
-            "iocd_indicators_loaded{feed=\"test.txt\",type=\"ipv4-addr\"}"
+            "iocd_indicators_loaded{feed=\"test\",type=\"ipv4-addr\"}"
         ),
         Some(1.0)
     );
@@ -444,7 +444,7 @@ fn metrics_pass_promtool_and_move() {
     let d = Daemon::start(&dir, &tcp_config(&dir, port, &metrics_at(mport)));
     let before = metric(
         &http_get(mport, "/metrics").1,
-        "iocd_hits_total{feed=\"test.txt\",type=\"ipv4-addr\"}",
+        "iocd_hits_total{feed=\"test\",type=\"ipv4-addr\"}",
     )
     .unwrap_or(0.0);
     send_tcp(port, b"198.51.100.7\n");
@@ -453,7 +453,7 @@ fn metrics_pass_promtool_and_move() {
     assert_eq!(
         metric(
             &body,
-            "iocd_hits_total{feed=\"test.txt\",type=\"ipv4-addr\"}"
+            "iocd_hits_total{feed=\"test\",type=\"ipv4-addr\"}"
         ),
         Some(before + 1.0)
     );
@@ -470,6 +470,12 @@ fn metrics_pass_promtool_and_move() {
     ] {
         assert!(body.contains(name), "{name} missing");
     }
+    // Every type of a feed has its series, zeros included.
+    assert_eq!(
+        metric(&body, "iocd_indicators_loaded{feed=\"test\",type=\"sha256\"}"),
+        Some(0.0),
+        "{body}"
+    );
     match Command::new("promtool").arg("--version").output() {
         Ok(_) => {
             let mut p = Command::new("promtool")
@@ -573,7 +579,7 @@ fn check_validates_config_and_feeds() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("feed test.txt (plain): 2 indicators"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("feed test (plain; 1 file): 2 indicators"));
     std::fs::write(
         dir.join("bad.toml"),
         format!("{config}[sinks.out2]\ntype = \"file\"\npaht = \"x\"\n"),
@@ -608,6 +614,25 @@ fn check_validates_config_and_feeds() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("nonexistent"));
+    // A feed that yields nothing is a warning, not silence, and not an error.
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
+    std::fs::write(dir.join("empty/README.md"), "203.0.113.9\n").unwrap();
+    std::fs::write(
+        dir.join("empty.toml"),
+        format!(
+            "{config}[feeds.nothing]\npath = {:?}\n",
+            dir.join("empty").display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = common::check(&dir.join("empty.toml"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("feed nothing (-; 0 files): 0 indicators")
+            && stdout.contains("warning: feed nothing yields no indicator: no feed file in it"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -736,7 +761,7 @@ fn the_example_config_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("feed example.txt (plain): 12 indicators")
+        String::from_utf8_lossy(&out.stdout).contains("feed examples (plain; 1 file): 12 indicators")
     );
 }
 
@@ -881,7 +906,7 @@ fn stix_indicators_expire_and_activate_while_running() {
     assert_eq!(
         metric(
             &body,
-            "iocd_feed_entries_skipped{feed=\"bundle.json\",reason=\"not_yet_valid\"}"
+            "iocd_feed_entries_skipped{feed=\"test\",reason=\"not_yet_valid\"}"
         ),
         Some(1.0),
         "{body}"
@@ -1111,13 +1136,13 @@ fn an_update_that_would_empty_a_feed_keeps_its_last_good_content() {
     assert_eq!(d.read_hits(1)[0]["indicator"]["value"], "203.0.113.150");
     let body = wait_metric(
         mport,
-        "iocd_feed_failures_total{feed=\"test.txt\",reason=\"shrink\"}",
+        "iocd_feed_failures_total{feed=\"test\",reason=\"shrink\"}",
         |v| v >= 1.0,
     );
     assert!(
         metric(
             &body,
-            "iocd_indicators_loaded{feed=\"test.txt\",type=\"ipv4-addr\"}"
+            "iocd_indicators_loaded{feed=\"test\",type=\"ipv4-addr\"}"
         ) == Some(200.0),
         "{body}"
     );

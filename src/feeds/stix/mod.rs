@@ -299,7 +299,6 @@ pub fn timestamp(s: &str) -> Option<i64> {
 mod tests {
     use super::*;
     use crate::feeds::test_support::{meta, pairs};
-    use std::sync::Arc;
 
     const NOW: i64 = 1_795_348_800; // 2026-11-22T12:00:00Z
 
@@ -338,9 +337,7 @@ mod tests {
             objects.join(",")
         );
         let (p, next) = parse(
-            &FeedContext {
-                name: Arc::from("s.json"),
-            },
+            &FeedContext::named("s.json"),
             &bundle,
             NOW,
         )
@@ -398,9 +395,7 @@ mod tests {
             "pattern": "[file:hashes.'SHA-256' = 'ef537f25c895bfa782526529a9b63d97aa631564d5d789c2b765448c8635fb6c']",
             "valid_from": "2016-01-01T00:00:00Z", "object_marking_refs": ["marking-definition--613f2e26-407d-48c7-9eca-b8e91df99dc9"]}]}"#;
         let (p, _) = parse(
-            &FeedContext {
-                name: Arc::from("v20"),
-            },
+            &FeedContext::named("v20"),
             v20,
             NOW,
         )
@@ -412,9 +407,7 @@ mod tests {
 
     #[test]
     fn single_objects_arrays_and_broken_json() {
-        let ctx = FeedContext {
-            name: Arc::from("s"),
-        };
+        let ctx = FeedContext::named("s");
         let one = ind("1", r#""pattern":"[url:value = 'http://a.example/x']""#);
         assert_eq!(parse(&ctx, &one, NOW).unwrap().0.indicators.len(), 1);
         let two = format!(
@@ -438,9 +431,7 @@ mod tests {
     #[test]
     fn descriptive_values_of_an_and_become_context() {
         let bundle = r#"{"type":"bundle","id":"bundle--1","objects":[{"type":"indicator","spec_version":"2.1","id":"indicator--c2","created":"2020-01-01T00:00:00Z","modified":"2020-01-01T00:00:00Z","valid_from":"2020-01-01T00:00:00Z","pattern_type":"stix","pattern":"[network-traffic:dst_ref.type = 'ipv4-addr' AND network-traffic:dst_ref.value = '198.51.100.7' AND network-traffic:dst_port = '443']"}]}"#;
-        let ctx = FeedContext {
-            name: Arc::from("c2.json"),
-        };
+        let ctx = FeedContext::named("c2.json");
         let (p, _) = parse(&ctx, bundle, NOW).unwrap();
         assert_eq!(p.indicators.len(), 1);
         assert_eq!(&*p.indicators[0].value, "198.51.100.7");
