@@ -90,6 +90,27 @@ pub fn client(timeout: Duration, tls: &TlsSettings) -> Result<reqwest::Client, S
         .map_err(|e| e.to_string())
 }
 
+/// Configured headers as a header map, secrets resolved and every value
+/// marked sensitive (an `Authorization` value is never logged).
+///
+/// # Errors
+/// A secret that cannot be read, or a name or value that is not valid HTTP.
+pub fn header_map(
+    headers: &std::collections::BTreeMap<String, crate::settings::Secret>,
+) -> Result<reqwest::header::HeaderMap, String> {
+    let mut map = reqwest::header::HeaderMap::new();
+    for (k, v) in headers {
+        let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|e| format!("header {k:?}: {e}"))?;
+        let value = v.resolve().map_err(|e| format!("header {k}: {e}"))?;
+        let mut value = reqwest::header::HeaderValue::from_str(&value)
+            .map_err(|_| format!("header {k}: the value is not valid in a header"))?;
+        value.set_sensitive(true);
+        map.insert(name, value);
+    }
+    Ok(map)
+}
+
 /// The first line of an error chain with its causes: reqwest's own
 /// `Display` says only "error sending request".
 pub fn describe(e: &reqwest::Error) -> String {

@@ -13,16 +13,39 @@ use std::sync::Arc;
 use crate::engine::{Engine, EngineOptions, EngineStats};
 use crate::feeds::allowlist::Allowlist;
 use crate::feeds::{self, Feed, FeedError, Format, SkipLog};
+use crate::remote::{self, Remote, RemoteSettings, Update};
 use crate::taxii::{Subscription, TaxiiConfig};
 
 use crate::indicator::{FeedId, Indicator, IndicatorType};
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-/// `[feeds.NAME]` or `[allowlists.NAME]`: a file or directory, watched.
+/// `[feeds.NAME]` or `[allowlists.NAME]`: a file or directory, watched;
+/// or a URL, fetched.
 pub struct FeedConfig {
-    /// A feed file or a directory of them.
+    /// A feed file or a directory of them (or `url`).
+    #[serde(default)]
     pub path: PathBuf,
+    /// An `http(s)://` URL of a feed file of any format, or of a MISP feed
+    /// root (ending in `/`, or its `manifest.json`) (or `path`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// With `url`: seconds between fetches (plus up to a tenth as jitter).
+    #[serde(default = "default_interval_secs")]
+    pub interval_secs: u64,
+    /// With `url`: seconds a request may take.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// With `url`: the largest body accepted, after decoding.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// With `url`: headers sent (`Authorization`, an API key): a value, or
+    /// `{ env = "VAR" }` or `{ file = "PATH" }`. Never logged.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, crate::settings::Secret>,
+    /// With `url`: CA file and client certificate for https.
+    #[serde(default)]
+    pub tls: crate::http_client::TlsSettings,
     /// MISP: load attributes not marked `to_ids` too.
     #[serde(default)]
     pub misp_all_attributes: bool,
@@ -52,6 +75,15 @@ pub struct FeedConfig {
 fn default_max_shrink() -> f64 {
     0.5
 }
+fn default_interval_secs() -> u64 {
+    3600
+}
+fn default_timeout_secs() -> u64 {
+    60
+}
+fn default_max_bytes() -> u64 {
+    256 << 20
+}
 
 impl FeedConfig {
     /// Checks the globs and `max_shrink` (0.0 to 1.0).
@@ -59,7 +91,34 @@ impl FeedConfig {
     /// # Errors
     /// The first setting it cannot run with.
     pub fn validate(&self) -> Result<(), crate::settings::Invalid> {
+        use crate::settings::{in_range, Invalid};
         self.filter()?;
+        match (&self.url, self.path.as_os_str().is_empty()) {
+            (None, true) => return Err(Invalid::new("path", "a feed needs a path or a url")),
+            (Some(_), false) => {
+                return Err(Invalid::new("url", "a feed has a path or a url, not both"))
+            }
+            (Some(url), true) => {
+                let parsed = reqwest::Url::parse(url)
+                    .map_err(|e| Invalid::new("url", format!("{url:?} is not a URL: {e}")))?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(Invalid::new(
+                        "url",
+                        format!("{url:?}: only http:// and https:// are fetched"),
+                    ));
+                }
+                in_range("interval_secs", self.interval_secs, 10, 366 * 86_400)?;
+                in_range("timeout_secs", self.timeout_secs, 1, 3600)?;
+                in_range("max_bytes", self.max_bytes, 1024, 16 << 30)?;
+                for name in self.headers.keys() {
+                    reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                        Invalid::new("headers", format!("{name:?} is not a header name"))
+                    })?;
+                }
+                crate::http_client::rustls_config(&self.tls).map_err(|e| Invalid::new("tls", e))?;
+            }
+            (None, false) => {}
+        }
         if !(0.0..=1.0).contains(&self.max_shrink) {
             return Err(crate::settings::Invalid::new(
                 "max_shrink",
@@ -79,6 +138,37 @@ impl FeedConfig {
     pub fn filter(&self) -> Result<feeds::walk::FileFilter, crate::settings::Invalid> {
         feeds::walk::FileFilter::new(&self.include, &self.exclude)
             .map_err(|e| crate::settings::Invalid::new("include", e))
+    }
+
+    /// The fetch settings of a URL feed; `None` for a path.
+    pub fn remote(&self) -> Option<crate::remote::RemoteSettings> {
+        Some(crate::remote::RemoteSettings {
+            url: self.url.clone()?,
+            interval_secs: self.interval_secs,
+            timeout_secs: self.timeout_secs,
+            max_bytes: self.max_bytes,
+            headers: self.headers.clone(),
+            tls: self.tls.clone(),
+        })
+    }
+
+    /// A feed of the file or folder `path`, every other setting at its default.
+    pub fn at(path: impl Into<PathBuf>) -> FeedConfig {
+        FeedConfig {
+            path: path.into(),
+            url: None,
+            interval_secs: default_interval_secs(),
+            timeout_secs: default_timeout_secs(),
+            max_bytes: default_max_bytes(),
+            headers: Default::default(),
+            tls: Default::default(),
+            misp_all_attributes: false,
+            allow_special_addresses: false,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            max_shrink: default_max_shrink(),
+            format: None,
+        }
     }
 
     /// How this feed's files are parsed.
@@ -183,6 +273,14 @@ pub struct Loader {
     /// (STIX is not cached: its content depends on the time of reading.)
     unchanged: HashMap<PathBuf, ((std::time::SystemTime, u64), Feed)>,
     taxii: HashMap<String, Subscription>,
+    /// Each TAXII collection's last good content (as STIX JSON) and the
+    /// indicators it gave: what the update guard keeps.
+    taxii_good: HashMap<String, (Arc<str>, usize)>,
+    /// URL feeds followed, by feed name.
+    remotes: HashMap<String, Remote>,
+    /// Parsed MISP events of URL feeds, by (feed, file), with the text
+    /// they were parsed from: reused while that text is held.
+    remote_parsed: HashMap<(String, String), (Arc<str>, Feed)>,
 }
 
 /// A feed (or one of its files) that did not load as read: what it is,
@@ -213,6 +311,8 @@ pub enum FailureReason {
     Shrink,
     /// A TAXII poll failed.
     Poll,
+    /// A URL feed could not be fetched.
+    Fetch,
 }
 
 impl FailureReason {
@@ -224,6 +324,7 @@ impl FailureReason {
             FailureReason::SpecialFile => "special_file",
             FailureReason::Shrink => "shrink",
             FailureReason::Poll => "poll",
+            FailureReason::Fetch => "fetch",
         }
     }
 }
@@ -291,6 +392,8 @@ pub struct Built {
     pub seconds: f64,
     /// TAXII polls made by this build: (feed, error if it failed).
     pub polls: Vec<(String, Option<crate::taxii::TaxiiError>)>,
+    /// URL feed fetches made by this build: (feed, result).
+    pub fetches: Vec<(String, FetchResult)>,
     /// The next moment a feed's content changes by itself (STIX validity).
     pub next_change: Option<i64>,
 }
@@ -333,9 +436,22 @@ impl Loader {
                 feeds::unix_now(),
             ));
         }
+        let mut fetches = Vec::new();
         for (name, fc) in &plan.feeds {
             names.push(Arc::from(name.as_str()));
-            feeds.extend(self.read(name, fc, &fc.parse_options(), startup, &mut failures)?);
+            match fc.remote() {
+                Some(settings) => feeds.extend(self.remote_feed(
+                    name,
+                    fc,
+                    &settings,
+                    plan.state_dir.as_deref(),
+                    &mut fetches,
+                    &mut failures,
+                )),
+                None => {
+                    feeds.extend(self.read(name, fc, &fc.parse_options(), startup, &mut failures)?)
+                }
+            }
         }
         let mut polls = Vec::new();
         for (name, tc) in &plan.taxii {
@@ -356,7 +472,12 @@ impl Loader {
                 &mut failures,
             )?);
         }
-        let next_poll = self.taxii.values().map(Subscription::next_poll).min();
+        let next_poll = self
+            .taxii
+            .values()
+            .map(Subscription::next_poll)
+            .chain(self.remotes.values().map(Remote::next_fetch))
+            .min();
         let next_change = feeds
             .iter()
             .chain(&allow_feeds)
@@ -371,8 +492,128 @@ impl Loader {
             failures,
             seconds: started.elapsed().as_secs_f64(),
             polls,
+            fetches,
             next_change,
         })
+    }
+
+    /// A URL feed: fetched when due; a new version is parsed and guarded
+    /// like a file (not a feed, or shrinking past `max_shrink`: the last
+    /// good content stays), committed and persisted; what is held is read.
+    fn remote_feed(
+        &mut self,
+        name: &str,
+        fc: &FeedConfig,
+        settings: &RemoteSettings,
+        state_dir: Option<&Path>,
+        fetches: &mut Vec<(String, FetchResult)>,
+        failures: &mut Vec<LoadFailure>,
+    ) -> Vec<Feed> {
+        let now = feeds::unix_now();
+        let options = fc.parse_options();
+        let remote = self.remotes.entry(name.to_owned()).or_insert_with(|| {
+            Remote::resume(settings, state_dir.map(|d| remote::state_dir(d, name)), now)
+        });
+        let result = match remote.fetch_if_due(settings, now) {
+            None => None,
+            Some(Ok(Update::NotModified)) => Some(FetchResult::NotModified),
+            Some(Err(e)) => {
+                failures.push(failure(
+                    name,
+                    name,
+                    FailureReason::Fetch,
+                    format!("{e}; keeping what was loaded"),
+                ));
+                Some(FetchResult::Failure)
+            }
+            Some(Ok(Update::Changed { mut held, errors })) => {
+                for e in errors {
+                    failures.push(failure(
+                        name,
+                        name,
+                        FailureReason::Fetch,
+                        format!("{e}; keeping the version held"),
+                    ));
+                }
+                // A file that is not a feed keeps its version held, if any.
+                let before = remote.held().clone();
+                let mut total = 0;
+                let files: Vec<String> = held.files.keys().cloned().collect();
+                for file in files {
+                    let text = held.files[&file].text.clone();
+                    let feed = parse_remote(name, &file, &text, &options, now);
+                    match (&feed.failure, before.files.get(&file)) {
+                        (None, _) => total += feed.indicators.len(),
+                        (Some(why), old) => {
+                            failures.push(failure(
+                                name,
+                                FeedId::new(name, &file).to_string(),
+                                FailureReason::NotAFeed,
+                                format!(
+                                    "{why}; {}",
+                                    if old.is_some() {
+                                        "keeping its last good content"
+                                    } else {
+                                        "no earlier content to keep"
+                                    }
+                                ),
+                            ));
+                            match old {
+                                Some(old) => {
+                                    total += parse_remote(name, &file, &old.text, &options, now)
+                                        .indicators
+                                        .len();
+                                    held.files.insert(file, old.clone());
+                                }
+                                None => {
+                                    held.files.remove(&file);
+                                }
+                            }
+                        }
+                    }
+                }
+                let had = (!before.files.is_empty()).then_some(before.indicators);
+                match had.and_then(|n| shrink_refused(n, total, fc.max_shrink)) {
+                    Some(why) => {
+                        tracing::warn!(feed = %name, reason = %why, "feed update refused; keeping its last good content");
+                        failures.push(failure(
+                            name,
+                            name,
+                            FailureReason::Shrink,
+                            format!("{why}; keeping its last good content"),
+                        ));
+                        Some(FetchResult::Refused)
+                    }
+                    None => {
+                        held.indicators = total;
+                        remote.commit(held, name);
+                        Some(FetchResult::Changed)
+                    }
+                }
+            }
+        };
+        if let Some(r) = result {
+            fetches.push((name.to_owned(), r));
+        }
+        let held = remote.held();
+        let mut out = Vec::with_capacity(held.files.len());
+        for (file, f) in &held.files {
+            let key = (name.to_owned(), file.clone());
+            if let Some((text, feed)) = self.remote_parsed.get(&key) {
+                if Arc::ptr_eq(text, &f.text) {
+                    out.push(feed.clone());
+                    continue;
+                }
+            }
+            let feed = parse_remote(name, file, &f.text, &options, now);
+            if feed.format == Format::Misp {
+                self.remote_parsed.insert(key, (f.text.clone(), feed.clone()));
+            }
+            out.push(feed);
+        }
+        self.remote_parsed
+            .retain(|(n, file), _| n != name || held.files.contains_key(file));
+        out
     }
 
     /// A TAXII collection as a feed: polled when due (a failure keeps what
@@ -403,13 +644,44 @@ impl Loader {
                 polls.push((name.to_owned(), Some(e)));
             }
         }
-        feeds::parse_with(
-            FeedId::single(name),
-            Path::new(&tc.url),
-            &t.state().as_stix_json(),
-            &feeds::ParseOptions::default(),
-            now,
-        )
+        let json: Arc<str> = Arc::from(t.state().as_stix_json());
+        let parse = |json: &str| {
+            feeds::parse_with(
+                FeedId::single(name),
+                Path::new(&tc.url),
+                json,
+                &feeds::ParseOptions::default(),
+                now,
+            )
+        };
+        let feed = parse(&json);
+        match self.taxii_good.get(name) {
+            Some((good, _)) if *good == json => feed,
+            Some((good, before)) => {
+                match shrink_refused(*before, feed.indicators.len(), tc.max_shrink) {
+                    Some(why) => {
+                        tracing::warn!(feed = %name, reason = %why, "feed update refused; keeping its last good content");
+                        failures.push(failure(
+                            name,
+                            name,
+                            FailureReason::Shrink,
+                            format!("{why}; keeping its last good content"),
+                        ));
+                        parse(good)
+                    }
+                    None => {
+                        self.taxii_good
+                            .insert(name.to_owned(), (json, feed.indicators.len()));
+                        feed
+                    }
+                }
+            }
+            None => {
+                self.taxii_good
+                    .insert(name.to_owned(), (json, feed.indicators.len()));
+                feed
+            }
+        }
     }
 
     /// The feeds of one configured path, each file falling back to its last
@@ -546,6 +818,54 @@ impl Loader {
             }
         }
         Ok(out)
+    }
+}
+
+/// TLS settings for a URL given to `iocd scan`: a CA file from
+/// `IOCD_CA_FILE` (or `IOCD_TAXII_CA_FILE`), else the system's roots.
+pub fn tls_from_env() -> crate::http_client::TlsSettings {
+    crate::http_client::TlsSettings {
+        ca_file: std::env::var_os("IOCD_CA_FILE")
+            .or_else(|| std::env::var_os("IOCD_TAXII_CA_FILE"))
+            .map(PathBuf::from),
+        ..Default::default()
+    }
+}
+
+/// File `file` of URL feed `name`, parsed.
+fn parse_remote(
+    name: &str,
+    file: &str,
+    text: &str,
+    options: &feeds::ParseOptions,
+    now: i64,
+) -> Feed {
+    feeds::parse_with(FeedId::new(name, file), Path::new(file), text, options, now)
+}
+
+/// What a URL feed's fetch did (the `result` label of
+/// `iocd_feed_fetches_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FetchResult {
+    /// New content, committed.
+    Changed,
+    /// The server said nothing changed (304).
+    NotModified,
+    /// New content refused by the update guard.
+    Refused,
+    /// The fetch failed.
+    Failure,
+}
+
+impl FetchResult {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            FetchResult::Changed => "changed",
+            FetchResult::NotModified => "not_modified",
+            FetchResult::Refused => "refused",
+            FetchResult::Failure => "failure",
+        }
     }
 }
 
@@ -793,15 +1113,8 @@ mod tests {
         let plan = LoadPlan {
             feeds: vec![(
                 "misp".to_owned(),
-                FeedConfig {
-                path: dir.clone(),
-                misp_all_attributes: false,
-                allow_special_addresses: false,
-                include: Vec::new(),
-                exclude: Vec::new(),
-                max_shrink: 0.5,
-                format: None,
-            })],
+                FeedConfig::at(dir.clone()),
+            )],
             ..LoadPlan::default()
         };
         let mut loader = Loader::default();

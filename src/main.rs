@@ -257,13 +257,13 @@ fn scan(args: ScanArgs) -> ExitCode {
         ..LoadPlan::default()
     };
     let feed = |path: &PathBuf| FeedConfig {
-        path: path.clone(),
         misp_all_attributes: args.misp_all_attributes,
         allow_special_addresses: args.allow_special_addresses,
         include: args.include.clone(),
         exclude: args.exclude.clone(),
         max_shrink: 1.0, // one load: nothing earlier to guard
         format: args.format,
+        ..FeedConfig::at(path.clone())
     };
     if let Err(e) = feed(&PathBuf::new()).filter() {
         let _ = writeln!(stderr, "iocd: error: --{e}");
@@ -281,8 +281,21 @@ fn scan(args: ScanArgs) -> ExitCode {
     }
     for p in &args.indicators {
         match p.to_str() {
-            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+            Some(url) if url.contains("/collections/") && url.starts_with("http") => {
                 plan.taxii.push((url.to_owned(), TaxiiConfig::for_url(url)));
+            }
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                let fc = FeedConfig {
+                    url: Some(url.to_owned()),
+                    tls: iocd::load::tls_from_env(),
+                    ..feed(&PathBuf::new())
+                };
+                if let Err(e) = fc.validate() {
+                    let _ = writeln!(stderr, "iocd: error: --indicators {url}: {e}");
+                    return Exit::Usage.into();
+                }
+                let name = fc.remote().map(|r| r.file_name()).unwrap_or_default();
+                plan.feeds.push((name, fc));
             }
             _ => plan
                 .feeds
@@ -305,6 +318,14 @@ fn scan(args: ScanArgs) -> ExitCode {
     // earlier content to fall back on.
     if let Some((feed, why)) = built.polls.iter().find_map(|(f, e)| Some((f, e.as_ref()?))) {
         let _ = writeln!(stderr, "iocd: error: {feed}: {why}");
+        return Exit::DataErr.into();
+    }
+    if let Some(f) = built
+        .failures
+        .iter()
+        .find(|f| f.reason == iocd::load::FailureReason::Fetch)
+    {
+        let _ = writeln!(stderr, "iocd: error: feed {}: {}", f.feed, f.message);
         return Exit::DataErr.into();
     }
     let (engine, report) = (built.engine, built.report);

@@ -25,6 +25,7 @@ pub struct Metrics {
     pub indicators_loaded: IntGaugeVec,
     pub feed_failures: IntCounterVec,
     pub taxii_polls: IntCounterVec,
+    pub feed_fetches: IntCounterVec,
     pub taxii_last_poll: GaugeVec,
     pub feed_skipped: IntGaugeVec,
     pub feed_entries: IntGaugeVec,
@@ -131,11 +132,17 @@ impl Metrics {
                 g
             },
             feed_skipped: gauge_vec(&r, "iocd_feed_entries_skipped", "Entries of the active feeds not loaded, by feed and reason (revoked, expired, not_yet_valid, not_for_detection, ...).", &["feed", "reason"]),
-                        feed_entries: gauge_vec(&r, "iocd_feed_entries", "Entries (lines, objects, attributes) read from each active feed, loaded or skipped.", &["feed"]),
+            feed_entries: gauge_vec(&r, "iocd_feed_entries", "Entries (lines, objects, attributes) read from each active feed, loaded or skipped.", &["feed"]),
             taxii_polls: counter(
                 &r,
                 "iocd_taxii_polls_total",
                 "TAXII collection polls, by feed and result.",
+                &["feed", "result"],
+            ),
+            feed_fetches: counter(
+                &r,
+                "iocd_feed_fetches_total",
+                "URL feed fetches, by feed and result (changed, not_modified, refused, failure).",
                 &["feed", "result"],
             ),
             reloads: counter(

@@ -62,6 +62,12 @@ pub fn publish(metrics: &Metrics, built: &Built) {
             .with_label_values(&[feed, result])
             .set(crate::feeds::unix_now() as f64);
     }
+    for (feed, result) in &built.fetches {
+        metrics
+            .feed_fetches
+            .with_label_values(&[feed, result.label()])
+            .inc();
+    }
     for f in &built.failures {
         let (feed, why) = (&f.feed, &f.message);
         metrics
@@ -79,6 +85,7 @@ pub fn watch_dirs(config: &Config) -> BTreeSet<PathBuf> {
         .feeds
         .values()
         .chain(config.allowlists.values())
+        .filter(|fc| fc.url.is_none())
         .map(|fc| {
             if fc.path.is_dir() {
                 fc.path.clone()

@@ -65,9 +65,84 @@ pub fn in_range<T: PartialOrd + fmt::Display + Copy>(
     Ok(())
 }
 
+/// A secret setting: given inline, or read from the environment or a file
+/// when the component starts (`{ env = "FEED_TOKEN" }`, `{ file =
+/// "/run/secrets/token" }`), so configs can be shared without it. Its
+/// `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum Secret {
+    /// The value itself.
+    Value(String),
+    /// The value of an environment variable.
+    Env {
+        /// The variable's name.
+        env: String,
+    },
+    /// The content of a file, one trailing newline removed.
+    File {
+        /// The file's path.
+        file: std::path::PathBuf,
+    },
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Secret::Value(_) => f.write_str("Secret(..)"),
+            Secret::Env { env } => write!(f, "Secret(env {env})"),
+            Secret::File { file } => write!(f, "Secret(file {})", file.display()),
+        }
+    }
+}
+
+impl Secret {
+    /// The secret's value.
+    ///
+    /// # Errors
+    /// An unset variable or an unreadable file, named (the value never is).
+    pub fn resolve(&self) -> Result<String, String> {
+        match self {
+            Secret::Value(v) => Ok(v.clone()),
+            Secret::Env { env } => {
+                std::env::var(env).map_err(|_| format!("environment variable {env} is not set"))
+            }
+            Secret::File { file } => std::fs::read_to_string(file)
+                .map(|s| {
+                    let s = s.strip_suffix('\n').unwrap_or(&s);
+                    s.strip_suffix('\r').unwrap_or(s).to_owned()
+                })
+                .map_err(|e| format!("secret file {}: {e}", file.display())),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_resolve_and_never_show() {
+        #[derive(serde::Deserialize)]
+        struct T {
+            a: Secret,
+            b: Secret,
+            c: Secret,
+        }
+        let dir = std::env::temp_dir().join(format!("iocd-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("s"), "from-file\n").unwrap();
+        let t: T = toml::from_str(&format!(
+            "a = \"inline\"\nb = {{ env = \"IOCD_TEST_SURELY_UNSET\" }}\nc = {{ file = {:?} }}\n",
+            dir.join("s").display().to_string()
+        ))
+        .unwrap();
+        assert_eq!(t.a.resolve().unwrap(), "inline");
+        assert!(t.b.resolve().unwrap_err().contains("IOCD_TEST_SURELY_UNSET"));
+        assert_eq!(t.c.resolve().unwrap(), "from-file");
+        assert_eq!(format!("{:?}", t.a), "Secret(..)");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn keys_nest_and_ranges_name_their_bounds() {

@@ -25,7 +25,7 @@ use crate::http_client::{self, TlsSettings};
 use crate::settings::{in_range, Invalid};
 
 /// A TAXII 2.1 collection polled for STIX indicators.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TaxiiConfig {
     /// `http://host:port/api-root/collections/ID/`
@@ -47,6 +47,15 @@ pub struct TaxiiConfig {
     pub token: Option<String>,
     /// PEM CA file to verify an https server with (default: the system's roots).
     pub ca_file: Option<PathBuf>,
+    /// The largest fraction of its indicators the collection may lose in
+    /// one poll (revocations); past it, or to zero, the last good content
+    /// is kept. 1.0 turns the guard off.
+    #[serde(default = "default_max_shrink")]
+    pub max_shrink: f64,
+}
+
+fn default_max_shrink() -> f64 {
+    0.5
 }
 
 impl TaxiiConfig {
@@ -63,6 +72,7 @@ impl TaxiiConfig {
             password: None,
             token: None,
             ca_file: std::env::var_os("IOCD_TAXII_CA_FILE").map(PathBuf::from),
+            max_shrink: 1.0, // one load: nothing earlier to guard
         }
     }
 
@@ -84,6 +94,12 @@ impl TaxiiConfig {
             366 * 86_400,
         )?;
         in_range("timeout_secs", self.timeout_secs, 1, 3600)?;
+        if !(0.0..=1.0).contains(&self.max_shrink) {
+            return Err(Invalid::new(
+                "max_shrink",
+                format!("{} is out of range: it must be from 0.0 to 1.0", self.max_shrink),
+            ));
+        }
         in_range("page_size", self.page_size, 1, 100_000)
     }
 

@@ -34,9 +34,10 @@ pub struct HttpSinkConfig {
     /// With `encoding = "es_bulk"`: the index (or data stream) written to.
     #[serde(default = "default_index")]
     pub index: String,
-    /// Extra headers, e.g. `Authorization`.
+    /// Extra headers, e.g. `Authorization`: a value, or `{ env = "VAR" }`
+    /// or `{ file = "PATH" }`.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, crate::settings::Secret>,
     /// Most hits per request.
     #[serde(default = "default_batch_max_events")]
     pub batch_max_events: usize,
@@ -154,15 +155,7 @@ impl HttpWriter {
     /// TLS files that cannot be read, or a header that is not valid HTTP.
     pub fn new(name: Arc<str>, c: &HttpSinkConfig) -> Result<HttpWriter, String> {
         let client = http_client::client(Duration::from_secs(c.request_timeout_secs), &c.tls)?;
-        let mut headers = reqwest::header::HeaderMap::new();
-        for (k, v) in &c.headers {
-            let k = reqwest::header::HeaderName::from_bytes(k.as_bytes())
-                .map_err(|e| format!("header {k:?}: {e}"))?;
-            let mut v = reqwest::header::HeaderValue::from_str(v)
-                .map_err(|e| format!("header {k}: {e}"))?;
-            v.set_sensitive(true); // an Authorization value is never logged
-            headers.insert(k, v);
-        }
+        let headers = http_client::header_map(&c.headers)?;
         let mut bulk_action =
             serde_json::to_vec(&serde_json::json!({ "create": { "_index": c.index } }))
                 .expect("JSON of strings");
