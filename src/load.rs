@@ -399,6 +399,13 @@ pub struct Built {
 }
 
 impl Loader {
+    /// Makes every URL feed fetch and every TAXII collection poll at the
+    /// next build, whatever their schedule (SIGHUP).
+    pub fn fetch_now(&mut self) {
+        self.remotes.values_mut().for_each(Remote::due_now);
+        self.taxii.values_mut().for_each(Subscription::due_now);
+    }
+
     /// [`Self::build`], with a panic turned into [`LoadError::Panicked`] so
     /// that one bad feed file cannot end the reload loop.
     ///
@@ -527,12 +534,17 @@ impl Loader {
                 Some(FetchResult::Failure)
             }
             Some(Ok(Update::Changed { mut held, errors })) => {
-                for e in errors {
+                // One failure per fetch, not per event: a manifest naming
+                // hundreds of missing events must not flood the log.
+                if let Some(first) = errors.first() {
                     failures.push(failure(
                         name,
                         name,
                         FailureReason::Fetch,
-                        format!("{e}; keeping the version held"),
+                        format!(
+                            "{} event(s) could not be fetched (the first: {first}); keeping the versions held",
+                            errors.len()
+                        ),
                     ));
                 }
                 // A file that is not a feed keeps its version held, if any.

@@ -166,6 +166,7 @@ impl Reloader {
             if reread_config {
                 self.reread_config();
                 self.watch.rewatch(&self.config);
+                self.loader.fetch_now();
             }
             self.reload().await;
         }

@@ -118,6 +118,7 @@ pub enum Update {
 /// A URL feed followed over time.
 #[derive(Debug)]
 pub struct Remote {
+    url: String,
     held: Held,
     next_fetch: i64,
     backoff: Backoff,
@@ -129,6 +130,7 @@ impl Remote {
     pub fn resume(settings: &RemoteSettings, dir: Option<PathBuf>, now: i64) -> Remote {
         let held = dir.as_deref().map(load).unwrap_or_default();
         Remote {
+            url: settings.url.clone(),
             held,
             next_fetch: now,
             backoff: Backoff::new(
@@ -137,6 +139,11 @@ impl Remote {
             ),
             dir,
         }
+    }
+
+    /// Makes the next fetch due now (SIGHUP: the operator asks for it).
+    pub fn due_now(&mut self) {
+        self.next_fetch = i64::MIN;
     }
 
     /// What is held.
@@ -156,6 +163,16 @@ impl Remote {
         settings: &RemoteSettings,
         now: i64,
     ) -> Option<Result<Update, FetchError>> {
+        if settings.url != self.url {
+            // Moved to another URL: what is held stays until the new one
+            // answers, but its validators belong to the old one.
+            self.url = settings.url.clone();
+            self.held.manifest = Validators::default();
+            for f in self.held.files.values_mut() {
+                f.validators = Validators::default();
+            }
+            self.next_fetch = i64::MIN;
+        }
         if self.next_fetch > now {
             return None;
         }

@@ -280,6 +280,11 @@ impl Subscription {
         &self.state
     }
 
+    /// Makes the next poll due now (SIGHUP: the operator asks for it).
+    pub fn due_now(&mut self) {
+        self.next_poll = i64::MIN;
+    }
+
     /// Unix time the next poll is due.
     pub fn next_poll(&self) -> i64 {
         self.next_poll
