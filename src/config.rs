@@ -454,6 +454,32 @@ address = "127.0.0.1:9464"
                 "out of range",
             ),
             ("[log]\nlevel = \"loud\"\n", "log.level", "loud"),
+            ("[feeds.u]\nmax_shrink = 0.5\n", "feeds.u.path", "a path or a url"),
+            (
+                "[feeds.u]\npath = \"x\"\nurl = \"https://h.example/a.txt\"\n",
+                "feeds.u.url",
+                "not both",
+            ),
+            (
+                "[feeds.u]\nurl = \"ftp://h.example/a.txt\"\n",
+                "feeds.u.url",
+                "only http",
+            ),
+            (
+                "[feeds.u]\nurl = \"https://h.example/a.txt\"\ninterval_secs = 1\n",
+                "feeds.u.interval_secs",
+                "out of range",
+            ),
+            (
+                "[feeds.u]\nurl = \"https://h.example/a.txt\"\nheaders = { \"Bad Name\" = \"x\" }\n",
+                "feeds.u.headers",
+                "not a header name",
+            ),
+            (
+                "[feeds.u]\nurl = \"https://h.example/a.txt\"\nheaders = { \"X-Key\" = { env = \"A\", file = \"b\" } }\n",
+                "feeds.u",
+                "headers",
+            ),
             (
                 "[sources.f]\ntype = \"file\"\npath = \"/x\"\n",
                 "sources.f",

@@ -171,7 +171,8 @@ impl Fetcher {
             };
             if bytes.len() as u64 + chunk.len() as u64 > cap {
                 if !status.is_success() {
-                    bytes.extend_from_slice(&chunk[..(cap as usize - bytes.len()).min(chunk.len())]);
+                    bytes
+                        .extend_from_slice(&chunk[..(cap as usize - bytes.len()).min(chunk.len())]);
                     break;
                 }
                 return Err(too_large());
@@ -237,7 +238,10 @@ mod tests {
         // A gzip bomb stops at the limit.
         let bomb = gz(&vec![b'a'; 10 << 20]);
         assert!(bomb.len() < 100_000);
-        assert!(matches!(gunzip_bounded(bomb, 1 << 20), Err(Gunzip::TooLarge)));
+        assert!(matches!(
+            gunzip_bounded(bomb, 1 << 20),
+            Err(Gunzip::TooLarge)
+        ));
         assert!(matches!(
             gunzip_bounded(vec![0x1f, 0x8b, 0, 0], 100),
             Err(Gunzip::Bad(_))

@@ -455,9 +455,13 @@ impl Loader {
                     &mut fetches,
                     &mut failures,
                 )),
-                None => {
-                    feeds.extend(self.read(name, fc, &fc.parse_options(), startup, &mut failures)?)
-                }
+                None => feeds.extend(self.read(
+                    name,
+                    fc,
+                    &fc.parse_options(),
+                    startup,
+                    &mut failures,
+                )?),
             }
         }
         let mut polls = Vec::new();
@@ -619,7 +623,8 @@ impl Loader {
             }
             let feed = parse_remote(name, file, &f.text, &options, now);
             if feed.format == Format::Misp {
-                self.remote_parsed.insert(key, (f.text.clone(), feed.clone()));
+                self.remote_parsed
+                    .insert(key, (f.text.clone(), feed.clone()));
             }
             out.push(feed);
         }
@@ -979,7 +984,11 @@ impl LoadReport {
                 w,
                 "iocd: feed {} ({}; {} file{}): {} indicators [{}], {} skipped{}",
                 f.name,
-                if formats.is_empty() { "-".to_owned() } else { formats.join(", ") },
+                if formats.is_empty() {
+                    "-".to_owned()
+                } else {
+                    formats.join(", ")
+                },
                 f.files.len(),
                 if f.files.len() == 1 { "" } else { "s" },
                 f.loaded(),
@@ -1012,7 +1021,11 @@ impl LoadReport {
             }
             let more = f.skipped().saturating_sub(shown);
             if more > 0 {
-                writeln!(w, "iocd: warning: feed {}: {more} more skipped entries", f.name)?;
+                writeln!(
+                    w,
+                    "iocd: warning: feed {}: {more} more skipped entries",
+                    f.name
+                )?;
             }
         }
         for (name, removed, skipped) in &self.allowlists {
@@ -1123,10 +1136,7 @@ mod tests {
         std::fs::write(&a, event("e-a", "one.example")).unwrap();
         std::fs::write(&b, event("e-b", "two.example")).unwrap();
         let plan = LoadPlan {
-            feeds: vec![(
-                "misp".to_owned(),
-                FeedConfig::at(dir.clone()),
-            )],
+            feeds: vec![("misp".to_owned(), FeedConfig::at(dir.clone()))],
             ..LoadPlan::default()
         };
         let mut loader = Loader::default();

@@ -54,7 +54,10 @@ impl RemoteSettings {
     /// The manifest's URL, and the base events are fetched relative to.
     fn misp_urls(&self) -> (String, String) {
         let path = self.url.split(['?', '#']).next().unwrap_or("");
-        let base = path.strip_suffix("manifest.json").unwrap_or(path).to_owned();
+        let base = path
+            .strip_suffix("manifest.json")
+            .unwrap_or(path)
+            .to_owned();
         (format!("{base}manifest.json"), base)
     }
 
@@ -367,13 +370,15 @@ fn load(dir: &Path) -> Held {
     let Ok(mut held) = serde_json::from_slice::<Held>(&bytes) else {
         return Held::default();
     };
-    held.files.retain(|name, f| match std::fs::read(dir.join("files").join(name)) {
-        Ok(bytes) => {
-            f.text = text_of(bytes);
-            true
-        }
-        Err(_) => false,
-    });
+    held.files.retain(
+        |name, f| match std::fs::read(dir.join("files").join(name)) {
+            Ok(bytes) => {
+                f.text = text_of(bytes);
+                true
+            }
+            Err(_) => false,
+        },
+    );
     if held.files.is_empty() {
         held.indicators = 0;
     }
@@ -422,7 +427,11 @@ mod tests {
         let table = [
             ("https://h.example/lists/ipsum.txt", false, "ipsum.txt"),
             ("https://h.example/feed-osint/", true, "h.example"),
-            ("https://h.example/feed/manifest.json", true, "manifest.json"),
+            (
+                "https://h.example/feed/manifest.json",
+                true,
+                "manifest.json",
+            ),
             ("https://h.example", false, "h.example"),
             ("https://h.example/a.txt?key=1", false, "a.txt"),
         ];
@@ -456,7 +465,10 @@ mod tests {
         save(&dir, &held).unwrap();
         let back = load(&dir);
         assert_eq!(&*back.files["a.txt"].text, "198.51.100.7\n");
-        assert_eq!(back.files["a.txt"].validators.etag.as_deref(), Some("\"v1\""));
+        assert_eq!(
+            back.files["a.txt"].validators.etag.as_deref(),
+            Some("\"v1\"")
+        );
         assert_eq!(back.indicators, 1);
         let other = single("b.txt".into(), b"x\n".to_vec(), Validators::default());
         save(&dir, &other).unwrap();

@@ -138,7 +138,11 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(t.a.resolve().unwrap(), "inline");
-        assert!(t.b.resolve().unwrap_err().contains("IOCD_TEST_SURELY_UNSET"));
+        assert!(t
+            .b
+            .resolve()
+            .unwrap_err()
+            .contains("IOCD_TEST_SURELY_UNSET"));
         assert_eq!(t.c.resolve().unwrap(), "from-file");
         assert_eq!(format!("{:?}", t.a), "Secret(..)");
         let _ = std::fs::remove_dir_all(&dir);

@@ -97,7 +97,10 @@ impl TaxiiConfig {
         if !(0.0..=1.0).contains(&self.max_shrink) {
             return Err(Invalid::new(
                 "max_shrink",
-                format!("{} is out of range: it must be from 0.0 to 1.0", self.max_shrink),
+                format!(
+                    "{} is out of range: it must be from 0.0 to 1.0",
+                    self.max_shrink
+                ),
             ));
         }
         in_range("page_size", self.page_size, 1, 100_000)

@@ -396,7 +396,10 @@ fn feed_repositories_are_walked_as_cloned() {
     };
     put("2024/05/ips.txt", "198.51.100.7\n198.51.100.0/24\n");
     // Listed again in another file of the same feed: one hit, the first file's.
-    put("2024/06/ips.txt", "198.51.100.8\n198.51.100.7\n198.51.100.0/24\n");
+    put(
+        "2024/06/ips.txt",
+        "198.51.100.8\n198.51.100.7\n198.51.100.0/24\n",
+    );
     put("domains.txt", "malware.example\n");
     // OpenIOC next to it loads; other XML and binary files are not feeds.
     put(
@@ -456,7 +459,10 @@ fn feed_repositories_are_walked_as_cloned() {
             ("198.51.100.8".to_owned(), "2024/06/ips.txt".to_owned()),
             ("malware.example".to_owned(), "domains.txt".to_owned()),
             ("openioc.example".to_owned(), "vendor/report.ioc".to_owned()),
-            ("stix20.example".to_owned(), "stix/late-type.json".to_owned()),
+            (
+                "stix20.example".to_owned(),
+                "stix/late-type.json".to_owned()
+            ),
         ],
         "{stderr}"
     );

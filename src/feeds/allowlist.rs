@@ -223,8 +223,7 @@ mod tests {
 
     fn ind(v: &str) -> Indicator {
         let (kind, value) = classify(v).unwrap();
-        crate::feeds::FeedContext::named("f")
-        .indicator((kind, value), 1, Vec::new())
+        crate::feeds::FeedContext::named("f").indicator((kind, value), 1, Vec::new())
     }
 
     #[test]

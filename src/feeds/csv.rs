@@ -179,10 +179,7 @@ mod tests {
     use crate::feeds::test_support::pairs;
 
     fn read(text: &str) -> Parsed {
-        parse(
-            &FeedContext::named("c"),
-            text,
-        )
+        parse(&FeedContext::named("c"), text)
     }
 
     #[test]

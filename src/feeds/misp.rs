@@ -179,12 +179,7 @@ mod tests {
 
     #[test]
     fn events_attributes_objects_and_metadata() {
-        let p = parse(
-            &FeedContext::named("m"),
-            EVENT,
-            false,
-        )
-        .unwrap();
+        let p = parse(&FeedContext::named("m"), EVENT, false).unwrap();
         assert_eq!(
             pairs(&p.indicators),
             [
@@ -210,19 +205,9 @@ mod tests {
             .iter()
             .any(|s| s.reason.contains("a2: to_ids is false")));
         assert!(p.skipped.examples.iter().any(|s| s.reason.contains("a4:")));
-        let all = parse(
-            &FeedContext::named("m"),
-            EVENT,
-            true,
-        )
-        .unwrap();
+        let all = parse(&FeedContext::named("m"), EVENT, true).unwrap();
         assert_eq!(all.indicators.len(), 5);
-        assert!(parse(
-            &FeedContext::named("m"),
-            "{\"Event\": [",
-            false
-        )
-        .is_err());
+        assert!(parse(&FeedContext::named("m"), "{\"Event\": [", false).is_err());
     }
 
     #[test]
@@ -239,20 +224,10 @@ mod tests {
     #[test]
     fn rest_answers_and_manifests() {
         let rest = format!(r#"{{"response": [{EVENT}, {EVENT}]}}"#);
-        let p = parse(
-            &FeedContext::named("m"),
-            &rest,
-            false,
-        )
-        .unwrap();
+        let p = parse(&FeedContext::named("m"), &rest, false).unwrap();
         assert_eq!(p.indicators.len(), 8);
         let manifest = r#"{"2e03": {"info": "TweetFeed IOCs", "date": "2025-08-23", "timestamp": "1755989538", "threat_level_id": "4"}}"#;
-        let p = parse(
-            &FeedContext::named("manifest.json"),
-            manifest,
-            false,
-        )
-        .unwrap();
+        let p = parse(&FeedContext::named("manifest.json"), manifest, false).unwrap();
         assert!(p.indicators.is_empty() && p.skipped.count == 0);
     }
 }

@@ -410,13 +410,7 @@ pub fn unix_now() -> i64 {
 }
 
 /// [`parse`] with options, as of `now` (Unix seconds).
-pub fn parse_with(
-    id: FeedId,
-    path: &Path,
-    text: &str,
-    options: &ParseOptions,
-    now: i64,
-) -> Feed {
+pub fn parse_with(id: FeedId, path: &Path, text: &str, options: &ParseOptions, now: i64) -> Feed {
     let ctx = FeedContext { feed: Arc::new(id) };
     let empty = || Parsed {
         indicators: Vec::new(),
@@ -755,7 +749,13 @@ mod tests {
             format: Some("stix".parse().unwrap()),
             ..ParseOptions::default()
         };
-        let forced = parse_with(FeedId::single("s"), Path::new("s"), stix, &options, unix_now());
+        let forced = parse_with(
+            FeedId::single("s"),
+            Path::new("s"),
+            stix,
+            &options,
+            unix_now(),
+        );
         assert_eq!(forced.format, Format::Stix);
         assert_eq!(
             test_support::pairs(&forced.indicators),

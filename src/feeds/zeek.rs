@@ -85,10 +85,7 @@ mod tests {
             07:01:24\tIntel::ADDR\tCPS\t-\n\
             x\tIntel::CERT_THING\tCPS\t-\n\
             short\n";
-        let p = parse(
-            &FeedContext::named("z"),
-            text,
-        );
+        let p = parse(&FeedContext::named("z"), text);
         let got = pairs(&p.indicators);
         assert_eq!(
             got,

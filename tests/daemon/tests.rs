@@ -451,10 +451,7 @@ fn metrics_pass_promtool_and_move() {
     d.read_hits(1);
     let (_, body) = http_get(mport, "/metrics");
     assert_eq!(
-        metric(
-            &body,
-            "iocd_hits_total{feed=\"test\",type=\"ipv4-addr\"}"
-        ),
+        metric(&body, "iocd_hits_total{feed=\"test\",type=\"ipv4-addr\"}"),
         Some(before + 1.0)
     );
     for name in [
@@ -472,7 +469,10 @@ fn metrics_pass_promtool_and_move() {
     }
     // Every type of a feed has its series, zeros included.
     assert_eq!(
-        metric(&body, "iocd_indicators_loaded{feed=\"test\",type=\"sha256\"}"),
+        metric(
+            &body,
+            "iocd_indicators_loaded{feed=\"test\",type=\"sha256\"}"
+        ),
         Some(0.0),
         "{body}"
     );
@@ -579,7 +579,9 @@ fn check_validates_config_and_feeds() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("feed test (plain; 1 file): 2 indicators"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("feed test (plain; 1 file): 2 indicators")
+    );
     std::fs::write(
         dir.join("bad.toml"),
         format!("{config}[sinks.out2]\ntype = \"file\"\npaht = \"x\"\n"),
@@ -760,9 +762,8 @@ fn the_example_config_is_valid() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("feed examples (plain; 1 file): 12 indicators")
-    );
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains("feed examples (plain; 1 file): 12 indicators"));
 }
 
 #[test]

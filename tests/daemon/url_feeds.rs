@@ -183,7 +183,10 @@ fn url_feeds_against_nginx() {
                 std::fs::copy(e.path(), www.join("misp").join(e.file_name())).unwrap();
             }
         }
-        None => common::skipped(TEST, "../shared/data is missing: the MISP feed part does not run"),
+        None => common::skipped(
+            TEST,
+            "../shared/data is missing: the MISP feed part does not run",
+        ),
     }
     let (http, https, port, mport) = (free_port(), free_port(), free_port(), free_port());
     let server = Nginx::start(&nginx, &dir, http, https);
@@ -266,6 +269,46 @@ interval_secs = 3600
         misp_feed_changes(&dir, &mut d, port);
     }
 
+    // `iocd scan` takes a URL like a path (https with IOCD_CA_FILE).
+    let out = {
+        let mut scan = common::iocd()
+            .args([
+                "scan",
+                "-q",
+                "-i",
+                &format!("https://127.0.0.1:{https}/list.txt"),
+            ])
+            .env("IOCD_CA_FILE", dir.join("ca.pem"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        scan.stdin
+            .take()
+            .unwrap()
+            .write_all(b"a 45.9.9.9 b\n")
+            .unwrap();
+        scan.wait_with_output().unwrap()
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let hit: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one hit");
+    assert_eq!(hit["indicator"]["feed"], "list.txt", "{stderr}");
+    // A URL that fails is an error there: nothing earlier to fall back on.
+    let out = common::iocd()
+        .args([
+            "scan",
+            "-q",
+            "-i",
+            &format!("http://127.0.0.1:{http}/missing.txt"),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP 404"));
+
     // A restart with the server gone still matches what was fetched.
     drop(server);
     let (status, _) = d.stop();
@@ -318,7 +361,10 @@ fn misp_feed_changes(dir: &Path, d: &mut Daemon, port: u16) {
                 .map(|v| (u.clone(), v))
         })
         .expect("an event with a domain of its own");
-    assert_eq!(hits_of(d, port, &format!("was {only_there}")), [only_there.clone()]);
+    assert_eq!(
+        hits_of(d, port, &format!("was {only_there}")),
+        [only_there.as_str()]
+    );
     let changed = uuids.iter().find(|u| **u != removed).unwrap().clone();
     let unchanged = uuids
         .iter()
@@ -326,11 +372,10 @@ fn misp_feed_changes(dir: &Path, d: &mut Daemon, port: u16) {
         .unwrap()
         .clone();
     let mut e = event(&changed);
-    e["Event"]["Attribute"]
-        .as_array_mut()
-        .unwrap()
-        .push(serde_json::json!({"uuid": "0f0f0f0f-0000-4000-8000-000000000001", "type": "domain",
-            "category": "Network activity", "to_ids": true, "value": "changed-event.example"}));
+    e["Event"]["Attribute"].as_array_mut().unwrap().push(
+        serde_json::json!({"uuid": "0f0f0f0f-0000-4000-8000-000000000001", "type": "domain",
+            "category": "Network activity", "to_ids": true, "value": "changed-event.example"}),
+    );
     e["Event"]["timestamp"] = "1999999999".into();
     std::fs::write(root.join(format!("{changed}.json")), e.to_string()).unwrap();
     manifest[&changed]["timestamp"] = "1999999999".into();
@@ -343,6 +388,10 @@ fn misp_feed_changes(dir: &Path, d: &mut Daemon, port: u16) {
         hits_of(d, port, &format!("now {only_there} changed-event.example")),
         ["changed-event.example"]
     );
-    assert_eq!(before(&changed), changed_before + 1, "the changed event is fetched");
+    assert_eq!(
+        before(&changed),
+        changed_before + 1,
+        "the changed event is fetched"
+    );
     assert_eq!(before(&unchanged), other_before, "unchanged events are not");
 }

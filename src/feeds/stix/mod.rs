@@ -336,12 +336,7 @@ mod tests {
             r#"{{"type":"bundle","id":"bundle--1","objects":[{}]}}"#,
             objects.join(",")
         );
-        let (p, next) = parse(
-            &FeedContext::named("s.json"),
-            &bundle,
-            NOW,
-        )
-        .unwrap();
+        let (p, next) = parse(&FeedContext::named("s.json"), &bundle, NOW).unwrap();
         // Indicator 4 becomes valid on 2027-01-01: the engine must change then.
         assert_eq!(next, timestamp("2027-01-01T00:00:00Z"));
         assert_eq!(
@@ -394,12 +389,7 @@ mod tests {
             "created": "2016-04-06T20:03:48.000Z", "modified": "2016-04-06T20:03:48.000Z", "labels": ["malicious-activity"],
             "pattern": "[file:hashes.'SHA-256' = 'ef537f25c895bfa782526529a9b63d97aa631564d5d789c2b765448c8635fb6c']",
             "valid_from": "2016-01-01T00:00:00Z", "object_marking_refs": ["marking-definition--613f2e26-407d-48c7-9eca-b8e91df99dc9"]}]}"#;
-        let (p, _) = parse(
-            &FeedContext::named("v20"),
-            v20,
-            NOW,
-        )
-        .unwrap();
+        let (p, _) = parse(&FeedContext::named("v20"), v20, NOW).unwrap();
         assert_eq!(p.indicators.len(), 1);
         let m = meta(&p.indicators[0]);
         assert_eq!((m["labels"], m["tlp"]), ("malicious-activity", "white"));
