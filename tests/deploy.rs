@@ -87,5 +87,7 @@ fn kubernetes_manifests_validate_and_carry_a_valid_config() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("feed local.txt (plain): 2 indicators"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("feed local (plain; 1 file): 2 indicators")
+    );
 }

@@ -159,7 +159,7 @@ fn scan_pages_through_a_collection() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains(&format!("(stix): {indicators} indicators")),
+        stderr.contains(&format!("(stix; 1 file): {indicators} indicators")),
         "all {indicators} indicators over pages of 2: {stderr}"
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
@@ -285,7 +285,7 @@ fn taxii_over_https_verifies_the_server() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    assert!(String::from_utf8_lossy(&ok.stderr).contains("(stix): 3 indicators"));
+    assert!(String::from_utf8_lossy(&ok.stderr).contains("(stix; 1 file): 3 indicators"));
     // The system's roots do not know this CA: refused, and said why.
     let refused = scan(None);
     assert_eq!(refused.status.code(), Some(65));
