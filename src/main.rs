@@ -209,16 +209,25 @@ fn check(args: ConfigArgs) -> ExitCode {
     match Loader::default().build_catching(&config.load_plan(), true) {
         Ok(built) => {
             let _ = built.report.write(&mut io::stdout().lock());
+            // A file that is not a feed (every entry skipped, an HTML
+            // page, a FIFO) is the content's problem, and the daemon runs
+            // without it: a warning. One the daemon cannot read or fetch
+            // is an error.
+            use iocd::load::FailureReason;
+            let is_error = |r: FailureReason| {
+                !matches!(r, FailureReason::NotAFeed | FailureReason::SpecialFile)
+            };
             for f in &built.failures {
                 let (feed, why) = (&f.feed, &f.message);
-                let _ = writeln!(stderr, "iocd: error: feed {feed}: {why}");
+                let level = if is_error(f.reason) { "error" } else { "warning" };
+                let _ = writeln!(stderr, "iocd: {level}: feed {feed}: {why}");
             }
             let _ = iocd::load::write_engine_summary(
                 &mut io::stdout().lock(),
                 built.engine.stats(),
                 t0.elapsed().as_secs_f64(),
             );
-            if built.failures.is_empty() {
+            if !built.failures.iter().any(|f| is_error(f.reason)) {
                 ExitCode::SUCCESS
             } else {
                 Exit::DataErr.into()
