@@ -13,7 +13,7 @@ use iocd::config::{Config, LogFormat, LogLevel};
 use iocd::engine::EngineOptions;
 use iocd::exit::Exit;
 use iocd::load::{FeedConfig, LoadPlan, Loader};
-use iocd::scan::{scan_stream, ScanOptions, DEFAULT_MAX_LINE};
+use iocd::scan::{scan_stream, ScanError, ScanOptions, DEFAULT_MAX_LINE};
 use iocd::taxii::TaxiiConfig;
 
 #[derive(Parser)]
@@ -219,7 +219,11 @@ fn check(args: ConfigArgs) -> ExitCode {
             };
             for f in &built.failures {
                 let (feed, why) = (&f.feed, &f.message);
-                let level = if is_error(f.reason) { "error" } else { "warning" };
+                let level = if is_error(f.reason) {
+                    "error"
+                } else {
+                    "warning"
+                };
                 let _ = writeln!(stderr, "iocd: {level}: feed {feed}: {why}");
             }
             let _ = iocd::load::write_engine_summary(
@@ -394,8 +398,16 @@ fn scan(args: ScanArgs) -> ExitCode {
                     );
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return ExitCode::SUCCESS,
-            Err(e) => {
+            // The reader of our output is gone (`| head`): done, as grep is.
+            Err(ScanError::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+                return ExitCode::SUCCESS
+            }
+            // A full disk, say: no later file can be written either.
+            Err(e @ ScanError::Write(_)) => {
+                let _ = writeln!(stderr, "iocd: error: {name}: {e}");
+                return Exit::IoErr.into();
+            }
+            Err(e @ ScanError::Read(_)) => {
                 let _ = writeln!(stderr, "iocd: error: {name}: {e}");
                 code = Exit::NoInput.into();
             }

@@ -71,17 +71,40 @@ struct BlockResult {
     hits: Vec<Found>,
 }
 
+/// Why a scan stopped early: its input, or its output. The two end a
+/// command differently (a closed output pipe is a normal end for a filter;
+/// a full disk is not).
+#[derive(Debug)]
+pub enum ScanError {
+    /// Reading the input failed.
+    Read(io::Error),
+    /// Writing hits failed.
+    Write(io::Error),
+}
+
+impl std::fmt::Display for ScanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScanError::Read(e) => write!(f, "reading: {e}"),
+            ScanError::Write(e) => write!(f, "writing hits: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ScanError {}
+
 /// Scans `input` (named `name` in hits) and writes hits to `out`.
 ///
 /// # Errors
-/// Reading the input or writing the output failed.
+/// Writing the output failed (first: once output fails, nothing more is
+/// read), or reading the input failed.
 pub fn scan_stream(
     engine: &Engine,
     name: &str,
     input: impl Read + Send,
     out: &mut impl Write,
     opts: &ScanOptions,
-) -> io::Result<ScanSummary> {
+) -> Result<ScanSummary, ScanError> {
     let threads = opts.threads.max(1);
     let (job_tx, job_rx) = sync_channel::<Block>(threads * 2);
     let job_rx = Arc::new(Mutex::new(job_rx));
@@ -103,8 +126,9 @@ pub fn scan_stream(
         let written = write_in_order(engine, name, res_rx, out);
         // On a write error the results channel closes, matchers stop, and the
         // reader stops at its next send.
-        let (bytes, truncated) = reader.join().expect("reader panicked")?;
-        let mut summary = written?;
+        let read = reader.join().expect("reader panicked");
+        let mut summary = written.map_err(ScanError::Write)?;
+        let (bytes, truncated) = read.map_err(ScanError::Read)?;
         summary.bytes = bytes;
         summary.truncated += truncated;
         Ok(summary)

@@ -487,3 +487,64 @@ fn feed_repositories_are_walked_as_cloned() {
     assert!(!values.contains(&"198.51.100.8".to_owned()), "{values:?}");
     assert!(values.contains(&"198.51.100.7".to_owned()));
 }
+
+/// `iocd scan … | head -1`: a closed output pipe ends the scan at once,
+/// with exit 0 and no message, as grep and rg do.
+#[test]
+fn scan_stops_quietly_when_its_output_closes() {
+    let feed = tmp("pipe-feed.txt", b"malware.example\n");
+    let input = tmp("pipe-input.log", &b"to malware.example\n".repeat(200_000));
+    let mut child = iocd()
+        .args([
+            "scan",
+            "-q",
+            "-i",
+            feed.to_str().unwrap(),
+            input.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert!(first.contains("malware.example"));
+    drop(stdout); // the `head` of the pipeline exits
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A full disk under the output is an I/O error (exit 74), said once.
+#[test]
+fn scan_exits_74_when_its_output_cannot_be_written() {
+    let feed = tmp("full-feed.txt", b"malware.example\n");
+    let input = tmp("full-input.log", &b"to malware.example\n".repeat(10_000));
+    let out = iocd()
+        .args([
+            "scan",
+            "-q",
+            "-i",
+            feed.to_str().unwrap(),
+            input.to_str().unwrap(),
+        ])
+        .stdout(
+            std::fs::File::options()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(74), "{stderr}");
+    assert!(
+        stderr.contains("writing hits") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+}
