@@ -147,3 +147,29 @@ proptest! {
         let _ = iocd::feeds::stix::pattern::indicators(&format!("[{p}]"));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Hostile depth and size: every feed reader (detected by content)
+    /// answers nesting far past any real feed, in inputs past 64 KiB, with
+    /// a skip or a failure, never a stack overflow or a panic.
+    #[test]
+    fn deep_nesting_in_every_format_is_refused_not_a_crash(
+        depth in 1_000usize..200_000,
+        shape in 0usize..5,
+    ) {
+        let text = match shape {
+            0 => format!("{{\"type\":\"bundle\",\"objects\":{}{}}}", "[".repeat(depth), "]".repeat(depth)),
+            1 => format!("{{\"Event\":{}{}}}", "{\"a\":".repeat(depth), "}".repeat(depth)),
+            2 => format!("<ioc>{}{}</ioc>", "<a>".repeat(depth), "</a>".repeat(depth)),
+            3 => format!(
+                "{{\"type\":\"bundle\",\"objects\":[{{\"type\":\"indicator\",\"id\":\"indicator--1\",\"pattern_type\":\"stix\",\"valid_from\":\"2020-01-01T00:00:00Z\",\"pattern\":\"{}[domain-name:value = 'a.example']{}\"}}]}}",
+                "(".repeat(depth), ")".repeat(depth)
+            ),
+            _ => format!("{}\n", "(".repeat(depth)),
+        };
+        let feed = iocd::feeds::parse("deep", std::path::Path::new("deep"), &text);
+        prop_assert!(feed.indicators.is_empty());
+    }
+}

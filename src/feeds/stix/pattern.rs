@@ -145,12 +145,32 @@ enum Obs {
     Unsupported(String),
 }
 
+/// How deep parentheses and brackets may nest. Real patterns nest a few
+/// levels; the parser recurses per level, so a bound keeps a hostile
+/// pattern (thousands of `(`) from overflowing the stack.
+pub const MAX_NESTING: usize = 64;
+
 struct Parser {
     toks: Vec<Tok>,
     pos: usize,
+    depth: usize,
 }
 
 impl Parser {
+    /// Runs `inner` one nesting level down, refusing past [`MAX_NESTING`].
+    fn nested<T>(
+        &mut self,
+        inner: impl FnOnce(&mut Self) -> Result<T, PatternError>,
+    ) -> Result<T, PatternError> {
+        if self.depth >= MAX_NESTING {
+            return err(format!("nested more than {MAX_NESTING} levels deep"));
+        }
+        self.depth += 1;
+        let r = inner(self);
+        self.depth -= 1;
+        r
+    }
+
     fn peek(&self) -> Option<&Tok> {
         self.toks.get(self.pos)
     }
@@ -205,12 +225,12 @@ impl Parser {
     fn obs_unit(&mut self) -> Result<Obs, PatternError> {
         let obs = match self.next() {
             Some(Tok::LBracket) => {
-                let c = self.cmp_or()?;
+                let c = self.nested(Self::cmp_or)?;
                 self.expect(Tok::RBracket)?;
                 Obs::One(c)
             }
             Some(Tok::LParen) => {
-                let p = self.pattern()?;
+                let p = self.nested(Self::pattern)?;
                 self.expect(Tok::RParen)?;
                 p
             }
@@ -272,7 +292,7 @@ impl Parser {
     fn cmp_unit(&mut self) -> Result<Cmp, PatternError> {
         if self.peek() == Some(&Tok::LParen) {
             self.pos += 1;
-            let c = self.cmp_or()?;
+            let c = self.nested(Self::cmp_or)?;
             self.expect(Tok::RParen)?;
             return Ok(c);
         }
@@ -366,6 +386,7 @@ pub fn indicators_with_context(pattern: &str) -> Result<(Vec<Canonical>, Context
     let mut p = Parser {
         toks: lex(pattern)?,
         pos: 0,
+        depth: 0,
     };
     let obs = p.pattern()?;
     if p.pos < p.toks.len() {
@@ -666,6 +687,30 @@ mod tests {
         let re = regex::Regex::new(&got[0].1).unwrap();
         assert!(re.is_match("q www.evil.example A"));
         assert!(!re.is_match("q www.evil.example.org A"));
+    }
+
+    #[test]
+    fn nesting_past_the_bound_is_refused_not_a_crash() {
+        // The finding: ~1,800 levels of `(` overflowed the stack.
+        for n in [MAX_NESTING - 1, MAX_NESTING + 1, 1_800, 100_000] {
+            let p = format!(
+                "{}[domain-name:value = 'deep.example']{}",
+                "(".repeat(n),
+                ")".repeat(n)
+            );
+            let r = indicators(&p);
+            assert_eq!(r.is_ok(), n < MAX_NESTING, "{n}");
+            let c = format!(
+                "[{}domain-name:value = 'deep.example'{}]",
+                "(".repeat(n),
+                ")".repeat(n)
+            );
+            assert_eq!(indicators(&c).is_ok(), n < MAX_NESTING, "{n}");
+        }
+        assert!(indicators(&"(".repeat(100_000))
+            .unwrap_err()
+            .to_string()
+            .contains("levels deep"));
     }
 
     #[test]
