@@ -178,8 +178,7 @@ fn benches(c: &mut Criterion) {
                 &EngineOptions {
                     bloom_min_keys: bloom,
                 },
-            )
-            .unwrap();
+            );
             let built = t.elapsed();
             let after = rss_bytes();
             eprintln!(
@@ -211,7 +210,7 @@ fn benches(c: &mut Criterion) {
         build.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter_batched(
                 || inds.clone(),
-                |i| black_box(Engine::build(i, &EngineOptions::default()).unwrap()),
+                |i| black_box(Engine::build(i, &EngineOptions::default())),
                 criterion::BatchSize::LargeInput,
             )
         });

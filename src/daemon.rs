@@ -90,10 +90,10 @@ pub async fn run(
         reload::build_off_thread(Loader::default(), config.load_plan(), true).await;
     let built = built.map_err(|e| DaemonError::Feeds(e.to_string()))?;
     let next_change = built.next_change;
-    let engine = Arc::new(ArcSwap::from_pointee(
-        crate::engine::Engine::build(Vec::new(), &Default::default())
-            .map_err(|e| DaemonError::Feeds(e.to_string()))?,
-    ));
+    let engine = Arc::new(ArcSwap::from_pointee(crate::engine::Engine::build(
+        Vec::new(),
+        &Default::default(),
+    )));
     reload::install(&engine, &metrics, built, "engine built");
 
     let (stop_tx, stop_rx) = watch::channel(false);

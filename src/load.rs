@@ -361,8 +361,6 @@ fn shrink_refused(before: usize, after: usize, max_shrink: f64) -> Option<String
 pub enum LoadError {
     /// A feed path unreadable and never loaded before (exit 65 at start).
     Unreadable(FeedError),
-    /// The engine could not be built from what was loaded.
-    Build(crate::engine::BuildError),
     /// Loading or building panicked (a bug, or input no check foresaw).
     /// The running engine stays; the message is the panic's.
     Panicked(String),
@@ -374,7 +372,6 @@ impl std::fmt::Display for LoadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             LoadError::Unreadable(e) => e.fmt(f),
-            LoadError::Build(e) => e.fmt(f),
             LoadError::Panicked(why) => write!(f, "loading feeds panicked: {why}"),
         }
     }
@@ -496,7 +493,7 @@ impl Loader {
             .chain(next_poll)
             .min();
         let (indicators, report) = apply_allowlists(&names, feeds, &allow_feeds);
-        let engine = Engine::build(indicators, &plan.engine).map_err(LoadError::Build)?;
+        let engine = Engine::build(indicators, &plan.engine);
         Ok(Built {
             engine,
             report,
@@ -1065,6 +1062,14 @@ pub fn write_engine_summary(
     stats: &EngineStats,
     build_secs: f64,
 ) -> std::io::Result<()> {
+    if !stats.regexes_left_out.is_empty() {
+        writeln!(
+            w,
+            "iocd: warning: {} regex indicators left out: the regex set would pass its {} MiB budget with them (the newest are left out)",
+            stats.regexes_left_out.len(),
+            crate::engine::REGEX_SET_BUDGET >> 20
+        )?;
+    }
     writeln!(
         w,
         "iocd: engine: {} indicators ({} duplicates dropped) built in {:.3} s; index {:.1} MiB, {} Bloom-fronted sets",

@@ -243,6 +243,14 @@ pub async fn build_off_thread(
 pub fn install(engine: &ArcSwap<Engine>, metrics: &Metrics, built: Built, what: &str) {
     publish(metrics, &built);
     let stats = built.engine.stats().clone();
+    if !stats.regexes_left_out.is_empty() {
+        let first = &built.engine.indicators()[stats.regexes_left_out[0] as usize];
+        tracing::warn!(
+            left_out = stats.regexes_left_out.len(),
+            first_feed = %first.provenance.feed,
+            "regex indicators left out: the regex set would pass its size budget with them"
+        );
+    }
     engine.store(Arc::new(built.engine));
     metrics
         .engine_ready

@@ -518,7 +518,7 @@ fn same_value_in_two_feeds_hits_for_both() {
     )
     .indicators;
     inds.extend(iocd::feeds::parse("b", std::path::Path::new("b"), "198.51.100.3\n").indicators);
-    let e = iocd::Engine::build(inds, &Default::default()).unwrap();
+    let e = iocd::Engine::build(inds, &Default::default());
     assert_eq!(e.stats().duplicates, 1);
     let mut st = iocd::ScanState::new();
     let feeds: Vec<String> = e

@@ -20,7 +20,6 @@ mod regexes;
 mod sets;
 pub mod tokens;
 
-use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
@@ -31,6 +30,7 @@ use crate::indicator::{Indicator, IndicatorType};
 use cidr::CidrTable;
 use literals::Literals;
 use regexes::Regexes;
+pub use regexes::SET_SIZE_LIMIT as REGEX_SET_BUDGET;
 use sets::{domain_fingerprint, fingerprint, finish, step, tld_fingerprint, ExactSet, NONE, SEED};
 
 /// Build-time choices. The defaults are what the benchmarks chose.
@@ -68,25 +68,6 @@ impl ScanState {
     }
 }
 
-/// Why an engine could not be built.
-#[derive(Debug)]
-pub enum BuildError {
-    /// The `regex` indicators together exceed the regex engine's size limit.
-    Regexes(regex::Error),
-}
-
-impl fmt::Display for BuildError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BuildError::Regexes(e) => {
-                write!(f, "regex indicators cannot be compiled together: {e}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for BuildError {}
-
 /// Sizes of the engine's parts, for the load summary and the benchmarks.
 #[derive(Clone, Debug, Default)]
 pub struct EngineStats {
@@ -112,6 +93,9 @@ pub struct EngineStats {
     pub strings: usize,
     /// Regular expressions.
     pub regexes: usize,
+    /// Regex indicators left out because the regex set would pass its
+    /// size budget with them (the newest ones), by id.
+    pub regexes_left_out: Vec<u32>,
     /// Exact sets fronted by a Bloom filter.
     pub bloom_sets: usize,
     /// Approximate heap bytes of the matching structures (not the indicators).
@@ -157,14 +141,9 @@ fn hash_key(hex: &[u8]) -> u64 {
 impl Engine {
     /// Builds an engine over `indicators`, dropping exact duplicates (same
     /// type, value and feed name, networks included: the first one read
-    /// stays).
-    ///
-    /// # Errors
-    /// When the regex indicators together exceed the regex size limit.
-    pub fn build(
-        indicators: Vec<Indicator>,
-        options: &EngineOptions,
-    ) -> Result<Engine, BuildError> {
+    /// stays). Never fails: regexes past the set's size budget are left
+    /// out and listed in [`EngineStats::regexes_left_out`].
+    pub fn build(indicators: Vec<Indicator>, options: &EngineOptions) -> Engine {
         let mut next = vec![NONE; indicators.len()];
         let mut ipv4 = ExactSet::default();
         let mut ipv6 = ExactSet::default();
@@ -261,8 +240,8 @@ impl Engine {
         ipv4.finish(options.bloom_min_keys);
         ipv6.finish(options.bloom_min_keys);
         let literals = Literals::new(strings.iter().map(|(s, &h)| (s.as_bytes(), h)).collect());
-        let regexes = Regexes::new(regex_heads.iter().map(|(s, &h)| (*s, h)).collect())
-            .map_err(BuildError::Regexes)?;
+        let (regexes, regexes_left_out) =
+            Regexes::new(regex_heads.iter().map(|(s, &h)| (*s, h)).collect());
         let cidr4 = CidrTable::new(&nets4);
         let cidr6 = CidrTable::new(&nets6);
         let stats = EngineStats {
@@ -276,7 +255,8 @@ impl Engine {
             emails: emails.len(),
             hashes: hashes.len(),
             strings: strings.len(),
-            regexes: regex_heads.len(),
+            regexes: regex_heads.len() - regexes_left_out.len(),
+            regexes_left_out,
             bloom_sets: [
                 ipv4.has_bloom(),
                 ipv6.has_bloom(),
@@ -302,7 +282,7 @@ impl Engine {
         };
         drop(strings);
         drop(regex_heads);
-        Ok(Engine {
+        Engine {
             next,
             ipv4,
             ipv6,
@@ -320,7 +300,7 @@ impl Engine {
             scheme_separator: tokens::scheme_separator(),
             stats,
             indicators,
-        })
+        }
     }
 
     /// All indicators, indexed by id (duplicates included but never matched).

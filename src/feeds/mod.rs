@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::indicator::canon::Canonical;
-use crate::indicator::guard::{too_broad, GuardPolicy};
+use crate::indicator::guard::{costly_regex, too_broad, GuardPolicy};
 use crate::indicator::{FeedId, Indicator, IndicatorType, Provenance};
 
 /// How many skipped entries per feed are kept with their line and reason.
@@ -142,6 +142,8 @@ pub enum SkipReason {
     /// Too broad to match (`MATCHING.md`): a short network, special-purpose
     /// space, a short string, an empty-matching regex.
     TooBroad,
+    /// A regex too costly to run on every line (its compiled size).
+    TooCostly,
     /// A revoked STIX indicator.
     Revoked,
     /// A STIX indicator past its `valid_until`.
@@ -165,6 +167,7 @@ impl SkipReason {
             SkipReason::Invalid => "invalid",
             SkipReason::NoShape => "no_shape",
             SkipReason::TooBroad => "too_broad",
+            SkipReason::TooCostly => "too_costly",
             SkipReason::Revoked => "revoked",
             SkipReason::Expired => "expired",
             SkipReason::NotYetValid => "not_yet_valid",
@@ -534,26 +537,34 @@ pub fn parse_with(id: FeedId, path: &Path, text: &str, options: &ParseOptions, n
     }
 }
 
-/// Removes the indicators too broad to match, each a skipped entry with its
-/// line and reason (`MATCHING.md`, "Indicators too broad to match").
+/// Removes the indicators too broad to match (`MATCHING.md`, "Indicators
+/// too broad to match") and the regexes too costly to run, each a skipped
+/// entry with its line and reason.
 fn drop_too_broad(parsed: &mut Parsed, policy: GuardPolicy) {
     if policy == GuardPolicy::Off {
         return;
     }
     let skipped = &mut parsed.skipped;
-    parsed
-        .indicators
-        .retain(|i| match too_broad(i.kind, &i.value, policy) {
+    parsed.indicators.retain(|i| {
+        let why = match too_broad(i.kind, &i.value, policy) {
+            Some(why) => Some((SkipReason::TooBroad, why.to_string())),
+            None if i.kind == IndicatorType::Regex => {
+                costly_regex(&i.value).map(|why| (SkipReason::TooCostly, why))
+            }
+            None => None,
+        };
+        match why {
             None => true,
-            Some(why) => {
+            Some((reason, why)) => {
                 skipped.push_reason(
                     i.provenance.line,
-                    SkipReason::TooBroad,
+                    reason,
                     format!("{} {}: {why}", i.kind, i.value),
                 );
                 false
             }
-        });
+        }
+    });
 }
 
 /// A binary file (a NUL byte in the first KiB): an archive, an executable,

@@ -12,7 +12,7 @@ pub fn engine(feed: &str) -> Engine {
 
 pub fn engine_with(feed: &str, options: &EngineOptions) -> Engine {
     let f = feeds::parse("t", Path::new("t"), feed);
-    Engine::build(f.indicators, options).expect("engine builds")
+    Engine::build(f.indicators, options)
 }
 
 /// The (type, value) of every hit of `line`, sorted.
