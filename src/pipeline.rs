@@ -240,8 +240,21 @@ impl LineBatcher {
 
     /// One complete line (a datagram piece or a framed message).
     pub fn push_line(&mut self, line: &[u8]) {
+        self.push_line_cut(line, false);
+    }
+
+    /// [`Self::push_line`] for a line its source already cut to
+    /// [`Self::max_line`] (`cut`: bytes beyond it were discarded, and
+    /// counted with [`Self::count_bytes`]).
+    pub fn push_line_cut(&mut self, line: &[u8], cut: bool) {
         self.bytes.inc_by(line.len() as u64 + 1);
-        self.line(line, false);
+        self.line(line, cut);
+    }
+
+    /// The most bytes of a line kept (`engine.max_line_bytes`): a source
+    /// holding a message need keep no more.
+    pub fn max_line(&self) -> usize {
+        self.max_line
     }
 
     /// Counts bytes that arrive as framing around [`Self::push_line`] lines.

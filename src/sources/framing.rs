@@ -25,10 +25,13 @@ enum State {
     Newline,
     /// Octet counting, reading the length digits.
     Length(Vec<u8>),
-    /// Octet counting, reading a message: bytes kept and still to come.
+    /// Octet counting, reading a message: bytes kept (at most the line
+    /// limit: a `LEN` of 9999999999 is a promise, not a reason to buffer
+    /// 10 GB), bytes still to come, and whether any were discarded.
     Message {
         kept: Vec<u8>,
         remaining: usize,
+        cut: bool,
     },
 }
 
@@ -88,8 +91,9 @@ impl Framer {
                             .unwrap_or(0);
                         out.count_bytes(digits.len() + 1);
                         self.state = State::Message {
-                            kept: Vec::with_capacity(len.min(64 * 1024)),
+                            kept: Vec::with_capacity(len.min(64 * 1024).min(out.max_line())),
                             remaining: len,
+                            cut: false,
                         };
                     } else if b.is_ascii_digit() && digits.len() < MAX_LEN_DIGITS {
                         digits.push(b);
@@ -104,14 +108,28 @@ impl Framer {
                         out.push_bytes(&held);
                     }
                 }
-                State::Message { kept, remaining } => {
+                State::Message {
+                    kept,
+                    remaining,
+                    cut,
+                } => {
                     let take = (*remaining).min(data.len());
-                    kept.extend_from_slice(&data[..take]);
+                    let room = out.max_line().saturating_sub(kept.len());
+                    kept.extend_from_slice(&data[..take.min(room)]);
+                    if take > room {
+                        *cut = true;
+                        out.count_bytes(take - room);
+                    }
                     *remaining -= take;
                     data = &data[take..];
                     if *remaining == 0 {
                         let msg = std::mem::take(kept);
-                        out.push_line(msg.strip_suffix(b"\n").unwrap_or(&msg));
+                        let line = if *cut {
+                            &msg[..]
+                        } else {
+                            msg.strip_suffix(b"\n").unwrap_or(&msg)
+                        };
+                        out.push_line_cut(line, *cut);
                         self.state = State::Length(Vec::new());
                     }
                 }
@@ -125,7 +143,7 @@ impl Framer {
             State::Undecided(held) | State::Length(held) if !held.is_empty() => {
                 out.push_bytes(&held)
             }
-            State::Message { kept, .. } if !kept.is_empty() => out.push_line(&kept),
+            State::Message { kept, cut, .. } if !kept.is_empty() => out.push_line_cut(&kept, cut),
             _ => {}
         }
     }
@@ -139,17 +157,26 @@ mod tests {
     use std::sync::Arc;
 
     fn frame(framing: Framing, chunks: &[&[u8]]) -> Vec<String> {
-        let mut b = LineBatcher::new(Arc::from("t"), &EngineConfig::default(), Metrics::new());
+        frame_with(framing, chunks, &EngineConfig::default()).0
+    }
+
+    /// The lines framed, and which were cut.
+    fn frame_with(
+        framing: Framing,
+        chunks: &[&[u8]],
+        engine: &EngineConfig,
+    ) -> (Vec<String>, Vec<u32>) {
+        let mut b = LineBatcher::new(Arc::from("t"), engine, Metrics::new());
         let mut f = Framer::new(framing);
         for c in chunks {
             f.feed(c, &mut b);
         }
         f.finish(&mut b);
         let Some(batch) = b.finish() else {
-            return vec![];
+            return (vec![], vec![]);
         };
         let mut start = 0;
-        batch
+        let lines = batch
             .ends
             .iter()
             .map(|&e| {
@@ -157,7 +184,37 @@ mod tests {
                 start = e as usize;
                 l
             })
-            .collect()
+            .collect();
+        (lines, batch.truncated)
+    }
+
+    #[test]
+    fn a_huge_length_is_not_buffered() {
+        // The finding: `9999999999 <13>…` made one connection buffer what
+        // the header promised. Only max_line_bytes are kept; the rest of
+        // the message streams past and the line counts as truncated.
+        let engine = EngineConfig {
+            max_line_bytes: 16,
+            ..EngineConfig::default()
+        };
+        let mut f = Framer::new(Framing::Auto);
+        let mut b = LineBatcher::new(Arc::from("t"), &engine, Metrics::new());
+        f.feed(b"9999999999 <13>", &mut b);
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..64 {
+            f.feed(&chunk, &mut b);
+            match &f.state {
+                State::Message { kept, .. } => assert!(kept.capacity() <= 64 * 1024),
+                _ => panic!("still in the message"),
+            }
+        }
+        let (lines, cut) = frame_with(
+            Framing::Auto,
+            &[b"30 <13>0123456789abcdefghijklmnop4 <1>x"],
+            &engine,
+        );
+        assert_eq!(lines, ["<13>0123456789ab", "<1>x"]);
+        assert_eq!(cut, [0]);
     }
 
     #[test]
