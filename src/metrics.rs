@@ -22,6 +22,7 @@ pub struct Metrics {
     pub lines_truncated: IntCounterVec,
     pub lines_scanned: IntCounter,
     pub hits: IntCounterVec,
+    pub hits_dropped: IntCounterVec,
     pub indicators_loaded: IntGaugeVec,
     pub feed_failures: IntCounterVec,
     pub taxii_polls: IntCounterVec,
@@ -86,6 +87,12 @@ impl Metrics {
                 "iocd_source_bytes_received_total",
                 "Bytes received, by source.",
                 &["source"],
+            ),
+            hits_dropped: counter(
+                &r,
+                "iocd_hits_dropped_total",
+                "Hits found but not emitted, by reason (max_hits_per_line).",
+                &["reason"],
             ),
             lines_dropped: counter(
                 &r,

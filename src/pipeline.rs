@@ -45,6 +45,12 @@ pub struct EngineConfig {
     /// Bytes of the line kept in a hit's `event.original`.
     #[serde(default = "defaults_original_max_bytes")]
     pub original_max_bytes: usize,
+    /// Most hits emitted for one line; the rest are counted
+    /// (`iocd_hits_dropped_total{reason="max_hits_per_line"}`). A line that
+    /// lists tens of thousands of indicators would otherwise make as many
+    /// hits, each carrying the line.
+    #[serde(default = "defaults_max_hits_per_line")]
+    pub max_hits_per_line: usize,
 }
 
 impl Default for EngineConfig {
@@ -57,6 +63,7 @@ impl Default for EngineConfig {
             queue_batches: defaults_queue_batches(),
             bloom_min_keys: 0,
             original_max_bytes: defaults_original_max_bytes(),
+            max_hits_per_line: defaults_max_hits_per_line(),
         }
     }
 }
@@ -92,6 +99,7 @@ impl EngineConfig {
         if let Some(t) = self.threads {
             in_range("threads", t, 1, MAX_THREADS)?;
         }
+        in_range("max_hits_per_line", self.max_hits_per_line, 1, 1_000_000)?;
         in_range(
             "original_max_bytes",
             self.original_max_bytes,
@@ -101,6 +109,9 @@ impl EngineConfig {
     }
 }
 
+fn defaults_max_hits_per_line() -> usize {
+    100
+}
 fn defaults_max_line_bytes() -> usize {
     1 << 20
 }
@@ -410,18 +421,30 @@ pub fn start_matchers(
     let threads = config
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let original_max = config.original_max_bytes;
+    let limits = HitLimits {
+        original_max: config.original_max_bytes,
+        per_line: config.max_hits_per_line,
+    };
     let handles = (0..threads)
         .map(|i| {
             let (rx, hits_tx, engine, metrics) =
                 (rx.clone(), hits_tx.clone(), engine.clone(), metrics.clone());
             std::thread::Builder::new()
                 .name(format!("iocd-match-{i}"))
-                .spawn(move || matcher(&engine, &rx, &hits_tx, &metrics, formats, original_max))
+                .spawn(move || matcher(&engine, &rx, &hits_tx, &metrics, formats, limits))
                 .expect("spawning a matcher thread")
         })
         .collect();
     (LineQueue { tx, metrics }, hits_rx, handles)
+}
+
+/// What one line's hits may hold.
+#[derive(Clone, Copy)]
+struct HitLimits {
+    /// Bytes of the line in `event.original`.
+    original_max: usize,
+    /// Hits emitted per line.
+    per_line: usize,
 }
 
 fn matcher(
@@ -430,8 +453,15 @@ fn matcher(
     hits_tx: &mpsc::Sender<HitBatch>,
     metrics: &Metrics,
     formats: Formats,
-    original_max: usize,
+    limits: HitLimits,
 ) {
+    let HitLimits {
+        original_max,
+        per_line,
+    } = limits;
+    let capped = metrics
+        .hits_dropped
+        .with_label_values(&["max_hits_per_line"]);
     let mut st = ScanState::new();
     loop {
         // Holding the lock while waiting is fine: whoever holds it takes the next batch.
@@ -457,7 +487,11 @@ fn matcher(
             if dropped.next_if(|&&d| d as usize == i).is_some() {
                 continue;
             }
-            for m in engine.scan(line, &mut st) {
+            let found = engine.scan(line, &mut st);
+            if found.len() > per_line {
+                capped.inc_by((found.len() - per_line) as u64);
+            }
+            for m in &found[..found.len().min(per_line)] {
                 let ind = engine.indicator(m.indicator);
                 let ts = timestamp.get_or_insert_with(hit::now_rfc3339);
                 let original = &line[..line.len().min(original_max)];

@@ -1150,3 +1150,37 @@ fn an_update_that_would_empty_a_feed_keeps_its_last_good_content() {
     let (status, _) = d.stop();
     assert!(status.success());
 }
+
+/// The finding: a line holding 70k distinct indicators made 70k hits, each
+/// carrying the line (4.4 GB RSS). Hits per line are capped and the rest
+/// counted.
+#[test]
+fn hits_per_line_are_capped_and_counted() {
+    let dir = test_dir("hit-cap");
+    let (port, mport) = (free_port(), free_port());
+    std::fs::create_dir_all(dir.join("feeds")).unwrap();
+    let ips: Vec<String> = (0..150)
+        .map(|i| format!("45.1.{}.{}", i / 100, i % 100 + 1))
+        .collect();
+    std::fs::write(dir.join("feeds/test.txt"), ips.join("\n")).unwrap();
+    let config = tcp_config(
+        &dir,
+        port,
+        &format!("[engine]\nmax_hits_per_line = 100\n{}", metrics_at(mport)),
+    );
+    let d = Daemon::start(&dir, &config);
+    send_tcp(
+        port,
+        format!("{}\nafter 45.1.0.1\n", ips.join(" ")).as_bytes(),
+    );
+    let h = d.read_hits(101);
+    assert!(h[..100].iter().all(|h| h["line_number"] == 1));
+    assert_eq!(h[100]["line_number"], 2);
+    wait_metric(
+        mport,
+        "iocd_hits_dropped_total{reason=\"max_hits_per_line\"}",
+        |v| v == 50.0,
+    );
+    let (status, rest) = d.stop();
+    assert!(status.success() && rest.is_empty());
+}
