@@ -36,7 +36,8 @@ pub struct FeedConfig {
     /// With `url`: seconds a request may take.
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
-    /// With `url`: the largest body accepted, after decoding.
+    /// The largest feed file, or URL body after decoding, accepted; a
+    /// larger one is a failure that keeps the last good content.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
     /// With `url`: headers sent (`Authorization`, an API key): a value, or
@@ -93,6 +94,7 @@ impl FeedConfig {
     pub fn validate(&self) -> Result<(), crate::settings::Invalid> {
         use crate::settings::{in_range, Invalid};
         self.filter()?;
+        in_range("max_bytes", self.max_bytes, 1024, 16 << 30)?;
         match (&self.url, self.path.as_os_str().is_empty()) {
             (None, true) => return Err(Invalid::new("path", "a feed needs a path or a url")),
             (Some(_), false) => {
@@ -109,7 +111,6 @@ impl FeedConfig {
                 }
                 in_range("interval_secs", self.interval_secs, 10, 366 * 86_400)?;
                 in_range("timeout_secs", self.timeout_secs, 1, 3600)?;
-                in_range("max_bytes", self.max_bytes, 1024, 16 << 30)?;
                 for name in self.headers.keys() {
                     reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
                         Invalid::new("headers", format!("{name:?} is not a header name"))
@@ -755,10 +756,20 @@ impl Loader {
                     continue;
                 }
             }
-            let fresh = feeds::read_text(&file).map(|text| {
-                let feed = feeds::parse_with(id.clone(), &file, &text, options, feeds::unix_now());
-                (feed, text)
-            });
+            let fresh = match stamp {
+                // Too large is the content's failure, like a binary file:
+                // the last good content stays, and the rest of the feed loads.
+                Some((_, len)) if len > fc.max_bytes => {
+                    let mut feed = feeds::parse_with(id.clone(), &file, "", options, 0);
+                    feed.failure = Some(feeds::FeedFailure::TooLarge(fc.max_bytes));
+                    Ok((feed, String::new()))
+                }
+                _ => feeds::read_text_max(&file, fc.max_bytes).map(|text| {
+                    let feed =
+                        feeds::parse_with(id.clone(), &file, &text, options, feeds::unix_now());
+                    (feed, text)
+                }),
+            };
             // A file that reads as a feed but would lose too much of what it
             // held is refused like a broken one (an error page of one valid
             // line, a truncated download).

@@ -571,3 +571,34 @@ fn a_costly_regex_is_skipped_and_the_rest_loads() {
         "{stderr}"
     );
 }
+
+/// A feed file larger than max_bytes is not read past the limit: a failure
+/// that names the limit, the rest of the feed loads.
+#[test]
+fn a_feed_file_past_max_bytes_is_refused() {
+    let dir = common::test_dir("cli-max-bytes");
+    std::fs::write(dir.join("small.txt"), "malware.example\n").unwrap();
+    std::fs::write(dir.join("huge.txt"), "203.0.113.7\n".repeat(300_000)).unwrap();
+    std::fs::write(
+        dir.join("iocd.toml"),
+        format!(
+            "[feeds.f]\npath = {:?}\nmax_bytes = 1048576\n[sources.in]\ntype = \"stdin\"\n[sinks.out]\ntype = \"stdout\"\n",
+            dir.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = common::check(&dir.join("iocd.toml"));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning: feed f (huge.txt): larger than max_bytes (1048576)"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("feed f (plain; 2 files): 1 indicators"),
+        "{stdout}"
+    );
+}

@@ -302,6 +302,8 @@ pub enum FeedFailure {
     Html,
     /// A binary file (a NUL byte in its first KiB).
     Binary,
+    /// A file larger than its feed's `max_bytes`, not read.
+    TooLarge(u64),
     /// XML that does not parse: the message.
     InvalidXml(String),
     /// Well-formed XML that is not OpenIOC: its root element.
@@ -321,6 +323,7 @@ impl fmt::Display for FeedFailure {
         match self {
             FeedFailure::Html => f.write_str("an HTML page, not a feed (a failed download?)"),
             FeedFailure::Binary => f.write_str("a binary file (NUL bytes), not a feed"),
+            FeedFailure::TooLarge(max) => write!(f, "larger than max_bytes ({max}), not read"),
             FeedFailure::InvalidXml(e) => write!(f, "invalid XML: {e}"),
             FeedFailure::XmlNotAFeed(root) => {
                 write!(f, "XML with root <{root}>, not OpenIOC: not a feed")
@@ -619,10 +622,31 @@ pub fn base_name(path: &Path) -> String {
 /// # Errors
 /// The file cannot be read.
 pub fn read_text(file: &Path) -> Result<String, FeedError> {
-    let bytes = std::fs::read(file).map_err(|error| FeedError {
+    read_text_max(file, u64::MAX)
+}
+
+/// [`read_text`], refusing a file larger than `max_bytes` (read no
+/// further than that, whatever the file claims or grows to).
+///
+/// # Errors
+/// The file cannot be read, or is larger than `max_bytes` (a file that
+/// grew past it while read; [`FeedFailure::TooLarge`] is for one already
+/// larger).
+pub fn read_text_max(file: &Path, max_bytes: u64) -> Result<String, FeedError> {
+    use std::io::Read;
+    let fail = |error| FeedError {
         path: file.to_owned(),
         error,
-    })?;
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(max_bytes.saturating_add(1)).read_to_end(&mut bytes))
+        .map_err(fail)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(fail(std::io::Error::other(format!(
+            "larger than max_bytes ({max_bytes})"
+        ))));
+    }
     Ok(match String::from_utf8(bytes) {
         Ok(s) => s,
         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
