@@ -379,6 +379,9 @@ address = "127.0.0.1:9464"
             SourceConfig::Tcp(crate::sources::TcpConfig {
                 address: "127.0.0.1:5140".parse().unwrap(),
                 max_connections: 1024,
+                max_connections_per_peer: None,
+                idle_timeout_secs: 600,
+                evict_idle_secs: 10,
                 framing: crate::sources::Framing::Auto
             })
         );
@@ -452,6 +455,16 @@ address = "127.0.0.1:9464"
                 "[sources.t]\ntype = \"tcp\"\naddress = \"127.0.0.1:1\"\nmax_connections = 0\n",
                 "sources.t.max_connections",
                 "out of range",
+            ),
+            (
+                "[sources.t]\ntype = \"tcp\"\naddress = \"127.0.0.1:1\"\nidle_timeout_secs = 0\n",
+                "sources.t.idle_timeout_secs",
+                "out of range",
+            ),
+            (
+                "[sources.t]\ntype = \"tcp\"\naddress = \"127.0.0.1:1\"\nmax_conections = 5\n",
+                "sources.t",
+                "max_conections",
             ),
             ("[log]\nlevel = \"loud\"\n", "log.level", "loud"),
             ("[feeds.u]\nmax_shrink = 0.5\n", "feeds.u.path", "a path or a url"),

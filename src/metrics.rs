@@ -41,6 +41,7 @@ pub struct Metrics {
     pub queue_depth: IntGauge,
     pub connections_open: IntGaugeVec,
     pub connections_rejected: IntCounterVec,
+    pub connections_closed: IntCounterVec,
     sink_up: GaugeVec,
     /// Time a matcher thread spends scanning one batch.
     pub batch_scan: Histogram,
@@ -224,8 +225,14 @@ impl Metrics {
             connections_rejected: counter(
                 &r,
                 "iocd_source_connections_rejected_total",
-                "Connections refused at the limit, by source.",
-                &["source"],
+                "Connections refused, by source and reason (limit, per_peer).",
+                &["source", "reason"],
+            ),
+            connections_closed: counter(
+                &r,
+                "iocd_source_connections_closed_total",
+                "Connections closed by iocd, by source and reason (idle_timeout, evicted).",
+                &["source", "reason"],
             ),
             sink_up: {
                 let g = GaugeVec::new(

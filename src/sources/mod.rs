@@ -5,6 +5,7 @@
 //! and ends.
 
 pub mod acks;
+mod conns;
 pub(crate) mod file;
 mod framing;
 mod net;
@@ -108,6 +109,7 @@ pub async fn start(
                 Framing::Newline,
                 &ctx.queue,
                 &mut shutdown,
+                None,
             )
             .await;
         }),
@@ -124,33 +126,73 @@ pub async fn start(
 }
 
 /// Reads a byte stream to its end (or shutdown), batching its lines.
+///
+/// A network connection also ends when it sends nothing for
+/// `guard.idle_timeout`, or when it is evicted for a new one; either way
+/// what it sent is batched, its last partial line too.
 pub async fn read_stream<R: AsyncRead + Unpin>(
     mut reader: R,
     mut batcher: LineBatcher,
     framing: Framing,
     queue: &LineQueue,
     shutdown: &mut watch::Receiver<bool>,
-) {
+    guard: Option<StreamGuard<'_>>,
+) -> StreamEnd {
     let mut buf = vec![0u8; 256 * 1024];
     let mut framer = framing::Framer::new(framing);
+    let idle = guard.map_or(std::time::Duration::MAX, |g| g.idle_timeout);
+    let mut end = StreamEnd::Closed;
     loop {
         let n = tokio::select! {
             biased;
             _ = shutdown_signalled(shutdown) => break,
+            _ = async { guard.expect("guarded").activity.evicted().await }, if guard.is_some() => {
+                end = StreamEnd::Evicted;
+                break;
+            }
+            _ = tokio::time::sleep(idle), if guard.is_some() => {
+                end = StreamEnd::IdleTimeout;
+                break;
+            }
             r = reader.read(&mut buf) => match r {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             },
         };
+        if let Some(g) = guard {
+            g.activity.touch();
+        }
         framer.feed(&buf[..n], &mut batcher);
         // Send what this read completed: big reads make big batches, a
         // trickle is sent line by line without waiting for more.
         if !queue.flush(&mut batcher).await {
-            return;
+            return end;
         }
     }
     framer.finish(&mut batcher);
     if let Some(b) = batcher.finish() {
         queue.send(b).await;
     }
+    end
+}
+
+/// What guards a network connection: its activity in the registry, and
+/// how long it may stay silent.
+#[derive(Clone, Copy)]
+pub struct StreamGuard<'a> {
+    /// Touched on every read; signals eviction.
+    pub activity: &'a conns::Activity,
+    /// Silence longer than this closes the connection.
+    pub idle_timeout: std::time::Duration,
+}
+
+/// How a stream ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The peer closed it, it failed, or iocd is shutting down.
+    Closed,
+    /// It sent nothing for the idle timeout.
+    IdleTimeout,
+    /// It gave way to a new connection at the limit.
+    Evicted,
 }

@@ -7,13 +7,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use tokio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
-use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 
 use serde::Deserialize;
 
-use super::{read_stream, shutdown_signalled, Framing, SourceContext};
+use super::{
+    conns, read_stream, shutdown_signalled, Framing, SourceContext, StreamEnd, StreamGuard,
+};
+use crate::backoff::Backoff;
 use crate::pipeline::LineBatcher;
 use crate::settings::{in_range, Invalid};
 
@@ -23,14 +27,70 @@ pub const MAX_CONNECTIONS: usize = 1 << 20;
 fn default_max_connections() -> usize {
     1024
 }
+fn default_idle_timeout_secs() -> u64 {
+    600
+}
+fn default_evict_idle_secs() -> u64 {
+    10
+}
+
+/// The connection settings every stream source shares: who may hold a
+/// connection, and for how long in silence. (Written out in each source's
+/// table rather than flattened: serde's flatten would turn a misspelt key
+/// into a "missing field" error that does not name it.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    /// Connections at once.
+    pub max_connections: usize,
+    /// Connections at once from one address (none: no limit).
+    pub max_connections_per_peer: Option<usize>,
+    /// A connection silent this long is closed.
+    pub idle_timeout_secs: u64,
+    /// At the limit, a connection silent this long gives way to a new one.
+    pub evict_idle_secs: u64,
+}
+
+impl ConnectionSettings {
+    /// # Errors
+    /// A setting out of its range.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        in_range("max_connections", self.max_connections, 1, MAX_CONNECTIONS)?;
+        if let Some(n) = self.max_connections_per_peer {
+            in_range("max_connections_per_peer", n, 1, MAX_CONNECTIONS)?;
+        }
+        in_range("idle_timeout_secs", self.idle_timeout_secs, 1, 7 * 86_400)?;
+        in_range("evict_idle_secs", self.evict_idle_secs, 0, 7 * 86_400)
+    }
+
+    fn limits(&self) -> conns::Limits {
+        conns::Limits {
+            max: self.max_connections,
+            per_peer: self.max_connections_per_peer,
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            evict_idle: Duration::from_secs(self.evict_idle_secs),
+        }
+    }
+}
 
 /// `[sources.NAME] type = "tcp"`: newline-framed or RFC 6587 octet-counted.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct TcpConfig {
     pub address: SocketAddr,
+    /// Connections at once.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Connections at once from one address (TCP; none: no limit).
+    #[serde(default)]
+    pub max_connections_per_peer: Option<usize>,
+    /// A connection silent this long is closed (log shippers reconnect).
+    #[serde(default = "default_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    /// At the connection limit, a connection silent this long gives way to
+    /// a new one, so idle sockets cannot lock real senders out.
+    #[serde(default = "default_evict_idle_secs")]
+    pub evict_idle_secs: u64,
+
     #[serde(default)]
     pub framing: Framing,
 }
@@ -49,8 +109,20 @@ pub struct UnixConfig {
     pub path: PathBuf,
     #[serde(default)]
     pub mode: UnixMode,
+    /// Connections at once.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Connections at once from one address (TCP; none: no limit).
+    #[serde(default)]
+    pub max_connections_per_peer: Option<usize>,
+    /// A connection silent this long is closed (log shippers reconnect).
+    #[serde(default = "default_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    /// At the connection limit, a connection silent this long gives way to
+    /// a new one, so idle sockets cannot lock real senders out.
+    #[serde(default = "default_evict_idle_secs")]
+    pub evict_idle_secs: u64,
+
     #[serde(default)]
     pub framing: Framing,
 }
@@ -66,17 +138,37 @@ pub enum UnixMode {
 
 impl TcpConfig {
     /// # Errors
-    /// A connection limit out of range.
+    /// A connection setting out of range.
     pub fn validate(&self) -> Result<(), Invalid> {
-        in_range("max_connections", self.max_connections, 1, MAX_CONNECTIONS)
+        self.connections().validate()
+    }
+
+    /// Its connection settings.
+    pub fn connections(&self) -> ConnectionSettings {
+        ConnectionSettings {
+            max_connections: self.max_connections,
+            max_connections_per_peer: self.max_connections_per_peer,
+            idle_timeout_secs: self.idle_timeout_secs,
+            evict_idle_secs: self.evict_idle_secs,
+        }
     }
 }
 
 impl UnixConfig {
     /// # Errors
-    /// A connection limit out of range.
+    /// A connection setting out of range.
     pub fn validate(&self) -> Result<(), Invalid> {
-        in_range("max_connections", self.max_connections, 1, MAX_CONNECTIONS)
+        self.connections().validate()
+    }
+
+    /// Its connection settings.
+    pub fn connections(&self) -> ConnectionSettings {
+        ConnectionSettings {
+            max_connections: self.max_connections,
+            max_connections_per_peer: self.max_connections_per_peer,
+            idle_timeout_secs: self.idle_timeout_secs,
+            evict_idle_secs: self.evict_idle_secs,
+        }
     }
 }
 
@@ -113,7 +205,7 @@ pub async fn tcp(
     let listener = Listener::Tcp(TcpListener::bind(config.address).await?);
     Ok(tokio::spawn(accept_loop(
         name,
-        config.max_connections,
+        config.connections(),
         config.framing,
         ctx,
         listener,
@@ -129,18 +221,19 @@ pub async fn unix(
     config: UnixConfig,
     ctx: SourceContext,
 ) -> std::io::Result<JoinHandle<()>> {
+    let connections = config.connections();
     let UnixConfig {
         path,
         mode,
-        max_connections,
         framing,
+        ..
     } = config;
     remove_stale_socket(&path)?;
     match mode {
         UnixMode::Stream => {
             let listener = Listener::Unix(UnixListener::bind(&path)?);
             Ok(tokio::spawn(async move {
-                accept_loop(name, max_connections, framing, ctx, listener).await;
+                accept_loop(name, connections, framing, ctx, listener).await;
                 let _ = std::fs::remove_file(&path);
             }))
         }
@@ -183,50 +276,85 @@ pub async fn udp(
 
 async fn accept_loop(
     name: Arc<str>,
-    max_connections: usize,
+    settings: ConnectionSettings,
     framing: Framing,
     ctx: SourceContext,
     listener: Listener,
 ) {
-    let limit = Arc::new(Semaphore::new(max_connections));
-    let open = ctx.metrics.connections_open.with_label_values(&[&name]);
-    let rejected = ctx.metrics.connections_rejected.with_label_values(&[&name]);
+    let registry = conns::Registry::new(settings.limits());
+    let m = &ctx.metrics;
+    let open = m.connections_open.with_label_values(&[&name]);
+    let closed = |reason: &str| m.connections_closed.with_label_values(&[&name, reason]);
+    let (idle_closed, evicted) = (closed("idle_timeout"), closed("evicted"));
     let mut shutdown = ctx.shutdown.clone();
     let mut connections = JoinSet::new();
+    // Out of descriptors (EMFILE) accept fails at once, every time: back
+    // off instead of spinning, and say so once in a while, not per try.
+    let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
+    let mut accept_warning = conns::Throttle::new(Duration::from_secs(10));
+    let mut refused_warning = conns::Throttle::new(Duration::from_secs(10));
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             biased;
             _ = shutdown_signalled(&mut shutdown) => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             r = accept(&listener) => match r {
-                Ok(s) => s,
+                Ok(s) => {
+                    backoff.reset();
+                    s
+                }
                 Err(e) => {
-                    tracing::warn!(source = %name, error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
+                    if let Some(quiet) = accept_warning.allow() {
+                        tracing::warn!(source = %name, error = %e, not_logged = quiet, "accept failed; backing off");
+                    }
+                    tokio::select! {
+                        _ = shutdown_signalled(&mut shutdown) => break,
+                        _ = tokio::time::sleep(backoff.next_wait()) => continue,
+                    }
                 }
             },
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            rejected.inc();
-            tracing::warn!(source = %name, max_connections, "connection refused: at the connection limit");
-            continue;
+        let (ticket, was_evicted) = match registry.admit(peer) {
+            Ok(admitted) => admitted,
+            Err(why) => {
+                m.connections_rejected
+                    .with_label_values(&[&name, why.label()])
+                    .inc();
+                if let Some(quiet) = refused_warning.allow() {
+                    tracing::warn!(source = %name, reason = why.label(), max_connections = settings.max_connections, not_logged = quiet, "connection refused");
+                }
+                continue;
+            }
         };
-        let (ctx, open, name) = (ctx.clone(), open.clone(), name.clone());
+        if was_evicted {
+            evicted.inc();
+        }
+        let (ctx, open, name, idle_closed) =
+            (ctx.clone(), open.clone(), name.clone(), idle_closed.clone());
+        let idle_timeout = registry.limits().idle_timeout;
         open.inc();
         connections.spawn(async move {
             // Each connection is its own input: own line numbers, own framing,
             // so garbage or a cut line from one client touches nobody else.
             let mut shutdown = ctx.shutdown.clone();
             let batcher = ctx.batcher(&name);
-            match stream {
-                Stream::Tcp(s) => read_stream(s, batcher, framing, &ctx.queue, &mut shutdown).await,
-                Stream::Unix(s) => {
-                    read_stream(s, batcher, framing, &ctx.queue, &mut shutdown).await
+            let guard = Some(StreamGuard {
+                activity: &ticket.activity,
+                idle_timeout,
+            });
+            let end = match stream {
+                Stream::Tcp(s) => {
+                    read_stream(s, batcher, framing, &ctx.queue, &mut shutdown, guard).await
                 }
+                Stream::Unix(s) => {
+                    read_stream(s, batcher, framing, &ctx.queue, &mut shutdown, guard).await
+                }
+            };
+            if end == StreamEnd::IdleTimeout {
+                idle_closed.inc();
             }
             open.dec();
-            drop(permit);
+            drop(ticket);
         });
     }
     drop(listener);
@@ -238,10 +366,13 @@ enum Stream {
     Unix(tokio::net::UnixStream),
 }
 
-async fn accept(listener: &Listener) -> std::io::Result<Stream> {
+async fn accept(listener: &Listener) -> std::io::Result<(Stream, Option<std::net::IpAddr>)> {
     Ok(match listener {
-        Listener::Tcp(l) => Stream::Tcp(l.accept().await?.0),
-        Listener::Unix(l) => Stream::Unix(l.accept().await?.0),
+        Listener::Tcp(l) => {
+            let (s, peer) = l.accept().await?;
+            (Stream::Tcp(s), Some(peer.ip()))
+        }
+        Listener::Unix(l) => (Stream::Unix(l.accept().await?.0), None),
     })
 }
 

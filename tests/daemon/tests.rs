@@ -816,7 +816,7 @@ fn garbage_and_cut_lines_hurt_no_other_client_and_the_limit_holds() {
     );
     wait_metric(
         mport,
-        "iocd_source_connections_rejected_total{source=\"syslog\"}",
+        "iocd_source_connections_rejected_total{reason=\"limit\",source=\"syslog\"}",
         |v| v == 1.0,
     );
     // A disconnects mid-line: its last partial line is still a line, scanned.
@@ -1183,4 +1183,82 @@ fn hits_per_line_are_capped_and_counted() {
     );
     let (status, rest) = d.stop();
     assert!(status.success() && rest.is_empty());
+}
+
+/// The finding: 1,024 connections at a byte a second locked every sender
+/// out. At the limit the connection idle the longest gives way to a new
+/// one; a silent connection is closed after its idle timeout; one peer may
+/// be held to fewer connections.
+#[test]
+fn slowloris_cannot_lock_senders_out() {
+    let dir = test_dir("slowloris");
+    let (port, mport) = (free_port(), free_port());
+    let config = tcp_config(&dir, port, &metrics_at(mport)).replacen(
+        "address = ",
+        "max_connections = 4\nevict_idle_secs = 0\nidle_timeout_secs = 1\nmax_connections_per_peer = 5\naddress = ",
+        1,
+    );
+    let d = Daemon::start(&dir, &config);
+    // The attacker's sockets: each sent part of a line, then nothing.
+    let attackers: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(b"x").unwrap();
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            s
+        })
+        .collect();
+    wait_metric(mport, "iocd_source_connections{source=\"syslog\"}", |v| {
+        v == 4.0
+    });
+    // A real sender at the limit gets in, and its line is matched.
+    send_tcp(port, b"from a real sender 198.51.100.7\n");
+    let h = d.read_hits(1);
+    assert_eq!(h[0]["indicator"]["value"], "198.51.100.7");
+    wait_metric(
+        mport,
+        "iocd_source_connections_closed_total{reason=\"evicted\",source=\"syslog\"}",
+        |v| v >= 1.0,
+    );
+    // The rest are closed by the idle timeout: each sees the end of stream.
+    for mut a in attackers {
+        let mut buf = [0u8; 1];
+        assert_eq!(std::io::Read::read(&mut a, &mut buf).unwrap_or(0), 0);
+    }
+    wait_metric(
+        mport,
+        "iocd_source_connections_closed_total{reason=\"idle_timeout\",source=\"syslog\"}",
+        |v| v >= 1.0,
+    );
+    let (status, _) = d.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn one_peer_is_held_to_its_connection_limit() {
+    let dir = test_dir("per-peer");
+    let (port, mport) = (free_port(), free_port());
+    let config = tcp_config(&dir, port, &metrics_at(mport)).replacen(
+        "address = ",
+        "max_connections_per_peer = 2\naddress = ",
+        1,
+    );
+    let d = Daemon::start(&dir, &config);
+    let _held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    wait_metric(mport, "iocd_source_connections{source=\"syslog\"}", |v| {
+        v == 2.0
+    });
+    let mut third = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    third.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 1];
+    assert_eq!(std::io::Read::read(&mut third, &mut buf).unwrap_or(0), 0);
+    wait_metric(
+        mport,
+        "iocd_source_connections_rejected_total{reason=\"per_peer\",source=\"syslog\"}",
+        |v| v == 1.0,
+    );
+    let (status, _) = d.stop();
+    assert!(status.success());
 }
