@@ -50,7 +50,8 @@ pub struct Metrics {
     /// False once the reload task has ended before shutdown (it panicked).
     pub reloader_alive: AtomicBool,
     /// Each sink's last known state, for readiness.
-    sinks: Mutex<BTreeMap<String, bool>>,
+    /// Per sink: (writing, its buffer full).
+    sinks: Mutex<BTreeMap<String, (bool, bool)>>,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -281,25 +282,47 @@ impl Metrics {
         self.sinks
             .lock()
             .expect("sink states")
-            .insert(sink.to_owned(), up);
+            .entry(sink.to_owned())
+            .or_insert((up, false))
+            .0 = up;
     }
 
-    /// Why the daemon is not ready, one reason a line (empty when ready):
-    /// the body of a 503 from `/ready`.
-    pub fn not_ready_reasons(&self) -> Vec<String> {
-        let mut why = Vec::new();
+    /// Records whether a sink's buffer is full, so that it takes no more
+    /// hits and input is being held back.
+    pub fn set_sink_full(&self, sink: &str, full: bool) {
+        self.sinks
+            .lock()
+            .expect("sink states")
+            .entry(sink.to_owned())
+            .or_insert((true, full))
+            .1 = full;
+    }
+
+    /// Readiness: why the daemon is not ready (empty when ready; the body
+    /// of a 503 from `/ready`), and what a ready daemon should still say.
+    ///
+    /// Ready means "accepting input without loss": a sink that is down but
+    /// still has buffer room is a note, not a reason, so a SIEM outage does
+    /// not pull every collector out of its Service at once; a full buffer
+    /// (input held back) is a reason.
+    pub fn readiness(&self) -> (Vec<String>, Vec<String>) {
+        let (mut why, mut notes) = (Vec::new(), Vec::new());
         if !self.engine_ready.load(Ordering::Acquire) {
             why.push("no engine built yet".to_owned());
         }
         if !self.reloader_alive.load(Ordering::Acquire) {
             why.push("the reload task has died: feed changes are no longer loaded".to_owned());
         }
-        for (sink, up) in self.sinks.lock().expect("sink states").iter() {
-            if !up {
-                why.push(format!("sink {sink} is down"));
+        for (sink, (up, full)) in self.sinks.lock().expect("sink states").iter() {
+            match (up, full) {
+                (_, true) => why.push(format!(
+                    "sink {sink}: its buffer is full; input is held back"
+                )),
+                (false, false) => notes.push(format!("sink {sink} is down; buffering")),
+                (true, false) => {}
             }
         }
-        why
+        (why, notes)
     }
 }
 
@@ -354,9 +377,16 @@ fn respond<B>(
             metrics.render(),
         ),
         (&Method::GET, "/live") => (StatusCode::OK, text, b"live\n".to_vec()),
-        (&Method::GET, "/ready") => match metrics.not_ready_reasons() {
-            why if why.is_empty() => (StatusCode::OK, text, b"ready\n".to_vec()),
-            why => (
+        (&Method::GET, "/ready") => match metrics.readiness() {
+            (why, notes) if why.is_empty() => (
+                StatusCode::OK,
+                text,
+                notes
+                    .iter()
+                    .fold(String::from("ready\n"), |body, n| body + n + "\n")
+                    .into_bytes(),
+            ),
+            (why, _) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 text,
                 format!("not ready\n{}\n", why.join("\n")).into_bytes(),

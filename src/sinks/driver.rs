@@ -160,8 +160,13 @@ async fn run<W: HitWriter>(inputs: SinkInputs, mut writer: W, settings: DriverSe
     // When gathering stops and a write of fewer than max_events begins.
     let mut write_by: Option<Instant> = None;
     metrics.set_sink_up(&name, true);
+    let mut was_full = false;
     loop {
         let room = pending.len() < settings.buffer_max_events;
+        if room == was_full {
+            was_full = !room;
+            metrics.set_sink_full(&name, was_full);
+        }
         let now = Instant::now();
         let waiting_retry = retry_at.is_some_and(|t| t > now);
         let full = pending.len() >= max_events;

@@ -1262,3 +1262,28 @@ fn one_peer_is_held_to_its_connection_limit() {
     let (status, _) = d.stop();
     assert!(status.success());
 }
+
+/// Ready means "accepting input without loss": a down sink with buffer room
+/// is said in `/ready`'s body and in `iocd_sink_up`, but stays 200, so a
+/// SIEM outage does not pull every collector out of its Service.
+#[test]
+fn a_down_sink_with_buffer_room_stays_ready() {
+    let dir = test_dir("ready-buffering");
+    let (port, mport) = (free_port(), free_port());
+    let (server, _bodies) = http_server(|_| true); // always failing
+    std::fs::create_dir_all(dir.join("feeds")).unwrap();
+    std::fs::write(dir.join("feeds/test.txt"), FEED).unwrap();
+    let config = format!(
+        "shutdown_grace_secs = 1\n{}[sources.syslog]\ntype = \"tcp\"\naddress = \"127.0.0.1:{port}\"\n[sinks.siem]\ntype = \"http\"\nurl = \"http://127.0.0.1:{server}/\"\nbatch_timeout_ms = 10\nbuffer_max_events = 1000\nmax_backoff_secs = 1\n{}",
+        feed_config(&dir.join("feeds")),
+        metrics_at(mport)
+    );
+    let d = Daemon::start(&dir, &config);
+    send_tcp(port, b"to 198.51.100.7\n");
+    wait_metric(mport, "iocd_sink_up{sink=\"siem\"}", |v| v == 0.0);
+    let (status, body) = http_get(mport, "/ready");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("sink siem is down; buffering"), "{body}");
+    // The hit cannot be delivered: the drain gives up after the grace.
+    let _ = d.stop();
+}
