@@ -77,6 +77,10 @@ impl ConnectionSettings {
 #[serde(deny_unknown_fields)]
 pub struct TcpConfig {
     pub address: SocketAddr,
+    /// Peers allowed to connect (CIDRs); empty: any. Others are refused
+    /// and counted (`reason="peer_not_allowed"`).
+    #[serde(default)]
+    pub allowed_peers: Vec<ipnet::IpNet>,
     /// Connections at once.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -100,6 +104,10 @@ pub struct TcpConfig {
 #[serde(deny_unknown_fields)]
 pub struct UdpConfig {
     pub address: SocketAddr,
+    /// Peers whose datagrams are read (CIDRs); empty: any. Others are
+    /// dropped and counted (`iocd_lines_dropped_total{reason="peer_not_allowed"}`).
+    #[serde(default)]
+    pub allowed_peers: Vec<ipnet::IpNet>,
 }
 
 /// `[sources.NAME] type = "unix"`: a Unix socket, stream or datagram.
@@ -185,10 +193,11 @@ enum DatagramSocket {
 }
 
 impl DatagramSocket {
-    async fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+    /// A datagram and its sender's address (none for Unix sockets).
+    async fn recv(&self, buf: &mut [u8]) -> std::io::Result<(usize, Option<std::net::IpAddr>)> {
         match self {
-            DatagramSocket::Udp(s) => s.recv(buf).await,
-            DatagramSocket::Unix(s) => s.recv(buf).await,
+            DatagramSocket::Udp(s) => s.recv_from(buf).await.map(|(n, a)| (n, Some(a.ip()))),
+            DatagramSocket::Unix(s) => s.recv(buf).await.map(|n| (n, None)),
         }
     }
 }
@@ -207,6 +216,7 @@ pub async fn tcp(
         name,
         config.connections(),
         config.framing,
+        PeerFilter(config.allowed_peers),
         ctx,
         listener,
     )))
@@ -233,14 +243,22 @@ pub async fn unix(
         UnixMode::Stream => {
             let listener = Listener::Unix(UnixListener::bind(&path)?);
             Ok(tokio::spawn(async move {
-                accept_loop(name, connections, framing, ctx, listener).await;
+                accept_loop(
+                    name,
+                    connections,
+                    framing,
+                    PeerFilter::default(),
+                    ctx,
+                    listener,
+                )
+                .await;
                 let _ = std::fs::remove_file(&path);
             }))
         }
         UnixMode::Datagram => {
             let socket = DatagramSocket::Unix(UnixDatagram::bind(&path)?);
             Ok(tokio::spawn(async move {
-                datagrams(name, ctx, socket).await;
+                datagrams(name, ctx, socket, PeerFilter::default()).await;
                 let _ = std::fs::remove_file(&path);
             }))
         }
@@ -271,13 +289,42 @@ pub async fn udp(
     ctx: SourceContext,
 ) -> std::io::Result<JoinHandle<()>> {
     let socket = DatagramSocket::Udp(UdpSocket::bind(config.address).await?);
-    Ok(tokio::spawn(datagrams(name, ctx, socket)))
+    Ok(tokio::spawn(datagrams(
+        name,
+        ctx,
+        socket,
+        PeerFilter(config.allowed_peers),
+    )))
+}
+
+/// The peers a network source reads from: CIDRs, or any when empty.
+#[derive(Clone, Debug, Default)]
+struct PeerFilter(Vec<ipnet::IpNet>);
+
+impl PeerFilter {
+    /// True when `peer` may send (always for Unix sockets, which have none).
+    fn allows(&self, peer: Option<std::net::IpAddr>) -> bool {
+        match peer {
+            Some(ip) if !self.0.is_empty() => {
+                // An IPv4 peer on a dual-stack socket arrives as ::ffff:a.b.c.d.
+                let ip = match ip {
+                    std::net::IpAddr::V6(v6) => {
+                        v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4)
+                    }
+                    v4 => v4,
+                };
+                self.0.iter().any(|n| n.contains(&ip))
+            }
+            _ => true,
+        }
+    }
 }
 
 async fn accept_loop(
     name: Arc<str>,
     settings: ConnectionSettings,
     framing: Framing,
+    peers: PeerFilter,
     ctx: SourceContext,
     listener: Listener,
 ) {
@@ -314,6 +361,15 @@ async fn accept_loop(
                 }
             },
         };
+        if !peers.allows(peer) {
+            m.connections_rejected
+                .with_label_values(&[&name, "peer_not_allowed"])
+                .inc();
+            if let Some(quiet) = refused_warning.allow() {
+                tracing::warn!(source = %name, peer = ?peer, not_logged = quiet, "connection refused: peer not allowed");
+            }
+            continue;
+        }
         let (ticket, was_evicted) = match registry.admit(peer) {
             Ok(admitted) => admitted,
             Err(why) => {
@@ -376,26 +432,40 @@ async fn accept(listener: &Listener) -> std::io::Result<(Stream, Option<std::net
     })
 }
 
-async fn datagrams(name: Arc<str>, ctx: SourceContext, socket: DatagramSocket) {
+async fn datagrams(name: Arc<str>, ctx: SourceContext, socket: DatagramSocket, peers: PeerFilter) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut batcher: LineBatcher = ctx.batcher(&name);
     let dropped = ctx
         .metrics
         .lines_dropped
         .with_label_values(&[&name, "queue_full"]);
+    let not_allowed = ctx
+        .metrics
+        .lines_dropped
+        .with_label_values(&[&name, "peer_not_allowed"]);
     let mut shutdown = ctx.shutdown.clone();
     loop {
-        let n = tokio::select! {
+        let (n, peer) = tokio::select! {
             biased;
             _ = shutdown_signalled(&mut shutdown) => break,
             r = socket.recv(&mut buf) => match r {
-                Ok(n) => n,
+                Ok(got) => got,
                 Err(e) => {
                     tracing::warn!(source = %name, error = %e, "receive failed");
                     continue;
                 }
             },
         };
+        if !peers.allows(peer) {
+            not_allowed.inc_by(
+                buf[..n]
+                    .split(|&b| b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .count()
+                    .max(1) as u64,
+            );
+            continue;
+        }
         let mut data = &buf[..n];
         if data.last() == Some(&b'\n') {
             data = &data[..data.len() - 1];

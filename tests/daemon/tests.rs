@@ -1287,3 +1287,38 @@ fn a_down_sink_with_buffer_room_stays_ready() {
     // The hit cannot be delivered: the drain gives up after the grace.
     let _ = d.stop();
 }
+
+/// Per-source peer allowlists: a TCP peer outside them is refused, a UDP
+/// datagram from outside is dropped; both counted by reason.
+#[test]
+fn peers_outside_a_sources_allowlist_are_refused() {
+    let dir = test_dir("peers");
+    let (port, uport, mport) = (free_port(), free_port(), free_port());
+    let config = tcp_config(&dir, port, &metrics_at(mport)).replacen(
+        "address = ",
+        "allowed_peers = [\"10.0.0.0/8\"]\naddress = ",
+        1,
+    ) + &format!(
+        "[sources.udp_in]\ntype = \"udp\"\naddress = \"127.0.0.1:{uport}\"\nallowed_peers = [\"192.0.2.0/24\"]\n"
+    );
+    let d = Daemon::start(&dir, &config);
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 1];
+    assert_eq!(std::io::Read::read(&mut c, &mut buf).unwrap_or(0), 0);
+    wait_metric(
+        mport,
+        "iocd_source_connections_rejected_total{reason=\"peer_not_allowed\",source=\"syslog\"}",
+        |v| v == 1.0,
+    );
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.send_to(b"to 198.51.100.7\n", ("127.0.0.1", uport))
+        .unwrap();
+    wait_metric(
+        mport,
+        "iocd_lines_dropped_total{reason=\"peer_not_allowed\",source=\"udp_in\"}",
+        |v| v == 1.0,
+    );
+    let (status, hits) = d.stop();
+    assert!(status.success() && hits.is_empty(), "{hits:?}");
+}
