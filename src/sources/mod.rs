@@ -58,7 +58,8 @@ impl SourceConfig {
         match self {
             SourceConfig::Tcp(c) => c.validate(),
             SourceConfig::Unix(c) => c.validate(),
-            SourceConfig::Stdin(_) | SourceConfig::File(_) | SourceConfig::Udp(_) => Ok(()),
+            SourceConfig::Udp(c) => c.validate(),
+            SourceConfig::Stdin(_) | SourceConfig::File(_) => Ok(()),
         }
     }
 }

@@ -108,6 +108,22 @@ pub struct UdpConfig {
     /// dropped and counted (`iocd_lines_dropped_total{reason="peer_not_allowed"}`).
     #[serde(default)]
     pub allowed_peers: Vec<ipnet::IpNet>,
+    /// The socket's receive buffer (`SO_RCVBUF`), which absorbs bursts
+    /// while the matchers catch up; none: the system default. The kernel
+    /// caps it at `net.core.rmem_max`.
+    #[serde(default)]
+    pub receive_buffer_bytes: Option<usize>,
+}
+
+impl UdpConfig {
+    /// # Errors
+    /// A receive buffer out of range.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        match self.receive_buffer_bytes {
+            Some(n) => in_range("receive_buffer_bytes", n, 4096, 1 << 30),
+            None => Ok(()),
+        }
+    }
 }
 
 /// `[sources.NAME] type = "unix"`: a Unix socket, stream or datagram.
@@ -200,6 +216,14 @@ impl DatagramSocket {
             DatagramSocket::Unix(s) => s.recv(buf).await.map(|n| (n, None)),
         }
     }
+
+    /// A datagram already waiting, without waiting (`WouldBlock` if none).
+    fn try_recv(&self, buf: &mut [u8]) -> std::io::Result<(usize, Option<std::net::IpAddr>)> {
+        match self {
+            DatagramSocket::Udp(s) => s.try_recv_from(buf).map(|(n, a)| (n, Some(a.ip()))),
+            DatagramSocket::Unix(s) => s.try_recv(buf).map(|n| (n, None)),
+        }
+    }
 }
 
 /// Binds the TCP listener and spawns its accept loop.
@@ -288,7 +312,11 @@ pub async fn udp(
     config: UdpConfig,
     ctx: SourceContext,
 ) -> std::io::Result<JoinHandle<()>> {
-    let socket = DatagramSocket::Udp(UdpSocket::bind(config.address).await?);
+    let socket = UdpSocket::bind(config.address).await?;
+    if let Some(bytes) = config.receive_buffer_bytes {
+        socket2::SockRef::from(&socket).set_recv_buffer_size(bytes)?;
+    }
+    let socket = DatagramSocket::Udp(socket);
     Ok(tokio::spawn(datagrams(
         name,
         ctx,
@@ -456,22 +484,29 @@ async fn datagrams(name: Arc<str>, ctx: SourceContext, socket: DatagramSocket, p
                 }
             },
         };
-        if !peers.allows(peer) {
-            not_allowed.inc_by(
-                buf[..n]
+        // Every datagram already waiting joins this batch: one batch per
+        // datagram filled the queue with a few lines each and lost most of
+        // a burst.
+        let mut next = Some((n, peer));
+        while let Some((n, peer)) = next.take() {
+            if peers.allows(peer) {
+                let mut data = &buf[..n];
+                if data.last() == Some(&b'\n') {
+                    data = &data[..data.len() - 1];
+                }
+                for line in data.split(|&b| b == b'\n') {
+                    batcher.push_line(line);
+                }
+            } else {
+                let lines = buf[..n]
                     .split(|&b| b == b'\n')
                     .filter(|l| !l.is_empty())
-                    .count()
-                    .max(1) as u64,
-            );
-            continue;
-        }
-        let mut data = &buf[..n];
-        if data.last() == Some(&b'\n') {
-            data = &data[..data.len() - 1];
-        }
-        for line in data.split(|&b| b == b'\n') {
-            batcher.push_line(line);
+                    .count();
+                not_allowed.inc_by(lines.max(1) as u64);
+            }
+            if !batcher.is_full() {
+                next = socket.try_recv(&mut buf).ok();
+            }
         }
         if let Some(batch) = batcher.take() {
             if let Err(lines) = ctx.queue.try_send(batch) {
