@@ -390,7 +390,8 @@ address = "127.0.0.1:9464"
             c.sources["app"],
             SourceConfig::File(crate::sources::FileSourceConfig {
                 path: "/var/log/app.log".into(),
-                start_at: crate::sources::file::StartAt::Beginning
+                start_at: crate::sources::file::StartAt::Beginning,
+                follow_symlinks: false,
             })
         );
         assert!(matches!(

@@ -42,6 +42,7 @@ pub struct Metrics {
     pub connections_open: IntGaugeVec,
     pub connections_rejected: IntCounterVec,
     pub connections_closed: IntCounterVec,
+    pub source_errors: IntCounterVec,
     sink_up: GaugeVec,
     /// Time a matcher thread spends scanning one batch.
     pub batch_scan: Histogram,
@@ -52,6 +53,8 @@ pub struct Metrics {
     /// Each sink's last known state, for readiness.
     /// Per sink: (writing, its buffer full).
     sinks: Mutex<BTreeMap<String, (bool, bool)>>,
+    /// Per source: what keeps it from reading (a file it cannot open).
+    source_problems: Mutex<BTreeMap<String, String>>,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -229,6 +232,12 @@ impl Metrics {
                 "Connections refused, by source and reason (limit, per_peer).",
                 &["source", "reason"],
             ),
+            source_errors: counter(
+                &r,
+                "iocd_source_errors_total",
+                "Source failures (a file that cannot be opened), by source and reason.",
+                &["source", "reason"],
+            ),
             connections_closed: counter(
                 &r,
                 "iocd_source_connections_closed_total",
@@ -253,6 +262,7 @@ impl Metrics {
             engine_ready: AtomicBool::new(false),
             reloader_alive: AtomicBool::new(true),
             sinks: Mutex::new(BTreeMap::new()),
+            source_problems: Mutex::new(BTreeMap::new()),
             registry: r,
         };
         let info = IntGaugeVec::new(
@@ -285,6 +295,15 @@ impl Metrics {
             .entry(sink.to_owned())
             .or_insert((up, false))
             .0 = up;
+    }
+
+    /// Records what keeps a source from reading (`None`: nothing any more).
+    pub fn set_source_problem(&self, source: &str, problem: Option<String>) {
+        let mut p = self.source_problems.lock().expect("source problems");
+        match problem {
+            Some(what) => p.insert(source.to_owned(), what),
+            None => p.remove(source),
+        };
     }
 
     /// Records whether a sink's buffer is full, so that it takes no more
@@ -321,6 +340,9 @@ impl Metrics {
                 (false, false) => notes.push(format!("sink {sink} is down; buffering")),
                 (true, false) => {}
             }
+        }
+        for (source, what) in self.source_problems.lock().expect("source problems").iter() {
+            notes.push(format!("source {source}: {what}"));
         }
         (why, notes)
     }

@@ -4,6 +4,14 @@
 //! line before it has had its hits written (the batches' acks), and is kept
 //! in `state_dir`, so a restart resumes where the last run had delivered:
 //! at-least-once.
+//!
+//! A file truncated and rewritten between two polls keeps its inode and may
+//! be as long as before: the first bytes of the file (its head) are
+//! compared at every poll, so that is seen as a truncation too. A symlink
+//! at the path is not followed unless `follow_symlinks = true` (a link
+//! planted at a log path must not lead iocd into `/etc/shadow`). A file
+//! that cannot be opened is warned about once per cause, counted in
+//! `iocd_source_errors_total{reason}` and said in `/ready`'s body.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -25,7 +33,13 @@ pub struct FileSourceConfig {
     pub path: PathBuf,
     #[serde(default)]
     pub start_at: StartAt,
+    /// Follow a symlink at `path` (off: a symlink there is refused).
+    #[serde(default)]
+    pub follow_symlinks: bool,
 }
+
+/// Bytes at the start of a file compared at every poll.
+const HEAD_BYTES: usize = 256;
 
 /// Where a file is first read from.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -57,29 +71,57 @@ pub async fn start(
     state_dir: PathBuf,
     ctx: SourceContext,
 ) -> std::io::Result<JoinHandle<()>> {
-    let FileSourceConfig { path, start_at } = config;
     std::fs::create_dir_all(&state_dir)?;
     let state = state_dir.join(format!("file-{name}.json"));
     Ok(tokio::spawn(async move {
-        follow(name, path, start_at, state, ctx).await
+        follow(name, config, state, ctx).await
     }))
 }
 
 struct Open {
     file: tokio::fs::File,
+    /// The same file, for reading its head without moving `file`.
+    probe: std::fs::File,
+    /// Its first bytes (up to [`HEAD_BYTES`]) as last seen.
+    head: Vec<u8>,
     inode: u64,
     /// Bytes read so far.
     read_to: u64,
     batcher: LineBatcher,
 }
 
-async fn follow(
-    name: Arc<str>,
-    path: PathBuf,
-    start_at: StartAt,
-    state: PathBuf,
-    ctx: SourceContext,
-) {
+impl Open {
+    /// True when the file's first bytes are no longer those seen: it was
+    /// truncated and written again. Learns more of the head as the file grows.
+    fn rewritten(&mut self) -> bool {
+        use std::os::unix::fs::FileExt;
+        let mut now = vec![0u8; HEAD_BYTES];
+        let n = self.probe.read_at(&mut now, 0).unwrap_or(0);
+        now.truncate(n);
+        let common = now.len().min(self.head.len());
+        if now[..common] != self.head[..common] {
+            return true;
+        }
+        if now.len() > self.head.len() {
+            self.head = now;
+        }
+        false
+    }
+}
+
+async fn follow(name: Arc<str>, config: FileSourceConfig, state: PathBuf, ctx: SourceContext) {
+    let FileSourceConfig {
+        path,
+        start_at,
+        follow_symlinks,
+    } = config;
+    let errors = |reason: &str| {
+        ctx.metrics
+            .source_errors
+            .with_label_values(&[&name, reason])
+    };
+    // The cause of the last failed open: warned once, until it changes.
+    let mut failing: Option<&'static str> = None;
     let mut saved: Option<Checkpoint> = std::fs::read(&state)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -93,9 +135,53 @@ async fn follow(
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         if current.is_none() {
-            current = open(&name, &path, start_at, saved.take(), rotated, &ctx).await;
+            match open(
+                &name,
+                &path,
+                start_at,
+                saved.take(),
+                rotated,
+                follow_symlinks,
+                &ctx,
+            )
+            .await
+            {
+                Ok(f) => {
+                    if failing.take().is_some() {
+                        ctx.metrics.set_source_problem(&name, None);
+                    }
+                    current = Some(f);
+                }
+                Err((reason, e)) => {
+                    errors(reason).inc();
+                    if failing != Some(reason) {
+                        failing = Some(reason);
+                        let what = format!("cannot open {}: {e}", path.display());
+                        tracing::warn!(source = %name, reason, "{what}");
+                        ctx.metrics.set_source_problem(&name, Some(what));
+                    }
+                }
+            }
         }
+        let meta = |path: &Path| {
+            if follow_symlinks {
+                std::fs::metadata(path)
+            } else {
+                std::fs::symlink_metadata(path)
+            }
+        };
         if let Some(f) = current.as_mut() {
+            // Truncated (and perhaps written again) since the last poll?
+            // Seen before reading, or the new bytes past the old offset
+            // would be taken for an append.
+            if matches!(meta(&path), Ok(m) if m.ino() == f.inode && (m.len() < f.read_to || f.rewritten()))
+            {
+                tracing::info!(source = %name, path = %path.display(), "file truncated: reading from the start");
+                let _ = f.file.seek(std::io::SeekFrom::Start(0)).await;
+                f.read_to = 0;
+                f.head.clear();
+                f.batcher = ctx.batcher(&name);
+            }
             // Read everything there is now, sending batches as they fill.
             loop {
                 let n = match f.file.read(&mut buf).await {
@@ -117,14 +203,9 @@ async fn follow(
             if !send(f, &ctx, &mut pending).await {
                 return;
             }
-            // At the end of what is there: rotated away, or truncated?
-            match std::fs::metadata(&path) {
-                Ok(m) if m.ino() == f.inode && m.len() < f.read_to => {
-                    tracing::info!(source = %name, path = %path.display(), "file truncated: reading from the start");
-                    let _ = f.file.seek(std::io::SeekFrom::Start(0)).await;
-                    f.read_to = 0;
-                    f.batcher = ctx.batcher(&name);
-                }
+            // At the end of what is there: rotated away? (A truncation is
+            // seen at the next poll, before reading.)
+            match meta(&path) {
                 Ok(m) if m.ino() == f.inode => {}
                 _ => {
                     // Renamed or removed: what was read is complete, including a last line without newline.
@@ -158,29 +239,58 @@ async fn follow(
     }
 }
 
+/// Opens the file at its resume point. Fails with a reason label
+/// (`not_found`, `permission_denied`, `symlink`, `other`) and the error.
 async fn open(
     name: &Arc<str>,
     path: &Path,
     start_at: StartAt,
     saved: Option<Checkpoint>,
     rotated: bool,
+    follow_symlinks: bool,
     ctx: &SourceContext,
-) -> Option<Open> {
-    let mut file = tokio::fs::File::open(path).await.ok()?;
-    let meta = file.metadata().await.ok()?;
+) -> Result<Open, (&'static str, std::io::Error)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let classify = |e: std::io::Error| {
+        let reason = match e.kind() {
+            std::io::ErrorKind::NotFound => "not_found",
+            std::io::ErrorKind::PermissionDenied => "permission_denied",
+            // O_NOFOLLOW on a symlink: ELOOP.
+            _ if e.raw_os_error() == Some(libc::ELOOP) => "symlink",
+            _ => "other",
+        };
+        (reason, e)
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    if !follow_symlinks {
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    let probe = options.open(path).map_err(classify)?;
+    let meta = probe.metadata().map_err(classify)?;
+    if !meta.is_file() {
+        return Err(("other", std::io::Error::other("not a regular file")));
+    }
+    let mut file = tokio::fs::File::from_std(probe.try_clone().map_err(classify)?);
     let offset = match saved {
         Some(c) if c.inode == meta.ino() && c.offset <= meta.len() => c.offset,
         _ if rotated || start_at == StartAt::Beginning => 0,
         _ => meta.len(),
     };
-    file.seek(std::io::SeekFrom::Start(offset)).await.ok()?;
+    file.seek(std::io::SeekFrom::Start(offset))
+        .await
+        .map_err(classify)?;
     tracing::info!(source = %name, path = %path.display(), offset, "following file");
-    Some(Open {
+    let mut f = Open {
         file,
+        probe,
+        head: Vec::new(),
         inode: meta.ino(),
         read_to: offset,
         batcher: ctx.batcher(name),
-    })
+    };
+    f.rewritten(); // learn the head as it is now
+    Ok(f)
 }
 
 /// Sends the batch in progress with an ack, remembering the offset its end

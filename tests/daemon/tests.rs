@@ -1322,3 +1322,85 @@ fn peers_outside_a_sources_allowlist_are_refused() {
     let (status, hits) = d.stop();
     assert!(status.success() && hits.is_empty(), "{hits:?}");
 }
+
+fn file_source_config(
+    dir: &std::path::Path,
+    log: &std::path::Path,
+    extra: &str,
+    mport: u16,
+) -> String {
+    std::fs::create_dir_all(dir.join("feeds")).unwrap();
+    std::fs::write(dir.join("feeds/test.txt"), FEED).unwrap();
+    format!(
+        "state_dir = \"state\"\n{}[sources.app]\ntype = \"file\"\npath = {:?}\nstart_at = \"beginning\"\n{extra}[sinks.out]\ntype = \"stdout\"\n{}",
+        feed_config(&dir.join("feeds")),
+        log.display().to_string(),
+        metrics_at(mport)
+    )
+}
+
+/// The finding: a file truncated and written again between two polls, as
+/// long as before, lost its new lines (same inode, no shrink seen). The
+/// head of the file is compared too.
+#[test]
+fn a_file_rewritten_within_one_poll_is_read_again() {
+    let dir = test_dir("file-rewrite");
+    let log = dir.join("app.log");
+    let first: String = (1..=1000).map(|i| format!("old line {i}\n")).collect();
+    std::fs::write(&log, format!("{first}old 198.51.100.7\n")).unwrap();
+    let mport = free_port();
+    let d = Daemon::start(&dir, &file_source_config(&dir, &log, "", mport));
+    assert_eq!(d.read_hits(1)[0]["line_number"], 1001);
+    // One write: truncate, then more bytes than before, at once.
+    let second: String = (1..=1000).map(|i| format!("new line {i}\n")).collect();
+    std::fs::write(
+        &log,
+        format!("new 198.51.100.7\n{second}x malware.example\n"),
+    )
+    .unwrap();
+    let h = d.read_hits(2);
+    assert_eq!(
+        (h[0]["line_number"].as_u64(), h[1]["line_number"].as_u64()),
+        (Some(1), Some(1002)),
+        "every new line is read from the start"
+    );
+    let (status, _) = d.stop();
+    assert!(status.success());
+}
+
+/// The finding: a symlink planted at the log path was followed (into
+/// /etc/shadow, say). It is refused unless `follow_symlinks = true`, said
+/// in the log, counted, and shown in `/ready`'s body.
+#[test]
+fn a_symlink_at_a_log_path_is_not_followed() {
+    let dir = test_dir("file-symlink");
+    let target = dir.join("secret.txt");
+    std::fs::write(&target, "root 198.51.100.7\n").unwrap();
+    let log = dir.join("app.log");
+    let _ = std::fs::remove_file(&log);
+    std::os::unix::fs::symlink(&target, &log).unwrap();
+    let mport = free_port();
+    let mut d = Daemon::start(&dir, &file_source_config(&dir, &log, "", mport));
+    let warning = d.wait_log("cannot open");
+    assert!(warning.contains("app.log"), "{warning}");
+    wait_metric(
+        mport,
+        "iocd_source_errors_total{reason=\"symlink\",source=\"app\"}",
+        |v| v >= 1.0,
+    );
+    let (status, body) = http_get(mport, "/ready");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("source app: cannot open"), "{body}");
+    let (status, hits) = d.stop();
+    assert!(status.success() && hits.is_empty(), "{hits:?}");
+    // Asked for, it is followed.
+    let mport = free_port();
+    let _ = std::fs::remove_dir_all(dir.join("state"));
+    let d = Daemon::start(
+        &dir,
+        &file_source_config(&dir, &log, "follow_symlinks = true\n", mport),
+    );
+    assert_eq!(d.read_hits(1)[0]["indicator"]["value"], "198.51.100.7");
+    let (status, _) = d.stop();
+    assert!(status.success());
+}
