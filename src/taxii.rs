@@ -47,6 +47,15 @@ pub struct TaxiiConfig {
     pub token: Option<String>,
     /// PEM CA file to verify an https server with (default: the system's roots).
     pub ca_file: Option<PathBuf>,
+    /// The largest response body read, in bytes; a larger page fails the poll.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+    /// Most pages one poll follows (`more: true` without end fails it).
+    #[serde(default = "default_max_pages")]
+    pub max_pages: usize,
+    /// Longest a whole poll may take, over all its pages.
+    #[serde(default = "default_poll_timeout_secs")]
+    pub poll_timeout_secs: u64,
     /// The largest fraction of its indicators the collection may lose in
     /// one poll (revocations); past it, or to zero, the last good content
     /// is kept. 1.0 turns the guard off.
@@ -56,6 +65,15 @@ pub struct TaxiiConfig {
 
 fn default_max_shrink() -> f64 {
     0.5
+}
+fn default_max_response_bytes() -> usize {
+    64 << 20
+}
+fn default_max_pages() -> usize {
+    1000
+}
+fn default_poll_timeout_secs() -> u64 {
+    600
 }
 
 impl TaxiiConfig {
@@ -72,6 +90,9 @@ impl TaxiiConfig {
             password: None,
             token: None,
             ca_file: std::env::var_os("IOCD_TAXII_CA_FILE").map(PathBuf::from),
+            max_response_bytes: default_max_response_bytes(),
+            max_pages: default_max_pages(),
+            poll_timeout_secs: default_poll_timeout_secs(),
             max_shrink: 1.0, // one load: nothing earlier to guard
         }
     }
@@ -94,6 +115,9 @@ impl TaxiiConfig {
             366 * 86_400,
         )?;
         in_range("timeout_secs", self.timeout_secs, 1, 3600)?;
+        in_range("max_response_bytes", self.max_response_bytes, 1024, 1 << 32)?;
+        in_range("max_pages", self.max_pages, 1, 1_000_000)?;
+        in_range("poll_timeout_secs", self.poll_timeout_secs, 1, 86_400)?;
         if !(0.0..=1.0).contains(&self.max_shrink) {
             return Err(Invalid::new(
                 "max_shrink",
@@ -123,6 +147,9 @@ impl TaxiiConfig {
             timeout: std::time::Duration::from_secs(self.timeout_secs.max(1)),
             page_size: self.page_size,
             ca_file: self.ca_file.clone(),
+            max_response_bytes: self.max_response_bytes,
+            max_pages: self.max_pages,
+            poll_timeout: std::time::Duration::from_secs(self.poll_timeout_secs),
         }
     }
 }
@@ -153,6 +180,12 @@ pub struct Collection {
     pub page_size: usize,
     /// PEM file of the CA(s) to trust for https, instead of the system's roots.
     pub ca_file: Option<PathBuf>,
+    /// The largest response body read.
+    pub max_response_bytes: usize,
+    /// Most pages one poll follows.
+    pub max_pages: usize,
+    /// Longest a whole poll may take.
+    pub poll_timeout: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -376,6 +409,15 @@ pub enum TaxiiError {
     },
     /// The server kept saying `more` past this many pages.
     TooManyPages(usize),
+    /// A response body larger than `max_response_bytes`.
+    TooLarge {
+        /// The URL requested.
+        url: String,
+        /// The limit.
+        max_bytes: usize,
+    },
+    /// The poll took longer than `poll_timeout_secs` over all its pages.
+    PollTimeout(u64),
 }
 
 impl TaxiiError {
@@ -408,7 +450,17 @@ impl std::fmt::Display for TaxiiError {
                 f,
                 "{url}: the collection cannot be read with these credentials (can_read is not true)"
             ),
-            TaxiiError::TooManyPages(n) => write!(f, "more than {n} pages: giving up"),
+            TaxiiError::TooManyPages(n) => write!(f, "more than {n} pages (max_pages): giving up"),
+            TaxiiError::TooLarge { url, max_bytes } => write!(
+                f,
+                "{url}: the response exceeds max_response_bytes ({max_bytes})"
+            ),
+            TaxiiError::PollTimeout(secs) => {
+                write!(
+                    f,
+                    "the poll took longer than poll_timeout_secs ({secs}): giving up"
+                )
+            }
         }
     }
 }
@@ -435,7 +487,11 @@ pub fn poll(c: &Collection, state: &mut State) -> Result<Poll, TaxiiError> {
     let mut result = Poll::default();
     let mut next: Option<String> = None;
     let mut last_added = state.checkpoint.clone();
+    let started = std::time::Instant::now();
     loop {
+        if started.elapsed() > c.poll_timeout {
+            return Err(TaxiiError::PollTimeout(c.poll_timeout.as_secs()));
+        }
         // The same filters on every page (servers check), `limit` included.
         let mut url = reqwest::Url::parse(&base).map_err(|e| TaxiiError::Protocol {
             url: base.clone(),
@@ -484,8 +540,8 @@ pub fn poll(c: &Collection, state: &mut State) -> Result<Poll, TaxiiError> {
         } else {
             break;
         }
-        if result.requests > 100_000 {
-            return Err(TaxiiError::TooManyPages(100_000));
+        if result.requests >= c.max_pages {
+            return Err(TaxiiError::TooManyPages(c.max_pages));
         }
     }
     state.checkpoint = last_added;
@@ -563,11 +619,23 @@ fn get(client: &reqwest::Client, url: &str, c: &Collection) -> Result<Response, 
                 )
             })
             .collect();
-        let body = resp
-            .bytes()
+        // Read no more than the limit, whatever the server sends or claims.
+        let mut resp = resp;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
             .await
-            .map_err(|e| TaxiiError::transport(url, &e))?;
-        Ok((status, headers, body.to_vec()))
+            .map_err(|e| TaxiiError::transport(url, &e))?
+        {
+            if body.len() + chunk.len() > c.max_response_bytes {
+                return Err(TaxiiError::TooLarge {
+                    url: url.to_owned(),
+                    max_bytes: c.max_response_bytes,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, headers, body))
     })
 }
 

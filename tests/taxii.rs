@@ -317,3 +317,90 @@ fn a_wrong_collection_is_named() {
         "{err}"
     );
 }
+
+/// A hostile TAXII server, answering every request on `port` with what
+/// `answer(path)` gives (status, body); stopped when the test ends.
+fn hostile_server(answer: fn(&str) -> (u16, Vec<u8>)) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match std::io::Read::read(&mut conn, &mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&req)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                let path = line.split(' ').nth(1).unwrap_or("/").to_owned();
+                let (status, body) = answer(&path);
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/taxii+json;version=2.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes());
+                let _ = conn.write_all(&body);
+            });
+        }
+    });
+    port
+}
+
+fn discovery(path: &str) -> Option<(u16, Vec<u8>)> {
+    if path == "/api/" {
+        return Some((200, br#"{"title":"t","versions":["application/taxii+json;version=2.1"],"max_content_length":1000}"#.to_vec()));
+    }
+    if path == "/api/collections/c/" {
+        return Some((
+            200,
+            br#"{"id":"c","title":"c","can_read":true,"can_write":false}"#.to_vec(),
+        ));
+    }
+    None
+}
+
+/// The findings: an endless `more: true` never finished start-up, and a
+/// 2 GB response reached 13 GB of RSS. Pages per poll and bytes per
+/// response are bounded; either ends the poll with an error that says so.
+#[test]
+fn a_hostile_taxii_server_cannot_hold_or_flood_a_poll() {
+    let endless = hostile_server(|path| {
+        discovery(path).unwrap_or_else(|| {
+            (
+                200,
+                br#"{"more":true,"next":"again","objects":[]}"#.to_vec(),
+            )
+        })
+    });
+    let huge = hostile_server(|path| {
+        discovery(path).unwrap_or_else(|| {
+            let mut body = br#"{"more":false,"objects":[{"pad":""#.to_vec();
+            body.resize(body.len() + (65 << 20), b'x');
+            body.extend_from_slice(br#""}]}"#);
+            (200, body)
+        })
+    });
+    for (port, says) in [(endless, "max_pages"), (huge, "max_response_bytes")] {
+        let out = common::iocd()
+            .args([
+                "scan",
+                "-q",
+                "-i",
+                &format!("http://127.0.0.1:{port}/api/collections/c/"),
+                "/dev/null",
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(65), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+    }
+}
