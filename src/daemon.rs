@@ -171,6 +171,8 @@ pub async fn run(
         })
     };
     tracing::info!(sources = source_tasks.len(), "iocd running");
+    crate::systemd::ready("matching");
+    let watchdog = crate::systemd::spawn_watchdog(metrics.clone());
     if let Some(ready) = controls.ready {
         let _ = ready.send(());
     }
@@ -187,6 +189,10 @@ pub async fn run(
             true
         }
     };
+    crate::systemd::stopping();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     let _ = stop_tx.send(true);
     let drain = async {
         if !sources_ended {

@@ -30,6 +30,7 @@ pub(crate) mod settings;
 pub(crate) mod sinks;
 pub(crate) mod sources;
 pub(crate) mod state;
+pub(crate) mod systemd;
 pub mod taxii;
 
 pub use engine::{Engine, EngineOptions, Match, ScanState};

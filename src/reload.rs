@@ -197,6 +197,7 @@ impl Reloader {
 
     /// Builds a new engine on a blocking thread and swaps it in.
     pub async fn reload(&mut self) {
+        crate::systemd::reloading();
         let started = Instant::now();
         let loader = std::mem::take(&mut self.loader);
         let (loader, result) = build_off_thread(loader, self.config.load_plan(), false).await;
@@ -214,6 +215,8 @@ impl Reloader {
                 tracing::error!(error = %e, "reload failed; the running engine stays");
             }
         }
+        // The old engine or the new one: either way the daemon matches.
+        crate::systemd::ready("matching");
     }
 }
 

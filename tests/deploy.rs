@@ -41,6 +41,19 @@ fn systemd_unit_verifies() {
         out.status.success() && !said.contains("iocd.service"),
         "systemd-analyze verify: {said}"
     );
+    // The exposure score systemd gives the unit: 2.0 or better.
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    let score: f64 = said
+        .lines()
+        .find_map(|l| l.split("iocd.service: ").nth(1))
+        .and_then(|rest| rest.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in: {said}"));
+    assert!(score <= 2.0, "exposure {score}: {said}");
 }
 
 #[test]

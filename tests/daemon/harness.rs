@@ -47,9 +47,15 @@ impl Daemon {
     /// Starts `iocd run` with `config` (TOML) written into `dir`, and waits
     /// until it says it is running.
     pub fn start(dir: &Path, config: &str) -> Daemon {
+        Daemon::start_with_env(dir, config, &[])
+    }
+
+    /// [`Daemon::start`] with environment variables for the daemon alone.
+    pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Daemon {
         let path = dir.join("iocd.toml");
         std::fs::write(&path, config).unwrap();
         let mut child = crate::common::iocd()
+            .envs(env.iter().copied())
             .args(["run", "--config", path.to_str().unwrap()])
             .current_dir(dir)
             .stdin(Stdio::piped())

@@ -1404,3 +1404,47 @@ fn a_symlink_at_a_log_path_is_not_followed() {
     let (status, _) = d.stop();
     assert!(status.success());
 }
+
+/// Under systemd (`Type=notify`, `WatchdogSec=`): READY once running,
+/// WATCHDOG pings, RELOADING then READY around a reload, STOPPING on stop;
+/// read from a notify socket of the test's own.
+#[test]
+fn systemd_hears_ready_reloading_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = test_dir("sd-notify");
+    let socket_path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&socket_path);
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(WAIT)).unwrap();
+    let port = free_port();
+    let mut d = Daemon::start_with_env(
+        &dir,
+        &tcp_config(&dir, port, ""),
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "100000"),
+        ],
+    );
+    let mut buf = vec![0u8; 4096];
+    // Every state iocd sends, until `want` is among them.
+    let mut wait_for = |want: &str| {
+        for _ in 0..1000 {
+            let n = socket.recv(&mut buf).expect("a notification");
+            let said = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if said.lines().any(|l| l == want) {
+                return said;
+            }
+        }
+        panic!("never said {want}");
+    };
+    assert!(wait_for("READY=1").contains("STATUS=matching"));
+    wait_for("WATCHDOG=1");
+    d.signal("HUP");
+    wait_for("RELOADING=1");
+    wait_for("READY=1");
+    d.wait_log("engine reloaded");
+    d.signal("TERM");
+    wait_for("STOPPING=1");
+    let (status, _) = d.finish();
+    assert!(status.success());
+}
