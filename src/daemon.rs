@@ -86,8 +86,19 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let metrics = Metrics::new();
     let watch = reload::FeedWatch::start(&config);
-    let (loader, built) =
-        reload::build_off_thread(Loader::default(), config.load_plan(), true).await;
+    let shutdown = async move { shutdown.await };
+    tokio::pin!(shutdown);
+    // A stop asked for while the first engine is built (millions of
+    // indicators, a TAXII server that answers a byte at a time) is obeyed
+    // at once: there is nothing to drain yet. The build's thread is left
+    // behind; the process exits without waiting for it.
+    let (loader, built) = tokio::select! {
+        done = reload::build_off_thread(Loader::default(), config.load_plan(), true) => done,
+        () = &mut shutdown => {
+            tracing::info!("stopped while loading feeds: nothing to drain");
+            return Ok(());
+        }
+    };
     let built = built.map_err(|e| DaemonError::Feeds(e.to_string()))?;
     let next_change = built.next_change;
     let engine = Arc::new(ArcSwap::from_pointee(crate::engine::Engine::build(

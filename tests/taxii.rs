@@ -404,3 +404,59 @@ fn a_hostile_taxii_server_cannot_hold_or_flood_a_poll() {
         assert!(stderr.contains(says), "{stderr}");
     }
 }
+
+/// The finding: a TAXII server that answers a byte at a time blocked
+/// start-up, and SIGTERM was ignored until it was done. A stop during the
+/// first load is obeyed at once.
+#[test]
+fn sigterm_while_a_poll_hangs_at_start_exits_at_once() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taxii = listener.local_addr().unwrap().port();
+    // Accepts, says so, never answers.
+    let (accepted_tx, accepted) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+            let _ = accepted_tx.send(());
+        }
+    });
+    let dir = test_dir("taxii-hang");
+    let port = free_port();
+    std::fs::write(
+        dir.join("iocd.toml"),
+        format!(
+            "state_dir = \"state\"\n[taxii.slow]\nurl = \"http://127.0.0.1:{taxii}/api/collections/c/\"\ntimeout_secs = 3600\n[sources.in]\ntype = \"tcp\"\naddress = \"127.0.0.1:{port}\"\n[sinks.out]\ntype = \"stdout\"\n"
+        ),
+    )
+    .unwrap();
+    let mut child = common::iocd()
+        .args(["run", "--config", "iocd.toml"])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The poll is under way once its connection reaches the server.
+    accepted
+        .recv_timeout(WAIT)
+        .expect("the daemon polls the server");
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SIGTERM ignored while the poll hangs"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+}
