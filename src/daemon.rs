@@ -86,7 +86,6 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let metrics = Metrics::new();
     let watch = reload::FeedWatch::start(&config);
-    let shutdown = async move { shutdown.await };
     tokio::pin!(shutdown);
     // A stop asked for while the first engine is built (millions of
     // indicators, a TAXII server that answers a byte at a time) is obeyed
