@@ -104,3 +104,66 @@ fn kubernetes_manifests_validate_and_carry_a_valid_config() {
         String::from_utf8_lossy(&out.stdout).contains("feed local (plain; 1 file): 2 indicators")
     );
 }
+
+/// The alert rules load and their unit tests pass (`promtool`).
+#[test]
+fn alert_rules_check_and_pass_their_unit_tests() {
+    if !common::installed("promtool", "alert_rules_check_and_pass_their_unit_tests") {
+        return;
+    }
+    let dir = root().join("deploy/monitoring");
+    for args in [
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts_test.yml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Every metric the dashboard and the alerts query is one iocd exports
+/// (a renamed metric must not leave a panel silently empty).
+#[test]
+fn dashboard_and_alerts_query_metrics_iocd_exports() {
+    let exported = std::fs::read_to_string(root().join("src/metrics.rs")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("deploy/monitoring/grafana-dashboard.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let mut queries: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().to_owned())
+        .collect();
+    queries.push(std::fs::read_to_string(root().join("deploy/monitoring/alerts.yml")).unwrap());
+    let mut seen = 0;
+    for q in &queries {
+        for (at, _) in q.match_indices("iocd_") {
+            let name: String = q[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            assert!(
+                exported.contains(&format!("\"{base}\"")),
+                "{base} is not exported"
+            );
+            seen += 1;
+        }
+    }
+    assert!(seen > 20, "{seen}");
+}
