@@ -59,10 +59,13 @@ fn systemd_unit_verifies() {
 #[test]
 fn kubernetes_manifests_validate_and_carry_a_valid_config() {
     let manifest = root().join("deploy/kubernetes/iocd.yaml");
+    let sidecar = root().join("deploy/kubernetes/sidecar.yaml");
     if common::installed("kubernetes-validate", "kubernetes_manifests_validate") {
+        // 1.29: the first release with native sidecars (restartPolicy: Always).
         let out = Command::new("kubernetes-validate")
-            .arg("--strict")
+            .args(["--strict", "-k", "1.29.0"])
             .arg(&manifest)
+            .arg(&sidecar)
             .output()
             .unwrap();
         assert!(
@@ -102,6 +105,36 @@ fn kubernetes_manifests_validate_and_carry_a_valid_config() {
     );
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("feed local (plain; 1 file): 2 indicators")
+    );
+    // The sidecar's config, its URL feeds pointed at a local file (tests
+    // reach no network) and its paths into the test's folder.
+    let text = std::fs::read_to_string(&sidecar).unwrap();
+    let start = text.find("  iocd.toml: |\n").unwrap() + 15;
+    let config: String = text[start..]
+        .lines()
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| match l.trim_start().strip_prefix("url = ") {
+            Some(_) => format!(
+                "path = {:?}",
+                dir.join("feeds/local.txt").display().to_string()
+            ),
+            None => l[4..].to_owned(),
+        })
+        .map(|l| {
+            l.replace(
+                "/var/lib/iocd",
+                &dir.join("sidecar-state").display().to_string(),
+            )
+            .replace("/var/log/app", &dir.display().to_string())
+                + "\n"
+        })
+        .collect();
+    std::fs::write(dir.join("sidecar.toml"), config).unwrap();
+    let out = common::check(&dir.join("sidecar.toml"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
