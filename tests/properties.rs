@@ -173,3 +173,50 @@ proptest! {
         prop_assert!(feed.indicators.is_empty());
     }
 }
+
+/// Config-like text: tables, keys, values, brackets and quotes.
+fn config_text() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop::sample::select(vec![
+            "[feeds.f]\n",
+            "[sources.s]\n",
+            "[sinks.o]\n",
+            "[engine]\n",
+            "type = \"tcp\"\n",
+            "type = \"stdout\"\n",
+            "path = \"x\"\n",
+            "url = \"https://h.example/\"\n",
+            "address = \"127.0.0.1:1\"\n",
+            "threads = 99999999999\n",
+            "max_line_bytes = -1\n",
+            "headers = { a = { env = \"X\" } }\n",
+            "[",
+            "]",
+            "{",
+            "}",
+            "\"",
+            "=",
+            "\n",
+            "[[a]]\n",
+            "x = [[[[[[[[",
+            "]]]]]]]]",
+            "é",
+            "\u{0}",
+        ]),
+        0..4000,
+    )
+    .prop_map(|v| v.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The config reader answers any text, past 64 KiB and nested deep,
+    /// with a config or an error naming the file, never a panic.
+    #[test]
+    fn config_text_never_panics(text in config_text()) {
+        if let Err(e) = iocd::config::Config::parse("fuzz.toml", &text) {
+            prop_assert!(e.to_string().starts_with("fuzz.toml"), "{}", e);
+        }
+    }
+}

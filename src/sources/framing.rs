@@ -188,6 +188,46 @@ mod tests {
         (lines, batch.truncated)
     }
 
+    /// Bytes shaped like framed syslog: digits, spaces, `<`, newlines, text.
+    fn framed_noise() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        prop::collection::vec(
+            prop_oneof![
+                4 => prop::sample::select(b"0123456789 <>\n".to_vec()),
+                1 => any::<u8>(),
+                4 => prop::sample::select(b"abc.example ".to_vec()),
+            ],
+            0..150_000,
+        )
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 32, ..Default::default() })]
+
+        /// Past 64 KiB, however the stream is cut into reads: the same
+        /// lines, none longer than the limit, never a panic.
+        #[test]
+        fn framing_is_the_same_however_the_stream_is_cut(
+            data in framed_noise(),
+            cuts in proptest::collection::vec(1usize..70_000, 0..8),
+            framing in proptest::sample::select(vec![Framing::Auto, Framing::Newline, Framing::OctetCounting]),
+        ) {
+            let engine = EngineConfig { max_line_bytes: 4096, ..EngineConfig::default() };
+            let whole = frame_with(framing, &[&data], &engine);
+            let mut chunks = Vec::new();
+            let mut rest: &[u8] = &data;
+            for c in cuts {
+                let (a, b) = rest.split_at(c.min(rest.len()));
+                chunks.push(a);
+                rest = b;
+            }
+            chunks.push(rest);
+            let cut = frame_with(framing, &chunks, &engine);
+            proptest::prop_assert_eq!(&whole, &cut);
+            proptest::prop_assert!(whole.0.iter().all(|l| l.len() <= 4096 * 3)); // lossy UTF-8 may triple
+        }
+    }
+
     #[test]
     fn a_huge_length_is_not_buffered() {
         // The finding: `9999999999 <13>…` made one connection buffer what
