@@ -60,10 +60,16 @@ pub struct Config {
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-/// `[metrics]`: where the admin endpoints listen.
+/// `[metrics]`: where the admin endpoints listen, and who may ask them.
 pub struct MetricsConfig {
-    /// Serves `/metrics`, `/live` and `/ready`.
+    /// Serves `/metrics`, `/live` and `/ready` (default: loopback only,
+    /// `127.0.0.1:9464`; `0.0.0.0:9464` for a Prometheus elsewhere).
+    #[serde(default = "defaults::metrics_address")]
     pub address: SocketAddr,
+    /// A bearer token every request must carry (`Authorization: Bearer …`):
+    /// a value, `{ env = "VAR" }` or `{ file = "PATH" }`. Never logged.
+    #[serde(default)]
+    pub token: Option<crate::settings::Secret>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -138,6 +144,9 @@ pub enum LogFormat {
 }
 
 mod defaults {
+    pub fn metrics_address() -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], 9464))
+    }
     pub fn grace_secs() -> u64 {
         30
     }

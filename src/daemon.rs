@@ -128,10 +128,18 @@ pub async fn run(
             let listener = tokio::net::TcpListener::bind(m.address)
                 .await
                 .map_err(|e| DaemonError::Start(format!("metrics.address {}: {e}", m.address)))?;
-            tracing::info!(address = %m.address, "serving /metrics, /live, /ready");
+            let token = match &m.token {
+                Some(t) => Some(
+                    t.resolve()
+                        .map_err(|e| DaemonError::Start(format!("metrics.token: {e}")))?,
+                ),
+                None => None,
+            };
+            tracing::info!(address = %m.address, token = token.is_some(), "serving /metrics, /live, /ready");
             Some(tokio::spawn(metrics::serve(
                 listener,
                 metrics.clone(),
+                token.map(Arc::from),
                 stop_rx.clone(),
             )))
         }

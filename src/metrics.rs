@@ -350,9 +350,12 @@ impl Metrics {
 
 /// Serves `/metrics`, `/live` and `/ready` until `shutdown` turns true,
 /// with hyper (HTTP/1.1). `/ready` answers 503 with the reasons, one a line.
+/// With a `token`, a request without `Authorization: Bearer TOKEN` is
+/// answered 401.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
+    token: Option<Arc<str>>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     use hyper::service::service_fn;
@@ -368,11 +371,16 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return,
         };
-        let metrics = metrics.clone();
+        let (metrics, token) = (metrics.clone(), token.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let metrics = metrics.clone();
-                async move { Ok::<_, std::convert::Infallible>(respond(&metrics, &req)) }
+                let (metrics, token) = (metrics.clone(), token.clone());
+                async move {
+                    Ok::<_, std::convert::Infallible>(match token {
+                        Some(t) if !bearer_is(&req, &t) => unauthorized(),
+                        _ => respond(&metrics, &req),
+                    })
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -382,6 +390,33 @@ pub async fn serve(
             let _ = tokio::time::timeout(std::time::Duration::from_secs(30), conn).await;
         });
     }
+}
+
+/// True when `req` carries `Authorization: Bearer token`, compared in
+/// constant time so the comparison says nothing of how much matched.
+fn bearer_is<B>(req: &hyper::Request<B>, token: &str) -> bool {
+    let given = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn unauthorized() -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    hyper::Response::builder()
+        .status(hyper::StatusCode::UNAUTHORIZED)
+        .header(hyper::header::WWW_AUTHENTICATE, "Bearer")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"a bearer token is required\n",
+        )))
+        .expect("a valid response")
 }
 
 /// The answer to one admin request.

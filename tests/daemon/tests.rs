@@ -1448,3 +1448,34 @@ fn systemd_hears_ready_reloading_watchdog_and_stopping() {
     let (status, _) = d.finish();
     assert!(status.success());
 }
+
+/// With `metrics.token`, the admin endpoints answer only requests that
+/// carry it; the token comes from the environment and is never logged.
+#[test]
+fn admin_endpoints_want_their_bearer_token() {
+    let dir = test_dir("admin-token");
+    let (port, mport) = (free_port(), free_port());
+    let config = tcp_config(
+        &dir,
+        port,
+        &format!(
+            "{}token = {{ env = \"IOCD_TEST_ADMIN_TOKEN\" }}\n",
+            metrics_at(mport)
+        ),
+    );
+    let d = Daemon::start_with_env(&dir, &config, &[("IOCD_TEST_ADMIN_TOKEN", "s3cret-admin")]);
+    for path in ["/metrics", "/ready", "/live"] {
+        assert_eq!(http_get(mport, path).0, 401, "{path}");
+        assert_eq!(
+            http_get_with(mport, path, "Authorization: Bearer wrong-token!\r\n").0,
+            401
+        );
+        assert_eq!(
+            http_get_with(mport, path, "Authorization: Bearer s3cret-admin\r\n").0,
+            200,
+            "{path}"
+        );
+    }
+    let (status, _) = d.stop();
+    assert!(status.success());
+}
