@@ -480,6 +480,11 @@ address = "127.0.0.1:9464"
             ("[log]\nlevel = \"loud\"\n", "log.level", "loud"),
             ("[feeds.u]\nmax_shrink = 0.5\n", "feeds.u.path", "a path or a url"),
             (
+                "[taxii.t]\nurl = \"https://h.example/api/collections/c/\"\nusername = \"u\"\npassword = { env = \"IOCD_SURELY_UNSET_PW\" }\n",
+                "taxii.t.password",
+                "IOCD_SURELY_UNSET_PW",
+            ),
+            (
                 "[feeds.u]\npath = \"x\"\nurl = \"https://h.example/a.txt\"\n",
                 "feeds.u.url",
                 "not both",

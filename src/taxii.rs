@@ -42,9 +42,10 @@ pub struct TaxiiConfig {
     /// Basic authentication (or set IOCD_TAXII_USER / IOCD_TAXII_PASSWORD).
     pub username: Option<String>,
     /// Password for `username`.
-    pub password: Option<String>,
-    /// Bearer token (or set IOCD_TAXII_TOKEN).
-    pub token: Option<String>,
+    /// Password for `username`: a value, `{ env = "VAR" }` or `{ file = "PATH" }`.
+    pub password: Option<crate::settings::Secret>,
+    /// Bearer token (or set IOCD_TAXII_TOKEN), given like `password`.
+    pub token: Option<crate::settings::Secret>,
     /// PEM CA file to verify an https server with (default: the system's roots).
     pub ca_file: Option<PathBuf>,
     /// The largest response body read, in bytes; a larger page fails the poll.
@@ -127,17 +128,26 @@ impl TaxiiConfig {
                 ),
             ));
         }
-        in_range("page_size", self.page_size, 1, 100_000)
+        in_range("page_size", self.page_size, 1, 100_000)?;
+        for (key, secret) in [("password", &self.password), ("token", &self.token)] {
+            if let Some(secret) = secret {
+                secret.resolve().map_err(|e| Invalid::new(key, e))?;
+            }
+        }
+        Ok(())
     }
 
     /// How to reach the collection, credentials resolved.
     pub fn collection(&self) -> Collection {
         use Auth;
+        // Checked by validate(); a secret gone since reads as empty, and the
+        // server says 401.
+        let reveal = |s: &crate::settings::Secret| s.resolve().unwrap_or_default();
         let auth = match (&self.token, &self.username, &self.password) {
-            (Some(t), _, _) => Auth::Bearer(t.clone()),
+            (Some(t), _, _) => Auth::Bearer(reveal(t)),
             (None, Some(u), Some(p)) => Auth::Basic {
                 user: u.clone(),
-                password: p.clone(),
+                password: reveal(p),
             },
             _ => Auth::from_env(),
         };
@@ -188,8 +198,8 @@ pub struct Collection {
     pub poll_timeout: Duration,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-/// How requests authenticate.
+#[derive(Clone, PartialEq, Eq)]
+/// How requests authenticate. Its `Debug` shows no secret.
 pub enum Auth {
     /// No credentials.
     None,
@@ -202,6 +212,16 @@ pub enum Auth {
     },
     /// A bearer token.
     Bearer(String),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::None => f.write_str("None"),
+            Auth::Basic { user, .. } => write!(f, "Basic({user}, ..)"),
+            Auth::Bearer(_) => f.write_str("Bearer(..)"),
+        }
+    }
 }
 
 impl Auth {
