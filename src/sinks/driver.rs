@@ -1,7 +1,8 @@
 //! The one loop every sink runs in. A sink only writes encoded hits
 //! ([`HitWriter`]); the driver owns the rest: taking batches from the
 //! sink's bounded channel, gathering them into writes, retrying what failed
-//! with backoff while holding at most `buffer_max_events` hits, counting
+//! with backoff while holding at most `buffer_max_events` hits and
+//! `buffer_max_bytes` of them, counting
 //! sent, failed and retried hits, `iocd_sink_up`, SIGUSR1 reopens, and the
 //! acknowledgement: a batch's ack fires when the last of its hits leaves
 //! every sink's driver (written, or refused for good).
@@ -99,6 +100,8 @@ pub struct DriverSettings {
     pub linger: Duration,
     /// Most hits held; past it, no more batches are taken (backpressure).
     pub buffer_max_events: usize,
+    /// Most bytes of hits held (as encoded); past it, no more batches.
+    pub buffer_max_bytes: usize,
     /// First and longest wait between retries.
     pub first_backoff: Duration,
     pub max_backoff: Duration,
@@ -110,6 +113,7 @@ impl Default for DriverSettings {
             max_events: 10_000,
             linger: Duration::ZERO,
             buffer_max_events: 100_000,
+            buffer_max_bytes: 64 << 20,
             first_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
         }
@@ -161,8 +165,12 @@ async fn run<W: HitWriter>(inputs: SinkInputs, mut writer: W, settings: DriverSe
     let mut write_by: Option<Instant> = None;
     metrics.set_sink_up(&name, true);
     let mut was_full = false;
+    // Bytes of the hits in `pending`, as encoded for this sink.
+    let mut held_bytes = 0usize;
+    let size = |h: &PendingHit| h.bytes(format).len();
     loop {
-        let room = pending.len() < settings.buffer_max_events;
+        let room =
+            pending.len() < settings.buffer_max_events && held_bytes < settings.buffer_max_bytes;
         if room == was_full {
             was_full = !room;
             metrics.set_sink_full(&name, was_full);
@@ -182,6 +190,7 @@ async fn run<W: HitWriter>(inputs: SinkInputs, mut writer: W, settings: DriverSe
                         if pending.is_empty() && !settings.linger.is_zero() {
                             write_by = Some(Instant::now() + settings.linger);
                         }
+                        held_bytes += b.encoded(format).bytes().len();
                         pending.extend((0..b.hits).map(|index| PendingHit { batch: b.clone(), index }));
                     }
                     None => open = false,
@@ -194,16 +203,20 @@ async fn run<W: HitWriter>(inputs: SinkInputs, mut writer: W, settings: DriverSe
         // Take whatever else is already queued, up to one write.
         while open && pending.len() < max_events {
             match batches.try_recv() {
-                Ok(b) => pending.extend((0..b.hits).map(|index| PendingHit {
-                    batch: b.clone(),
-                    index,
-                })),
+                Ok(b) => {
+                    held_bytes += b.encoded(format).bytes().len();
+                    pending.extend((0..b.hits).map(|index| PendingHit {
+                        batch: b.clone(),
+                        index,
+                    }))
+                }
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => open = false,
             }
         }
         let n = pending.len().min(max_events);
         let attempt: Vec<PendingHit> = pending.drain(..n).collect();
+        held_bytes -= attempt.iter().map(size).sum::<usize>();
         let outcome = writer.write(&attempt, format).await;
         let (n_retry, n_rejected) = (outcome.retry.len(), outcome.rejected.len());
         sent.inc_by((n - n_retry - n_rejected) as u64);
@@ -220,6 +233,7 @@ async fn run<W: HitWriter>(inputs: SinkInputs, mut writer: W, settings: DriverSe
         }
         // Retried hits go back to the front, in their order.
         for i in outcome.retry.into_iter().rev() {
+            held_bytes += size(&attempt[i]);
             pending.push_front(attempt[i].clone());
         }
         let wait = backoff.next_wait();

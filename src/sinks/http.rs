@@ -47,6 +47,10 @@ pub struct HttpSinkConfig {
     /// Hits held while the server is down; past this, backpressure.
     #[serde(default = "default_buffer_max_events")]
     pub buffer_max_events: usize,
+    /// Bytes of hits held while the server is down; past this, backpressure
+    /// (hits carry their line: a count alone would not bound memory).
+    #[serde(default = "default_buffer_max_bytes")]
+    pub buffer_max_bytes: usize,
     #[serde(default = "default_request_timeout_secs")]
     pub request_timeout_secs: u64,
     #[serde(default = "default_max_backoff_secs")]
@@ -64,6 +68,9 @@ fn default_batch_max_events() -> usize {
 }
 fn default_batch_timeout_ms() -> u64 {
     1000
+}
+fn default_buffer_max_bytes() -> usize {
+    64 << 20
 }
 fn default_buffer_max_events() -> usize {
     100_000
@@ -116,6 +123,7 @@ impl HttpSinkConfig {
             self.batch_max_events,
             100_000_000,
         )?;
+        in_range("buffer_max_bytes", self.buffer_max_bytes, 1 << 16, 1 << 36)?;
         in_range("batch_timeout_ms", self.batch_timeout_ms, 0, 3_600_000)?;
         in_range("request_timeout_secs", self.request_timeout_secs, 1, 3600)?;
         in_range("max_backoff_secs", self.max_backoff_secs, 1, 86_400)?;
@@ -134,6 +142,7 @@ impl HttpSinkConfig {
             max_events: self.batch_max_events,
             linger: Duration::from_millis(self.batch_timeout_ms),
             buffer_max_events: self.buffer_max_events,
+            buffer_max_bytes: self.buffer_max_bytes,
             first_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(self.max_backoff_secs),
         }

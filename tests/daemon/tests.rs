@@ -1274,7 +1274,7 @@ fn a_down_sink_with_buffer_room_stays_ready() {
     std::fs::create_dir_all(dir.join("feeds")).unwrap();
     std::fs::write(dir.join("feeds/test.txt"), FEED).unwrap();
     let config = format!(
-        "shutdown_grace_secs = 1\n{}[sources.syslog]\ntype = \"tcp\"\naddress = \"127.0.0.1:{port}\"\n[sinks.siem]\ntype = \"http\"\nurl = \"http://127.0.0.1:{server}/\"\nbatch_timeout_ms = 10\nbuffer_max_events = 1000\nmax_backoff_secs = 1\n{}",
+        "shutdown_grace_secs = 1\n{}[sources.syslog]\ntype = \"tcp\"\naddress = \"127.0.0.1:{port}\"\n[sinks.siem]\ntype = \"http\"\nurl = \"http://127.0.0.1:{server}/\"\nbatch_timeout_ms = 10\nbuffer_max_events = 100000\nbuffer_max_bytes = 65536\nmax_backoff_secs = 1\n{}",
         feed_config(&dir.join("feeds")),
         metrics_at(mport)
     );
@@ -1284,7 +1284,23 @@ fn a_down_sink_with_buffer_room_stays_ready() {
     let (status, body) = http_get(mport, "/ready");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("sink siem is down; buffering"), "{body}");
-    // The hit cannot be delivered: the drain gives up after the grace.
+    // The buffer is bounded in bytes too (64 KiB here): a flood of hits
+    // fills it, and only then is the daemon not ready.
+    let lines: String = (0..2000)
+        .map(|i| format!("{i} to 198.51.100.7\n"))
+        .collect();
+    send_tcp(port, lines.as_bytes());
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = http_get(mport, "/ready");
+        if status == 503 {
+            assert!(body.contains("sink siem: its buffer is full"), "{body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never full: {body}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The hits cannot be delivered: the drain gives up after the grace.
     let _ = d.stop();
 }
 
