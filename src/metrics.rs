@@ -55,6 +55,8 @@ pub struct Metrics {
     sinks: Mutex<BTreeMap<String, (bool, bool)>>,
     /// Per source: what keeps it from reading (a file it cannot open).
     source_problems: Mutex<BTreeMap<String, String>>,
+    /// Why the engine in service is older than the feeds (a failed reload).
+    stale_engine: Mutex<Option<String>>,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -263,6 +265,7 @@ impl Metrics {
             reloader_alive: AtomicBool::new(true),
             sinks: Mutex::new(BTreeMap::new()),
             source_problems: Mutex::new(BTreeMap::new()),
+            stale_engine: Mutex::new(None),
             registry: r,
         };
         let info = IntGaugeVec::new(
@@ -295,6 +298,11 @@ impl Metrics {
             .entry(sink.to_owned())
             .or_insert((up, false))
             .0 = up;
+    }
+
+    /// Records why the engine in service is stale (`None`: it is current).
+    pub fn set_stale_engine(&self, why: Option<String>) {
+        *self.stale_engine.lock().expect("stale engine") = why;
     }
 
     /// Records what keeps a source from reading (`None`: nothing any more).
@@ -344,6 +352,8 @@ impl Metrics {
         for (source, what) in self.source_problems.lock().expect("source problems").iter() {
             notes.push(format!("source {source}: {what}"));
         }
+        // Still matching, with what loaded last: a note, not a reason.
+        notes.extend(self.stale_engine.lock().expect("stale engine").clone());
         (why, notes)
     }
 }

@@ -206,6 +206,7 @@ impl Reloader {
         m.reload_duration.observe(started.elapsed().as_secs_f64());
         match result {
             Ok(built) => {
+                m.set_stale_engine(None);
                 self.next_change = built.next_change;
                 install(&self.engine, m, built, "engine reloaded");
                 m.reloads.with_label_values(&["success"]).inc();
@@ -213,6 +214,9 @@ impl Reloader {
             Err(e) => {
                 m.reloads.with_label_values(&["failure"]).inc();
                 tracing::error!(error = %e, "reload failed; the running engine stays");
+                m.set_stale_engine(Some(format!(
+                    "the last reload failed ({e}); matching with the engine before it"
+                )));
             }
         }
         // The old engine or the new one: either way the daemon matches.
