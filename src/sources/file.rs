@@ -26,7 +26,8 @@ use super::acks::AckTracker;
 use super::{shutdown_signalled, SourceContext};
 use crate::pipeline::LineBatcher;
 
-/// `[sources.NAME] type = "file"`: a file followed like `tail -F`.
+/// `[sources.NAME] type = "file"`: a file followed like `tail -F`; a glob
+/// in the file name (`/var/log/nginx/*.log`) follows every match.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct FileSourceConfig {
@@ -72,10 +73,110 @@ pub async fn start(
     ctx: SourceContext,
 ) -> std::io::Result<JoinHandle<()>> {
     std::fs::create_dir_all(&state_dir)?;
+    if let Some(pattern) = file_glob(&config.path)? {
+        return Ok(tokio::spawn(follow_glob(
+            name, config, pattern, state_dir, ctx,
+        )));
+    }
     let state = state_dir.join(format!("file-{name}.json"));
     Ok(tokio::spawn(async move {
         follow(name, config, state, ctx).await
     }))
+}
+
+/// How often a glob's folder is listed for new files.
+const GLOB_POLL: Duration = Duration::from_secs(1);
+
+/// The glob in `path`'s file name (`/var/log/nginx/*.log`), if it has one.
+/// Only the last component may be a glob: its folder is listed.
+///
+/// # Errors
+/// A glob that does not parse, or one in a folder component.
+fn file_glob(path: &Path) -> std::io::Result<Option<globset::GlobMatcher>> {
+    let is_glob = |s: &str| s.contains(['*', '?', '[', '{']);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let folder_has_glob = path.parent().is_some_and(|p| is_glob(&p.to_string_lossy()));
+    if folder_has_glob {
+        return Err(std::io::Error::other(format!(
+            "{}: only the file name may be a glob",
+            path.display()
+        )));
+    }
+    match name {
+        Some(n) if is_glob(&n) => globset::Glob::new(&n)
+            .map(|g| Some(g.compile_matcher()))
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display()))),
+        _ => Ok(None),
+    }
+}
+
+/// Follows every file in the glob's folder whose name matches, each its
+/// own input (`NAME:FILE`) with its own offset; files that appear later are
+/// followed from their start. Ends when every follower has drained.
+async fn follow_glob(
+    name: Arc<str>,
+    config: FileSourceConfig,
+    pattern: globset::GlobMatcher,
+    state_dir: PathBuf,
+    ctx: SourceContext,
+) {
+    let folder = config
+        .path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_owned();
+    let mut followed = std::collections::HashSet::new();
+    let mut followers = tokio::task::JoinSet::new();
+    let mut shutdown = ctx.shutdown.clone();
+    let mut first = true;
+    loop {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&folder)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| pattern.is_match(e.file_name()))
+            .map(|e| e.path())
+            .filter(|p| !followed.contains(p))
+            .collect();
+        found.sort();
+        for path in found {
+            followed.insert(path.clone());
+            let file = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let input: Arc<str> = Arc::from(format!("{name}:{file}"));
+            let safe: String = file
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '.' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let state = state_dir.join(format!("file-{name}-{safe}.json"));
+            let one = FileSourceConfig {
+                path,
+                // A file that appears while iocd runs is new: all of it.
+                start_at: if first {
+                    config.start_at
+                } else {
+                    StartAt::Beginning
+                },
+                follow_symlinks: config.follow_symlinks,
+            };
+            followers.spawn(follow(input, one, state, ctx.clone()));
+        }
+        first = false;
+        tokio::select! {
+            _ = shutdown_signalled(&mut shutdown) => break,
+            _ = tokio::time::sleep(GLOB_POLL) => {}
+        }
+    }
+    while followers.join_next().await.is_some() {}
 }
 
 struct Open {

@@ -1495,3 +1495,33 @@ fn admin_endpoints_want_their_bearer_token() {
     let (status, _) = d.stop();
     assert!(status.success());
 }
+
+/// A glob in the file name follows every match, each file its own input;
+/// a file that appears later is read from its start; others are ignored.
+#[test]
+fn a_file_glob_follows_every_match_and_new_ones() {
+    let dir = test_dir("file-glob");
+    let logs = dir.join("logs");
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(logs.join("a.log"), "a 198.51.100.7\n").unwrap();
+    std::fs::write(logs.join("b.txt"), "b malware.example\n").unwrap();
+    let mport = free_port();
+    let d = Daemon::start(
+        &dir,
+        &file_source_config(&dir, &logs.join("*.log"), "", mport),
+    );
+    let h = d.read_hits(1);
+    assert_eq!(
+        (h[0]["input"].as_str(), h[0]["indicator"]["value"].as_str()),
+        (Some("app:a.log"), Some("198.51.100.7"))
+    );
+    std::fs::write(logs.join("c.log"), "c malware.example\n").unwrap();
+    let h = d.read_hits(1);
+    assert_eq!(
+        (h[0]["input"].as_str(), h[0]["line_number"].as_u64()),
+        (Some("app:c.log"), Some(1))
+    );
+    let (status, rest) = d.stop();
+    assert!(status.success() && rest.is_empty(), "{rest:?}");
+}
