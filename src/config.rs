@@ -387,6 +387,7 @@ address = "127.0.0.1:9464"
             c.sources["syslog"],
             SourceConfig::Tcp(crate::sources::TcpConfig {
                 address: "127.0.0.1:5140".parse().unwrap(),
+                tls: None,
                 allowed_peers: Vec::new(),
                 max_connections: 1024,
                 max_connections_per_peer: None,

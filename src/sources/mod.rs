@@ -9,6 +9,7 @@ mod conns;
 pub(crate) mod file;
 mod framing;
 mod net;
+mod tls;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -77,6 +77,10 @@ impl ConnectionSettings {
 #[serde(deny_unknown_fields)]
 pub struct TcpConfig {
     pub address: SocketAddr,
+    /// Syslog over TLS (RFC 5425): `cert_file`, `key_file`, and
+    /// `client_ca_file` to require client certificates.
+    #[serde(default)]
+    pub tls: Option<super::tls::ServerTls>,
     /// Peers allowed to connect (CIDRs); empty: any. Others are refused
     /// and counted (`reason="peer_not_allowed"`).
     #[serde(default)]
@@ -162,8 +166,11 @@ pub enum UnixMode {
 
 impl TcpConfig {
     /// # Errors
-    /// A connection setting out of range.
+    /// A connection setting out of range; TLS files that do not load.
     pub fn validate(&self) -> Result<(), Invalid> {
+        if let Some(tls) = &self.tls {
+            tls.server_config().map_err(|e| Invalid::new("tls", e))?;
+        }
         self.connections().validate()
     }
 
@@ -236,11 +243,16 @@ pub async fn tcp(
     ctx: SourceContext,
 ) -> std::io::Result<JoinHandle<()>> {
     let listener = Listener::Tcp(TcpListener::bind(config.address).await?);
+    let tls = match config.tls.clone() {
+        Some(t) => Some(super::tls::Acceptor::new(t).map_err(std::io::Error::other)?),
+        None => None,
+    };
     Ok(tokio::spawn(accept_loop(
         name,
         config.connections(),
         config.framing,
         PeerFilter(config.allowed_peers),
+        tls,
         ctx,
         listener,
     )))
@@ -272,6 +284,7 @@ pub async fn unix(
                     connections,
                     framing,
                     PeerFilter::default(),
+                    None,
                     ctx,
                     listener,
                 )
@@ -353,9 +366,14 @@ async fn accept_loop(
     settings: ConnectionSettings,
     framing: Framing,
     peers: PeerFilter,
+    mut tls: Option<super::tls::Acceptor>,
     ctx: SourceContext,
     listener: Listener,
 ) {
+    let tls_failed = ctx
+        .metrics
+        .connections_closed
+        .with_label_values(&[&name, "tls_handshake"]);
     let registry = conns::Registry::new(settings.limits());
     let m = &ctx.metrics;
     let open = m.connections_open.with_label_values(&[&name]);
@@ -416,6 +434,8 @@ async fn accept_loop(
         let (ctx, open, name, idle_closed) =
             (ctx.clone(), open.clone(), name.clone(), idle_closed.clone());
         let idle_timeout = registry.limits().idle_timeout;
+        let acceptor = tls.as_mut().map(super::tls::Acceptor::current);
+        let tls_failed = tls_failed.clone();
         open.inc();
         connections.spawn(async move {
             // Each connection is its own input: own line numbers, own framing,
@@ -426,11 +446,26 @@ async fn accept_loop(
                 activity: &ticket.activity,
                 idle_timeout,
             });
-            let end = match stream {
-                Stream::Tcp(s) => {
+            let end = match (stream, acceptor) {
+                (Stream::Tcp(s), Some(acceptor)) => {
+                    // The handshake runs in the connection's task, bounded:
+                    // a client that never finishes it holds only itself.
+                    let handshake =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(s));
+                    match handshake.await {
+                        Ok(Ok(s)) => {
+                            read_stream(s, batcher, framing, &ctx.queue, &mut shutdown, guard).await
+                        }
+                        _ => {
+                            tls_failed.inc();
+                            StreamEnd::Closed
+                        }
+                    }
+                }
+                (Stream::Tcp(s), None) => {
                     read_stream(s, batcher, framing, &ctx.queue, &mut shutdown, guard).await
                 }
-                Stream::Unix(s) => {
+                (Stream::Unix(s), _) => {
                     read_stream(s, batcher, framing, &ctx.queue, &mut shutdown, guard).await
                 }
             };

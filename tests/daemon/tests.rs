@@ -1525,3 +1525,57 @@ fn a_file_glob_follows_every_match_and_new_ones() {
     let (status, rest) = d.stop();
     assert!(status.success() && rest.is_empty(), "{rest:?}");
 }
+
+/// Syslog over TLS (RFC 5425) with client certificates: a client with a
+/// certificate from the CA is read; one without is refused at the
+/// handshake and counted. Clients are Python's ssl module.
+#[test]
+fn syslog_over_tls_with_client_certificates() {
+    const TEST: &str = "syslog_over_tls_with_client_certificates";
+    if !common::installed("openssl", TEST) || !common::installed("python3", TEST) {
+        return;
+    }
+    let dir = test_dir("syslog-tls");
+    throwaway_pki(&dir);
+    let (port, mport) = (free_port(), free_port());
+    let config = tcp_config(&dir, port, &metrics_at(mport)).replacen(
+        "address = ",
+        "tls = { cert_file = \"server.pem\", key_file = \"server.key\", client_ca_file = \"ca.pem\" }\naddress = ",
+        1,
+    );
+    let d = Daemon::start(&dir, &config);
+    let client_dir = dir.clone();
+    let send = move |with_cert: bool| {
+        let (cert, value) = if with_cert {
+            (
+                "c.load_cert_chain('client.pem', 'client.key')",
+                "198.51.100.7",
+            )
+        } else {
+            ("pass", "malware.example")
+        };
+        let script = format!(
+            "import socket, ssl\nc = ssl.create_default_context(cafile='ca.pem')\n{cert}\ns = c.wrap_socket(socket.create_connection(('127.0.0.1', {port})), server_hostname='127.0.0.1')\ns.sendall(b'<13>tls {value}\\n')\ns.close()\n"
+        );
+        Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .current_dir(&client_dir)
+            .output()
+            .unwrap()
+    };
+    // (Under TLS 1.3 the client learns of the refusal only after it wrote:
+    // what shows it is the count, and that its line never hits.)
+    send(false);
+    wait_metric(
+        mport,
+        "iocd_source_connections_closed_total{reason=\"tls_handshake\",source=\"syslog\"}",
+        |v| v >= 1.0,
+    );
+    let sender = std::thread::spawn(move || send(true));
+    let h = d.read_hits(1);
+    assert_eq!(h[0]["indicator"]["value"], "198.51.100.7");
+    assert!(sender.join().unwrap().status.success());
+    let (status, rest) = d.stop();
+    assert!(status.success() && rest.is_empty(), "{rest:?}");
+}
