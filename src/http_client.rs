@@ -21,6 +21,23 @@ pub struct TlsSettings {
     pub key_file: Option<PathBuf>,
 }
 
+/// The PEM certificates in `path`.
+///
+/// # Errors
+/// The file cannot be read, or holds no certificate.
+pub fn pem_certs(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificate in it", path.display()));
+    }
+    Ok(certs)
+}
+
 /// A rustls client configuration: roots from `tls.ca_file` or the system,
 /// and the client certificate when one is configured.
 ///
@@ -29,17 +46,8 @@ pub struct TlsSettings {
 /// root at all to verify servers with.
 pub fn rustls_config(tls: &TlsSettings) -> Result<rustls::ClientConfig, String> {
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs_in = |path: &Path| -> Result<Vec<CertificateDer<'static>>, String> {
-        let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!("{}: no PEM certificate in it", path.display()));
-        }
-        Ok(certs)
-    };
+    use rustls::pki_types::PrivateKeyDer;
+    let certs_in = pem_certs;
     let mut roots = rustls::RootCertStore::empty();
     match &tls.ca_file {
         Some(path) => {

@@ -344,6 +344,18 @@ fn failure(
     }
 }
 
+/// An update of feed `name` refused by the shrink guard: warned about now
+/// (with the before and after counts in `why`), and the failure to count.
+fn shrink_failure(name: &str, why: String) -> LoadFailure {
+    tracing::warn!(feed = %name, reason = %why, "feed update refused; keeping its last good content");
+    failure(
+        name,
+        name,
+        FailureReason::Shrink,
+        format!("{why}; keeping its last good content"),
+    )
+}
+
 /// Why an update from `before` to `after` indicators is refused under
 /// `max_shrink` (the largest fraction a feed may lose in one update; 1.0
 /// refuses nothing), or `None`.
@@ -589,13 +601,7 @@ impl Loader {
                 let had = (!before.files.is_empty()).then_some(before.indicators);
                 match had.and_then(|n| shrink_refused(n, total, fc.max_shrink)) {
                     Some(why) => {
-                        tracing::warn!(feed = %name, reason = %why, "feed update refused; keeping its last good content");
-                        failures.push(failure(
-                            name,
-                            name,
-                            FailureReason::Shrink,
-                            format!("{why}; keeping its last good content"),
-                        ));
+                        failures.push(shrink_failure(name, why));
                         Some(FetchResult::Refused)
                     }
                     None => {
@@ -675,13 +681,7 @@ impl Loader {
             Some((good, before)) => {
                 match shrink_refused(*before, feed.indicators.len(), tc.max_shrink) {
                     Some(why) => {
-                        tracing::warn!(feed = %name, reason = %why, "feed update refused; keeping its last good content");
-                        failures.push(failure(
-                            name,
-                            name,
-                            FailureReason::Shrink,
-                            format!("{why}; keeping its last good content"),
-                        ));
+                        failures.push(shrink_failure(name, why));
                         parse(good)
                     }
                     None => {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::PrivateKeyDer;
 use serde::Deserialize;
 use tokio_rustls::TlsAcceptor;
 
@@ -31,16 +31,7 @@ impl ServerTls {
     /// # Errors
     /// A file that cannot be read or holds no usable certificate or key.
     pub fn server_config(&self) -> Result<rustls::ServerConfig, String> {
-        let certs = |path: &Path| -> Result<Vec<CertificateDer<'static>>, String> {
-            let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("{}: {e}", path.display()))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            if certs.is_empty() {
-                return Err(format!("{}: no PEM certificate in it", path.display()));
-            }
-            Ok(certs)
-        };
+        let certs = crate::http_client::pem_certs;
         let key = PrivateKeyDer::from_pem_file(&self.key_file)
             .map_err(|e| format!("{}: {e}", self.key_file.display()))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
