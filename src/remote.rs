@@ -291,6 +291,11 @@ impl Remote {
                 }
             }
         }
+        if !errors.is_empty() {
+            // Not the manifest's validators: a 304 next time would leave
+            // the failed events unfetched for ever.
+            held.manifest = Validators::default();
+        }
         Ok(Update::Changed { held, errors })
     }
 
