@@ -51,6 +51,10 @@ pub struct EngineConfig {
     /// hits, each carrying the line.
     #[serde(default = "defaults_max_hits_per_line")]
     pub max_hits_per_line: usize,
+    /// Bytes of encoded hits a matcher holds before handing them on (the
+    /// hit queue is bounded in batches; this bounds each batch).
+    #[serde(default = "defaults_hit_batch_max_bytes")]
+    pub hit_batch_max_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -64,6 +68,7 @@ impl Default for EngineConfig {
             bloom_min_keys: 0,
             original_max_bytes: defaults_original_max_bytes(),
             max_hits_per_line: defaults_max_hits_per_line(),
+            hit_batch_max_bytes: defaults_hit_batch_max_bytes(),
         }
     }
 }
@@ -100,6 +105,7 @@ impl EngineConfig {
             in_range("threads", t, 1, MAX_THREADS)?;
         }
         in_range("max_hits_per_line", self.max_hits_per_line, 1, 1_000_000)?;
+        in_range("hit_batch_max_bytes", self.hit_batch_max_bytes, 1, 1 << 30)?;
         in_range(
             "original_max_bytes",
             self.original_max_bytes,
@@ -109,6 +115,9 @@ impl EngineConfig {
     }
 }
 
+fn defaults_hit_batch_max_bytes() -> usize {
+    4 << 20
+}
 fn defaults_max_hits_per_line() -> usize {
     100
 }
@@ -167,7 +176,24 @@ pub struct HitBatch {
     encoded: [EncodedHits; HitFormat::ALL.len()],
     /// Number of hits (the same in every format).
     pub hits: usize,
-    _ack: Option<Ack>,
+    /// Shared by every part of one line batch's hits: the line batch is
+    /// acknowledged when the last part has left every sink.
+    _ack: Option<Arc<Ack>>,
+}
+
+impl HitBatch {
+    fn empty(ack: Option<Arc<Ack>>) -> HitBatch {
+        HitBatch {
+            encoded: Default::default(),
+            hits: 0,
+            _ack: ack,
+        }
+    }
+
+    /// Bytes of its encoded hits, all formats.
+    fn bytes(&self) -> usize {
+        self.encoded.iter().map(|e| e.bytes().len()).sum()
+    }
 }
 
 impl HitBatch {
@@ -424,6 +450,7 @@ pub fn start_matchers(
     let limits = HitLimits {
         original_max: config.original_max_bytes,
         per_line: config.max_hits_per_line,
+        batch_bytes: config.hit_batch_max_bytes,
     };
     let handles = (0..threads)
         .map(|i| {
@@ -445,6 +472,10 @@ struct HitLimits {
     original_max: usize,
     /// Hits emitted per line.
     per_line: usize,
+    /// Bytes of encoded hits in one hit batch: past it, the batch goes to
+    /// the sinks and the line batch's next hits start another, so memory
+    /// follows this bound and not the number of hits.
+    batch_bytes: usize,
 }
 
 fn matcher(
@@ -458,6 +489,7 @@ fn matcher(
     let HitLimits {
         original_max,
         per_line,
+        batch_bytes,
     } = limits;
     let capped = metrics
         .hits_dropped
@@ -471,11 +503,8 @@ fn matcher(
         metrics.queue_depth.dec();
         let started = Instant::now();
         let engine = engine.load_full();
-        let mut out = HitBatch {
-            encoded: Default::default(),
-            hits: 0,
-            _ack: batch.ack.take(),
-        };
+        let ack = batch.ack.take().map(Arc::new);
+        let mut out = HitBatch::empty(ack.clone());
         let mut timestamp: Option<String> = None;
         let mut start = 0usize;
         let mut truncated = batch.truncated.iter().peekable();
@@ -521,7 +550,14 @@ fn matcher(
                     .with_label_values(&[ind.kind.as_str(), &ind.provenance.feed.name])
                     .inc();
             }
+            if out.bytes() >= batch_bytes {
+                let full = std::mem::replace(&mut out, HitBatch::empty(ack.clone()));
+                if hits_tx.blocking_send(full).is_err() {
+                    return;
+                }
+            }
         }
+        drop(ack);
         metrics
             .lines_scanned
             .inc_by((batch.ends.len() - batch.dropped.len()) as u64);

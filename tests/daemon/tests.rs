@@ -1579,3 +1579,32 @@ fn syslog_over_tls_with_client_certificates() {
     let (status, rest) = d.stop();
     assert!(status.success() && rest.is_empty(), "{rest:?}");
 }
+
+/// Hit batches are bounded in bytes: with a bound of one byte every line's
+/// hits go on by themselves. Every hit arrives once, in order, and the file
+/// source's offset is committed only once all parts of a batch are written.
+#[test]
+fn hit_batches_split_by_bytes_keep_order_and_acks() {
+    let dir = test_dir("hit-batch-bytes");
+    let log = dir.join("app.log");
+    let lines: String = (1..=300)
+        .map(|i| format!("{i} to 198.51.100.7\n"))
+        .collect();
+    std::fs::write(&log, &lines).unwrap();
+    let mport = free_port();
+    let config = file_source_config(&dir, &log, "", mport)
+        + "[engine]\nhit_batch_max_bytes = 1\nbatch_lines = 1024\n";
+    let _ = std::fs::remove_dir_all(dir.join("state"));
+    let d = Daemon::start(&dir, &config);
+    let h = d.read_hits(300);
+    let numbers: Vec<u64> = h
+        .iter()
+        .map(|h| h["line_number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, (1..=300).collect::<Vec<u64>>());
+    let (status, rest) = d.stop();
+    assert!(status.success() && rest.is_empty(), "{rest:?}");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state/file-app.json")).unwrap()).unwrap();
+    assert_eq!(state["offset"].as_u64(), Some(lines.len() as u64));
+}
