@@ -36,6 +36,16 @@ impl Backoff {
     }
 }
 
+/// Up to a tenth of `interval_secs`, pseudo-random (from the clock's
+/// nanoseconds): added to a schedule so that many daemons polling the same
+/// server do not all ask at once.
+pub fn jitter_secs(interval_secs: i64) -> i64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    i64::from(nanos) % (interval_secs / 10 + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,5 +59,8 @@ mod tests {
         b.reset();
         assert_eq!(b.next_wait(), ms(100));
         assert_eq!(Backoff::new(ms(900), ms(50)).next_wait(), ms(50));
+        for interval in [0, 9, 10, 3600] {
+            assert!((0..=interval / 10).contains(&jitter_secs(interval)));
+        }
     }
 }

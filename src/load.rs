@@ -214,6 +214,16 @@ pub struct FeedSummary {
 }
 
 impl FeedSummary {
+    /// A feed with no file read yet.
+    fn empty(name: Arc<str>) -> FeedSummary {
+        FeedSummary {
+            name,
+            files: Vec::new(),
+            by_type: [0; IndicatorType::ALL.len()],
+            skipped_by_reason: Default::default(),
+        }
+    }
+
     /// Indicators loaded from the feed.
     pub fn loaded(&self) -> usize {
         self.by_type.iter().sum()
@@ -906,12 +916,7 @@ pub fn apply_allowlists(
     let allow = Allowlist::new(allow_feeds);
     let mut summaries: Vec<FeedSummary> = names
         .iter()
-        .map(|name| FeedSummary {
-            name: name.clone(),
-            files: Vec::new(),
-            by_type: [0; IndicatorType::ALL.len()],
-            skipped_by_reason: Default::default(),
-        })
+        .map(|name| FeedSummary::empty(name.clone()))
         .collect();
     let mut indicators = Vec::with_capacity(feeds.iter().map(|f| f.indicators.len()).sum());
     let mut removed = vec![0; allow.names().len()];
@@ -926,12 +931,7 @@ pub fn apply_allowlists(
         let at = match summaries.iter().position(|s| s.name == feed.id.name) {
             Some(at) => at,
             None => {
-                summaries.push(FeedSummary {
-                    name: feed.id.name.clone(),
-                    files: Vec::new(),
-                    by_type: [0; IndicatorType::ALL.len()],
-                    skipped_by_reason: Default::default(),
-                });
+                summaries.push(FeedSummary::empty(feed.id.name.clone()));
                 summaries.len() - 1
             }
         };

@@ -550,7 +550,8 @@ fn matcher(
                     .with_label_values(&[ind.kind.as_str(), &ind.provenance.feed.name])
                     .inc();
             }
-            if out.bytes() >= batch_bytes {
+            // Only a line that added hits can have filled the batch.
+            if !found.is_empty() && out.bytes() >= batch_bytes {
                 let full = std::mem::replace(&mut out, HitBatch::empty(ack.clone()));
                 if hits_tx.blocking_send(full).is_err() {
                     return;

@@ -184,7 +184,7 @@ impl Remote {
             Ok(_) => {
                 self.backoff.reset();
                 let interval = settings.interval_secs.max(1) as i64;
-                now + interval + jitter(interval / 10 + 1)
+                now + interval + crate::backoff::jitter_secs(interval)
             }
             Err(_) => now + self.backoff.next_wait().as_secs() as i64,
         };
@@ -343,27 +343,10 @@ fn text_of(bytes: Vec<u8>) -> Arc<str> {
     }
 }
 
-/// A pseudo-random number of seconds below `below`, from the clock.
-fn jitter(below: i64) -> i64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    nanos as i64 % below.max(1)
-}
-
 /// The state directory of URL feed `name` (a name made safe for a path).
 pub fn state_dir(root: &Path, name: &str) -> PathBuf {
-    let safe: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    root.join("url-feeds").join(safe)
+    root.join("url-feeds")
+        .join(crate::state::path_component(name))
 }
 
 /// What `dir` holds: `held.json` and the bodies under `files/`. A file

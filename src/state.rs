@@ -5,6 +5,20 @@ use std::path::Path;
 
 use serde::Serialize;
 
+/// `name` as one safe path component of a state file or folder: letters,
+/// digits, `-`, `_` and `.` kept, anything else (`/` above all) as `_`.
+pub fn path_component(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// Writes `value` as JSON to `path` atomically: a temporary file beside it,
 /// then a rename, so a crash leaves the old state or the new, never half.
 ///

@@ -370,10 +370,7 @@ impl Subscription {
                 if let Some(Err(e)) = state_file.map(|f| self.state.save(f)) {
                     tracing::warn!(feed = name, error = %e, "cannot save TAXII state");
                 }
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.subsec_nanos());
-                self.next_poll = now + interval + (nanos as i64) % (interval / 10 + 1);
+                self.next_poll = now + interval + crate::backoff::jitter_secs(interval);
                 self.backoff.reset();
                 Ok(())
             }

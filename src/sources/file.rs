@@ -147,16 +147,7 @@ async fn follow_glob(
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let input: Arc<str> = Arc::from(format!("{name}:{file}"));
-            let safe: String = file
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '.' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
+            let safe = crate::state::path_component(&file);
             let state = state_dir.join(format!("file-{name}-{safe}.json"));
             let one = FileSourceConfig {
                 path,
