@@ -6,6 +6,7 @@
 //! Text from the line is written lossily (invalid UTF-8 as U+FFFD).
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
@@ -102,6 +103,94 @@ pub struct Sighting<'a> {
     pub input: &'a str,
     /// The line's number within its input, from 1.
     pub line_number: u64,
+    /// For a line from a message broker: the message, and the line's
+    /// number within it (from 1).
+    pub origin: Option<(&'a Origin, u32)>,
+}
+
+/// The message a line came from, in a message broker: enough to find it
+/// again, and for a consumer of hits to recognise one delivered twice
+/// (at-least-once: a redelivered message gives the same coordinates).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A Kafka record.
+    Kafka {
+        /// The record's topic.
+        topic: Arc<str>,
+        /// Its partition.
+        partition: i32,
+        /// Its offset in the partition.
+        offset: i64,
+    },
+    /// A NATS JetStream message.
+    Nats {
+        /// The stream the consumer reads.
+        stream: Arc<str>,
+        /// The subject the message was published to.
+        subject: Arc<str>,
+        /// The message's sequence number in its stream.
+        sequence: u64,
+    },
+}
+
+impl Origin {
+    /// The JSON object of `"origin"`: the broker, the coordinates and the
+    /// line within the message.
+    fn write_json(&self, out: &mut Vec<u8>, line: u32) {
+        let str_ = |out: &mut Vec<u8>, v: &str| {
+            serde_json::to_writer(&mut *out, v).expect("writing to a Vec")
+        };
+        match self {
+            Origin::Kafka {
+                topic,
+                partition,
+                offset,
+            } => {
+                out.extend_from_slice(b"{\"broker\":\"kafka\",\"topic\":");
+                str_(out, topic);
+                let _ = write!(out, ",\"partition\":{partition},\"offset\":{offset}");
+            }
+            Origin::Nats {
+                stream,
+                subject,
+                sequence,
+            } => {
+                out.extend_from_slice(b"{\"broker\":\"nats\",\"stream\":");
+                str_(out, stream);
+                out.extend_from_slice(b",\"subject\":");
+                str_(out, subject);
+                let _ = write!(out, ",\"sequence\":{sequence}");
+            }
+        }
+        let _ = write!(out, ",\"line\":{line}}}");
+    }
+
+    /// A stable identifier of one hit from this message: the same for the
+    /// same line of a redelivered message and the same indicator, whichever
+    /// instance matched it (NATS `Nats-Msg-Id`). 32 hex digits of SHA-256.
+    pub fn hit_id(&self, line: u32, ind: &Indicator) -> String {
+        let mut d = ring::digest::Context::new(&ring::digest::SHA256);
+        let coords = match self {
+            Origin::Kafka {
+                topic,
+                partition,
+                offset,
+            } => format!("kafka\0{topic}\0{partition}\0{offset}"),
+            Origin::Nats {
+                stream, sequence, ..
+            } => format!("nats\0{stream}\0{sequence}"),
+        };
+        d.update(coords.as_bytes());
+        d.update(format!("\0{line}\0{}\0", ind.kind.as_str()).as_bytes());
+        d.update(ind.provenance.feed.name.as_bytes());
+        d.update(b"\0");
+        d.update(ind.value.as_bytes());
+        let digest = d.finish();
+        digest.as_ref()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
 
 /// Writes one hit as a JSON line (with the trailing newline).
@@ -112,11 +201,12 @@ pub fn write_native(out: &mut Vec<u8>, s: &Sighting, ind: &Indicator, m: &Match,
     str_(out, s.timestamp);
     out.extend_from_slice(b",\"input\":");
     str_(out, s.input);
-    let _ = write!(
-        out,
-        ",\"line_number\":{},\"indicator\":{{\"value\":",
-        s.line_number
-    );
+    let _ = write!(out, ",\"line_number\":{}", s.line_number);
+    if let Some((origin, line)) = s.origin {
+        out.extend_from_slice(b",\"origin\":");
+        origin.write_json(out, line);
+    }
+    out.extend_from_slice(b",\"indicator\":{\"value\":");
     str_(out, &ind.value);
     out.extend_from_slice(b",\"type\":");
     str_(out, ind.kind.as_str());
@@ -292,6 +382,12 @@ pub fn write_ecs(out: &mut Vec<u8>, ev: &Event, ind: &Indicator, m: &Match, matc
             "original_truncated": ev.original_truncated,
         },
     });
+    let mut doc = doc;
+    if let Some((origin, line)) = ev.sighting.origin {
+        let mut o = Vec::new();
+        origin.write_json(&mut o, line);
+        doc["iocd"]["origin"] = serde_json::from_slice(&o).expect("valid JSON");
+    }
     serde_json::to_writer(&mut *out, &doc).expect("writing to a Vec");
     out.push(b'\n');
 }
@@ -331,6 +427,7 @@ mod event_tests {
                 timestamp: "t",
                 input: "syslog",
                 line_number: 9,
+                origin: None,
             },
             original: line,
             original_truncated: false,
@@ -356,6 +453,7 @@ mod event_tests {
                 timestamp: "2026-11-22T00:00:00.000Z",
                 input: "syslog",
                 line_number: 9,
+                origin: None,
             },
             original: line,
             original_truncated: true,
@@ -405,6 +503,7 @@ mod event_tests {
                     timestamp: "t",
                     input: "i",
                     line_number: 1,
+                    origin: None,
                 },
                 original: line,
                 original_truncated: false,

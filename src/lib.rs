@@ -18,6 +18,7 @@ pub mod feeds;
 pub(crate) mod fetch;
 pub mod hit;
 pub(crate) mod http_client;
+pub(crate) mod kafka;
 pub mod indicator;
 pub(crate) mod lines;
 pub mod load;

@@ -43,6 +43,15 @@ pub struct Metrics {
     pub connections_rejected: IntCounterVec,
     pub connections_closed: IntCounterVec,
     pub source_errors: IntCounterVec,
+    /// Messages in a broker not yet consumed, per partition (Kafka
+    /// `topic/N`) or consumer (NATS `stream/consumer`).
+    pub source_lag: IntGaugeVec,
+    /// Kafka offset commits and NATS acks, by result.
+    pub source_commits: IntCounterVec,
+    /// Time from handing a hit to a broker to its acknowledgement.
+    pub sink_publish: prometheus::HistogramVec,
+    /// Hits handed to a broker client and not yet acknowledged.
+    pub sink_in_flight: IntGaugeVec,
     sink_up: GaugeVec,
     /// Time a matcher thread spends scanning one batch.
     pub batch_scan: Histogram,
@@ -55,6 +64,9 @@ pub struct Metrics {
     sinks: Mutex<BTreeMap<String, (bool, bool)>>,
     /// Per source: what keeps it from reading (a file it cannot open).
     source_problems: Mutex<BTreeMap<String, String>>,
+    /// Per source: why it cannot consume now (its broker is unreachable);
+    /// a reason the daemon is not ready.
+    sources_down: Mutex<BTreeMap<String, String>>,
     /// Why the engine in service is older than the feeds (a failed reload).
     stale_engine: Mutex<Option<String>>,
 }
@@ -246,6 +258,37 @@ impl Metrics {
                 "Connections closed by iocd, by source and reason (idle_timeout, evicted).",
                 &["source", "reason"],
             ),
+            source_lag: gauge_vec(
+                &r,
+                "iocd_source_lag_messages",
+                "Messages in the broker not yet consumed, by source and partition (Kafka topic/N, NATS stream/consumer).",
+                &["source", "partition"],
+            ),
+            source_commits: counter(
+                &r,
+                "iocd_source_commits_total",
+                "Kafka offset commits and NATS message acks, by source and result (ok, failed).",
+                &["source", "result"],
+            ),
+            sink_publish: {
+                let h = prometheus::HistogramVec::new(
+                    HistogramOpts::new(
+                        "iocd_sink_publish_duration_seconds",
+                        "Time from handing a hit to a broker to its acknowledgement, by sink.",
+                    )
+                    .buckets(prometheus::exponential_buckets(0.000_05, 2.0, 18).expect("buckets")),
+                    &["sink"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(h.clone())).expect("unique metric");
+                h
+            },
+            sink_in_flight: gauge_vec(
+                &r,
+                "iocd_sink_in_flight_messages",
+                "Hits handed to a broker client and not yet acknowledged, by sink (the producer queue).",
+                &["sink"],
+            ),
             sink_up: {
                 let g = GaugeVec::new(
                     Opts::new("iocd_sink_up", "1 when the sink's last write succeeded."),
@@ -265,6 +308,7 @@ impl Metrics {
             reloader_alive: AtomicBool::new(true),
             sinks: Mutex::new(BTreeMap::new()),
             source_problems: Mutex::new(BTreeMap::new()),
+            sources_down: Mutex::new(BTreeMap::new()),
             stale_engine: Mutex::new(None),
             registry: r,
         };
@@ -314,6 +358,18 @@ impl Metrics {
         };
     }
 
+    /// Records why a source cannot consume now (`None`: it can again).
+    /// Unlike [`Self::set_source_problem`], this makes the daemon unready:
+    /// a broker consumer that cannot consume should let its partitions go
+    /// to instances that can, and an orchestrator should know.
+    pub fn set_source_down(&self, source: &str, why: Option<String>) {
+        let mut p = self.sources_down.lock().expect("sources down");
+        match why {
+            Some(what) => p.insert(source.to_owned(), what),
+            None => p.remove(source),
+        };
+    }
+
     /// Records whether a sink's buffer is full, so that it takes no more
     /// hits and input is being held back.
     pub fn set_sink_full(&self, sink: &str, full: bool) {
@@ -348,6 +404,9 @@ impl Metrics {
                 (false, false) => notes.push(format!("sink {sink} is down; buffering")),
                 (true, false) => {}
             }
+        }
+        for (source, what) in self.sources_down.lock().expect("sources down").iter() {
+            why.push(format!("source {source}: {what}"));
         }
         for (source, what) in self.source_problems.lock().expect("source problems").iter() {
             notes.push(format!("source {source}: {what}"));

@@ -19,7 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 use serde::Deserialize;
 
 use crate::engine::{Engine, ScanState};
-use crate::hit::{self, EncodedHits, Event, HitFormat, Sighting};
+use crate::hit::{self, EncodedHits, Event, HitFormat, Origin, Sighting};
+use crate::indicator::IndicatorType;
 use crate::metrics::Metrics;
 use crate::settings::{in_range, Invalid};
 
@@ -167,6 +168,34 @@ pub struct Batch {
     pub dropped: Vec<u32>,
     pub read_at: Instant,
     pub ack: Option<Ack>,
+    /// For lines from a message broker: where each message's lines start,
+    /// in line order. Empty for other sources.
+    pub messages: Vec<MessageLines>,
+}
+
+/// Where the lines of one broker message start in a [`Batch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageLines {
+    /// Index in the batch of the first of its lines there.
+    pub first: u32,
+    /// That line's number within the message, from 1 (above 1 when the
+    /// message began in the batch before).
+    pub line: u32,
+    pub origin: Origin,
+}
+
+impl Batch {
+    /// The message and line within it of line `i`, given `cursor`, the
+    /// index into `messages` where the previous lookup ended (lookups go
+    /// forward, so a batch costs one pass).
+    fn origin_of(&self, i: usize, cursor: &mut usize) -> Option<(&Origin, u32)> {
+        while *cursor + 1 < self.messages.len() && self.messages[*cursor + 1].first as usize <= i {
+            *cursor += 1;
+        }
+        let m = self.messages.get(*cursor)?;
+        let first = m.first as usize;
+        (first <= i).then(|| (&m.origin, m.line + (i - first) as u32))
+    }
 }
 
 /// The hits of one batch, encoded once in each format some sink wants.
@@ -176,6 +205,12 @@ pub struct HitBatch {
     encoded: [EncodedHits; HitFormat::ALL.len()],
     /// Number of hits (the same in every format).
     pub hits: usize,
+    /// One per hit, in order: what a sink that sends one message per hit
+    /// (Kafka, NATS) routes and keys it by.
+    meta: Vec<HitMeta>,
+    /// The lines that had hits (cut like `event.original`), back to back;
+    /// [`HitMeta::line`] ranges index into it.
+    lines: Vec<u8>,
     /// Shared by every part of one line batch's hits: the line batch is
     /// acknowledged when the last part has left every sink.
     _ack: Option<Arc<Ack>>,
@@ -186,14 +221,43 @@ impl HitBatch {
         HitBatch {
             encoded: Default::default(),
             hits: 0,
+            meta: Vec::new(),
+            lines: Vec::new(),
             _ack: ack,
         }
     }
 
-    /// Bytes of its encoded hits, all formats.
+    /// Bytes of its encoded hits, all formats, and of the lines kept.
     fn bytes(&self) -> usize {
-        self.encoded.iter().map(|e| e.bytes().len()).sum()
+        self.encoded.iter().map(|e| e.bytes().len()).sum::<usize>() + self.lines.len()
     }
+
+    /// What hit `i` is keyed and routed by.
+    ///
+    /// # Panics
+    /// When `i >= self.hits`.
+    pub fn meta(&self, i: usize) -> &HitMeta {
+        &self.meta[i]
+    }
+
+    /// The line hit `i` was found in (cut like `event.original`).
+    pub fn line(&self, i: usize) -> &[u8] {
+        &self.lines[self.meta[i].line.clone()]
+    }
+}
+
+/// What a per-hit sink needs of a hit besides its encoded bytes.
+#[derive(Clone, Debug)]
+pub struct HitMeta {
+    pub kind: IndicatorType,
+    /// The feed's name.
+    pub feed: Arc<str>,
+    /// The indicator's canonical value.
+    pub value: Box<str>,
+    /// For a line from a broker message: the same for the same hit of a
+    /// redelivered message ([`Origin::hit_id`]).
+    pub id: Option<String>,
+    line: std::ops::Range<usize>,
 }
 
 impl HitBatch {
@@ -218,6 +282,10 @@ pub struct LineBatcher {
     partial_overflow: bool,
     carried: u64,
     current: Option<Batch>,
+    /// The broker message being cut into lines, and the number within it
+    /// of its next line; `message_begun` until its first line is placed.
+    message: Option<(Origin, u32)>,
+    message_begun: bool,
     bytes: prometheus::IntCounter,
     received: prometheus::IntCounter,
     truncated: prometheus::IntCounter,
@@ -241,8 +309,17 @@ impl LineBatcher {
             partial_overflow: false,
             carried: 0,
             current: None,
+            message: None,
+            message_begun: false,
             input,
         }
+    }
+
+    /// The lines pushed until the message ends are those of the broker
+    /// message at `origin` (hits carry its coordinates and the line in it).
+    fn begin_message(&mut self, origin: Origin) {
+        self.message = Some((origin, 1));
+        self.message_begun = true;
     }
 
     /// Bytes of a stream: complete lines are batched, the rest is carried.
@@ -303,11 +380,16 @@ impl LineBatcher {
         let (line, cut_here) = crate::lines::as_scanned(line, self.max_line);
         let number = self.next_line;
         self.next_line += 1;
+        let in_message = self.message.as_mut().map(|(_, n)| {
+            *n += 1;
+            *n - 1
+        });
         let cut = already_cut || cut_here;
         if cut && self.oversize == Oversize::Drop {
             self.dropped_oversize.inc();
             return;
         }
+        let fresh = self.current.is_none();
         let b = self.current.get_or_insert_with(|| Batch {
             input: self.input.clone(),
             first_line: number,
@@ -317,12 +399,23 @@ impl LineBatcher {
             dropped: Vec::new(),
             read_at: Instant::now(),
             ack: None,
+            messages: Vec::new(),
         });
         // Dropped lines still take a number; a batch's numbers stay contiguous
         // because a drop inside a batch is recorded as an empty, unscanned slot.
         while b.first_line + (b.ends.len() as u64) < number {
             b.dropped.push(b.ends.len() as u32);
             b.ends.push(b.data.len() as u32);
+        }
+        if let (Some((origin, _)), Some(line)) = (&self.message, in_message) {
+            if fresh || self.message_begun {
+                b.messages.push(MessageLines {
+                    first: b.ends.len() as u32,
+                    line,
+                    origin: origin.clone(),
+                });
+                self.message_begun = false;
+            }
         }
         if cut {
             self.truncated.inc();
@@ -355,13 +448,30 @@ impl LineBatcher {
 
     /// End of input: a final line without newline is a line too.
     pub fn finish(&mut self) -> Option<Batch> {
+        self.end_partial();
+        self.take()
+    }
+
+    /// A carried partial line becomes a line.
+    fn end_partial(&mut self) {
         if !self.partial.is_empty() || self.partial_overflow {
-            let p = std::mem::take(&mut self.partial);
+            let mut p = std::mem::take(&mut self.partial);
             let overflow = std::mem::replace(&mut self.partial_overflow, false);
             self.line(&p, overflow);
+            p.clear();
+            self.partial = p;
         }
         self.carried = 0;
-        self.take()
+    }
+
+    /// One broker message holding one or more lines (its last line needs
+    /// no `\n`), from `origin`. Its lines all go into the batch in
+    /// progress, so a batch never ends inside a message.
+    pub fn push_message(&mut self, origin: Origin, payload: &[u8]) {
+        self.begin_message(origin);
+        self.push_bytes(payload);
+        self.end_partial();
+        self.message = None;
     }
 }
 
@@ -509,6 +619,7 @@ fn matcher(
         let mut start = 0usize;
         let mut truncated = batch.truncated.iter().peekable();
         let mut dropped = batch.dropped.iter().peekable();
+        let mut message = 0usize;
         for (i, &end) in batch.ends.iter().enumerate() {
             let line = &batch.data[start..end as usize];
             start = end as usize;
@@ -520,15 +631,32 @@ fn matcher(
             if found.len() > per_line {
                 capped.inc_by((found.len() - per_line) as u64);
             }
+            let origin = if found.is_empty() {
+                None
+            } else {
+                batch.origin_of(i, &mut message)
+            };
+            let original = &line[..line.len().min(original_max)];
+            let kept = out.lines.len()..out.lines.len() + original.len();
+            if !found.is_empty() {
+                out.lines.extend_from_slice(original);
+            }
             for m in &found[..found.len().min(per_line)] {
                 let ind = engine.indicator(m.indicator);
                 let ts = timestamp.get_or_insert_with(hit::now_rfc3339);
-                let original = &line[..line.len().min(original_max)];
+                out.meta.push(HitMeta {
+                    kind: ind.kind,
+                    feed: ind.provenance.feed.name.clone(),
+                    value: ind.value.clone(),
+                    id: origin.map(|(o, l)| o.hit_id(l, ind)),
+                    line: kept.clone(),
+                });
                 let ev = Event {
                     sighting: Sighting {
                         timestamp: ts,
                         input: &batch.input,
                         line_number: batch.first_line + i as u64,
+                        origin,
                     },
                     original,
                     original_truncated: cut || original.len() < line.len(),
@@ -636,6 +764,29 @@ mod tests {
         assert_eq!(lines(&batch), [&b"ok"[..], b"", b"yes"]);
         assert_eq!(batch.first_line, 1);
         assert_eq!(batch.dropped, [1]);
+    }
+
+    #[test]
+    fn message_lines_keep_their_origin() {
+        let mut b = batcher(100, Oversize::Truncate);
+        let origin = |offset| Origin::Kafka {
+            topic: Arc::from("logs"),
+            partition: 1,
+            offset,
+        };
+        b.push_bytes(b"plain\n");
+        b.push_message(origin(7), b"a\nb");
+        b.push_message(origin(8), b"c\n");
+        let batch = b.take().unwrap();
+        assert_eq!(lines(&batch), [&b"plain"[..], b"a", b"b", b"c"]);
+        let mut cursor = 0;
+        let got: Vec<_> = (0..4)
+            .map(|i| batch.origin_of(i, &mut cursor).map(|(o, l)| (o.clone(), l)))
+            .collect();
+        assert_eq!(
+            got,
+            [None, Some((origin(7), 1)), Some((origin(7), 2)), Some((origin(8), 1))]
+        );
     }
 
     #[test]

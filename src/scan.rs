@@ -203,6 +203,7 @@ fn write_in_order(
                         timestamp: &ts,
                         input: name,
                         line_number: summary.lines + f.line,
+                        origin: None,
                     };
                     hit::write_native(
                         &mut buf,

@@ -35,6 +35,22 @@ impl PendingHit {
     pub fn bytes(&self, format: HitFormat) -> &[u8] {
         self.batch.encoded(format).get(self.index)
     }
+
+    /// The hit as one JSON document (no newline): one broker message.
+    pub fn document(&self, format: HitFormat) -> &[u8] {
+        let b = self.bytes(format);
+        b.strip_suffix(b"\n").unwrap_or(b)
+    }
+
+    /// What the hit is keyed and routed by.
+    pub fn meta(&self) -> &crate::pipeline::HitMeta {
+        self.batch.meta(self.index)
+    }
+
+    /// The line the hit was found in (cut like `event.original`).
+    pub fn line(&self) -> &[u8] {
+        self.batch.line(self.index)
+    }
 }
 
 /// What became of one write. Indexes are into the slice that was written;

@@ -7,7 +7,9 @@
 pub mod driver;
 mod file;
 pub mod http;
+pub mod kafka;
 mod stdout;
+pub(crate) mod template;
 
 use std::sync::Arc;
 
@@ -37,6 +39,8 @@ pub enum SinkConfig {
     /// Batched POSTs (NDJSON, a JSON array or an Elasticsearch `_bulk`
     /// body) with retry and exponential backoff.
     Http(Box<HttpSinkConfig>),
+    /// One Kafka record per hit, from an idempotent producer (`acks=all`).
+    Kafka(Box<kafka::KafkaSinkConfig>),
 }
 
 impl SinkConfig {
@@ -46,6 +50,7 @@ impl SinkConfig {
             SinkConfig::Stdout(c) => c.format,
             SinkConfig::File(c) => c.format,
             SinkConfig::Http(c) => c.format,
+            SinkConfig::Kafka(c) => c.format,
         }
     }
 
@@ -56,6 +61,7 @@ impl SinkConfig {
     pub fn validate(&self) -> Result<(), Invalid> {
         match self {
             SinkConfig::Http(c) => c.validate(),
+            SinkConfig::Kafka(c) => c.validate(),
             SinkConfig::Stdout(_) | SinkConfig::File(_) => Ok(()),
         }
     }
@@ -93,6 +99,11 @@ pub async fn start(
         }
         SinkConfig::Http(c) => {
             let writer = http::HttpWriter::new(name, c).map_err(std::io::Error::other)?;
+            driver::spawn(inputs, writer, c.driver_settings())
+        }
+        SinkConfig::Kafka(c) => {
+            let writer = kafka::KafkaWriter::new(name, c, inputs.metrics.clone())
+                .map_err(std::io::Error::other)?;
             driver::spawn(inputs, writer, c.driver_settings())
         }
     };

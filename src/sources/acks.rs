@@ -14,7 +14,8 @@ use crate::pipeline::Ack;
 /// Positions of sent batches, in the order sent, each with its ack.
 #[derive(Debug)]
 pub struct AckTracker<P> {
-    pending: VecDeque<(P, oneshot::Receiver<()>)>,
+    /// `None` once its ack is known to have fired.
+    pending: VecDeque<(P, Option<oneshot::Receiver<()>>)>,
 }
 
 impl<P> Default for AckTracker<P> {
@@ -29,29 +30,71 @@ impl<P> AckTracker<P> {
     /// An ack to attach to a batch whose end stands for `position`.
     pub fn track(&mut self, position: P) -> Ack {
         let (ack, rx) = Ack::new();
-        self.pending.push_back((position, rx));
+        self.pending.push_back((position, Some(rx)));
         ack
     }
 
     /// The position to commit now, if it advanced: the last of the longest
     /// acknowledged prefix, which is forgotten.
     pub fn acknowledged(&mut self) -> Option<P> {
-        let mut last = None;
-        while let Some((_, rx)) = self.pending.front_mut() {
-            if matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)) {
-                break;
+        self.acknowledged_all().pop()
+    }
+
+    /// Every position of the longest acknowledged prefix, in send order,
+    /// forgotten: for a source whose batches mix partitions or messages,
+    /// each of which must be committed.
+    pub fn acknowledged_all(&mut self) -> Vec<P> {
+        let mut done = Vec::new();
+        while let Some((_, ack)) = self.pending.front_mut() {
+            if let Some(rx) = ack {
+                if matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)) {
+                    break;
+                }
             }
-            last = self.pending.pop_front().map(|(p, _)| p);
+            done.extend(self.pending.pop_front().map(|(p, _)| p));
         }
-        last
+        done
+    }
+
+    /// Batches sent and not yet acknowledged (or not yet seen to be).
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Resolves when the oldest batch in flight is acknowledged (at once
+    /// when none is): a source waits on this beside its input, to commit
+    /// promptly without polling.
+    pub async fn oldest_acknowledged(&mut self) {
+        if let Some((_, ack)) = self.pending.front_mut() {
+            if let Some(rx) = ack {
+                let _ = rx.await;
+                *ack = None;
+            }
+        } else {
+            std::future::pending::<()>().await
+        }
+    }
+
+    /// Waits for every batch in flight; every position, in send order.
+    pub async fn drain_all(&mut self) -> Vec<P> {
+        let mut all = Vec::new();
+        while let Some((p, ack)) = self.pending.pop_front() {
+            if let Some(rx) = ack {
+                let _ = rx.await;
+            }
+            all.push(p);
+        }
+        all
     }
 
     /// Waits for every batch in flight; the last position (to commit before
     /// exiting), if any was pending.
     pub async fn drain(&mut self) -> Option<P> {
         let mut last = None;
-        while let Some((p, rx)) = self.pending.pop_front() {
-            let _ = rx.await;
+        while let Some((p, ack)) = self.pending.pop_front() {
+            if let Some(rx) = ack {
+                let _ = rx.await;
+            }
             last = Some(p);
         }
         last

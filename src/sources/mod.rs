@@ -8,6 +8,7 @@ pub mod acks;
 mod conns;
 pub(crate) mod file;
 mod framing;
+pub mod kafka;
 mod net;
 mod tls;
 
@@ -43,6 +44,8 @@ pub enum SourceConfig {
     Udp(UdpConfig),
     /// A Unix socket, stream or datagram.
     Unix(UnixConfig),
+    /// A Kafka consumer group: records of one or more lines.
+    Kafka(Box<kafka::KafkaSourceConfig>),
 }
 
 /// `[sources.NAME] type = "stdin"`: no settings.
@@ -60,6 +63,7 @@ impl SourceConfig {
             SourceConfig::Tcp(c) => c.validate(),
             SourceConfig::Unix(c) => c.validate(),
             SourceConfig::Udp(c) => c.validate(),
+            SourceConfig::Kafka(c) => c.validate(),
             SourceConfig::Stdin(_) | SourceConfig::File(_) => Ok(()),
         }
     }
@@ -118,6 +122,7 @@ pub async fn start(
         SourceConfig::Tcp(c) => net::tcp(name, c, ctx).await?,
         SourceConfig::Udp(c) => net::udp(name, c, ctx).await?,
         SourceConfig::Unix(c) => net::unix(name, c, ctx).await?,
+        SourceConfig::Kafka(c) => kafka::start(name, *c, ctx).await?,
         SourceConfig::File(c) => {
             let state_dir = ctx.state_dir.clone().ok_or_else(|| {
                 std::io::Error::other("a file source needs `state_dir` to keep its offset")
