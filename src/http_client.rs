@@ -3,23 +3,12 @@
 //! verified against the system's roots or a configured CA file, with an
 //! optional client certificate (mTLS); `http://` stays allowed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
 
-/// TLS settings of an HTTP client (`[sinks.NAME.tls]`, say).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSettings {
-    /// PEM file of the CA(s) to trust instead of the system's roots.
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate chain, for servers that verify clients.
-    pub cert_file: Option<PathBuf>,
-    /// PEM private key of `cert_file`.
-    pub key_file: Option<PathBuf>,
-}
+pub use crate::settings::TlsSettings;
 
 /// The PEM certificates in `path`.
 ///

@@ -7,7 +7,6 @@
 //! turns settings into its `ClientConfig` and reads its statistics.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use rdkafka::ClientConfig;
 use serde::Deserialize;
@@ -16,16 +15,7 @@ use crate::settings::{Invalid, Secret};
 
 /// `[sources.NAME.tls]` / `[sinks.NAME.tls]`: TLS to the brokers. Its
 /// presence turns TLS on (`security.protocol` `ssl` or `sasl_ssl`).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaTls {
-    /// PEM CA file to trust instead of the system's roots.
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate, for brokers that verify clients.
-    pub cert_file: Option<PathBuf>,
-    /// PEM private key of `cert_file`.
-    pub key_file: Option<PathBuf>,
-}
+pub type KafkaTls = crate::settings::TlsSettings;
 
 /// SASL mechanisms iocd supports (GSSAPI needs Cyrus SASL, not built in).
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]

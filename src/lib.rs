@@ -23,6 +23,7 @@ pub mod indicator;
 pub(crate) mod lines;
 pub mod load;
 pub(crate) mod metrics;
+pub(crate) mod nats;
 pub(crate) mod pipeline;
 pub(crate) mod reload;
 pub(crate) mod remote;

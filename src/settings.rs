@@ -65,6 +65,20 @@ pub fn in_range<T: PartialOrd + fmt::Display + Copy>(
     Ok(())
 }
 
+/// TLS settings of a client (`[sinks.NAME.tls]`, say): HTTP, Kafka and
+/// NATS clients alike. The table's presence may turn TLS on where the
+/// protocol has no `https://` to say so.
+#[derive(Clone, Debug, Default, serde::Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM file of the CA(s) to trust instead of the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate chain, for servers that verify clients.
+    pub cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<std::path::PathBuf>,
+}
+
 /// A secret setting: given inline, or read from the environment or a file
 /// when the component starts (`{ env = "FEED_TOKEN" }`, `{ file =
 /// "/run/secrets/token" }`), so configs can be shared without it. Its

@@ -8,6 +8,7 @@ pub mod driver;
 mod file;
 pub mod http;
 pub mod kafka;
+pub mod nats;
 mod stdout;
 pub(crate) mod template;
 
@@ -41,6 +42,8 @@ pub enum SinkConfig {
     Http(Box<HttpSinkConfig>),
     /// One Kafka record per hit, from an idempotent producer (`acks=all`).
     Kafka(Box<kafka::KafkaSinkConfig>),
+    /// One JetStream message per hit, acknowledged by the stream.
+    Nats(Box<nats::NatsSinkConfig>),
 }
 
 impl SinkConfig {
@@ -51,6 +54,7 @@ impl SinkConfig {
             SinkConfig::File(c) => c.format,
             SinkConfig::Http(c) => c.format,
             SinkConfig::Kafka(c) => c.format,
+            SinkConfig::Nats(c) => c.format,
         }
     }
 
@@ -62,6 +66,7 @@ impl SinkConfig {
         match self {
             SinkConfig::Http(c) => c.validate(),
             SinkConfig::Kafka(c) => c.validate(),
+            SinkConfig::Nats(c) => c.validate(),
             SinkConfig::Stdout(_) | SinkConfig::File(_) => Ok(()),
         }
     }
@@ -103,6 +108,12 @@ pub async fn start(
         }
         SinkConfig::Kafka(c) => {
             let writer = kafka::KafkaWriter::new(name, c, inputs.metrics.clone())
+                .map_err(std::io::Error::other)?;
+            driver::spawn(inputs, writer, c.driver_settings())
+        }
+        SinkConfig::Nats(c) => {
+            let writer = nats::NatsWriter::new(name, c, inputs.metrics.clone())
+                .await
                 .map_err(std::io::Error::other)?;
             driver::spawn(inputs, writer, c.driver_settings())
         }

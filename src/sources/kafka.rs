@@ -23,7 +23,7 @@ use serde::Deserialize;
 use tokio::task::JoinHandle;
 
 use super::acks::AckTracker;
-use super::{shutdown_signalled, SourceContext};
+use super::{send_tracked, shutdown_signalled, SourceContext};
 use crate::hit::Origin;
 use crate::kafka::{Connection, KafkaSasl, KafkaTls};
 use crate::metrics::Metrics;
@@ -340,7 +340,7 @@ async fn consume(
             }
             () = tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)), if flush_at.is_some() => {
                 flush_at = None;
-                if !send(&mut batcher, &mut tracker, &mut positions, &ctx).await {
+                if !send_tracked(&mut batcher, &mut tracker, &mut positions, &ctx.queue).await {
                     return;
                 }
             }
@@ -367,7 +367,7 @@ async fn consume(
                     }
                     if batcher.is_full() {
                         flush_at = None;
-                        if !send(&mut batcher, &mut tracker, &mut positions, &ctx).await {
+                        if !send_tracked(&mut batcher, &mut tracker, &mut positions, &ctx.queue).await {
                             return;
                         }
                     } else if flush_at.is_none() {
@@ -383,7 +383,7 @@ async fn consume(
     }
     // Shutdown: what was read is matched, and its offsets committed once
     // every sink has written its hits (within the grace period).
-    if send(&mut batcher, &mut tracker, &mut positions, &ctx).await {
+    if send_tracked(&mut batcher, &mut tracker, &mut positions, &ctx.queue).await {
         record_acked(&shared, tracker.drain_all().await);
     }
     shared.commit(&consumer, None, CommitMode::Sync);
@@ -400,22 +400,4 @@ fn record_acked(shared: &Shared, done: Vec<Positions>) {
         let e = acked.entry(p).or_insert(next);
         *e = (*e).max(next);
     }
-}
-
-/// Sends the batch in progress with an ack standing for `positions`.
-async fn send(
-    batcher: &mut crate::pipeline::LineBatcher,
-    tracker: &mut AckTracker<Positions>,
-    positions: &mut Positions,
-    ctx: &SourceContext,
-) -> bool {
-    let Some(mut batch) = batcher.take() else {
-        if !positions.is_empty() {
-            // Records without a line: acknowledged in their turn.
-            drop(tracker.track(std::mem::take(positions)));
-        }
-        return true;
-    };
-    batch.ack = Some(tracker.track(std::mem::take(positions)));
-    ctx.queue.send(batch).await
 }

@@ -9,6 +9,7 @@ mod conns;
 pub(crate) mod file;
 mod framing;
 pub mod kafka;
+pub mod nats;
 mod net;
 mod tls;
 
@@ -46,6 +47,8 @@ pub enum SourceConfig {
     Unix(UnixConfig),
     /// A Kafka consumer group: records of one or more lines.
     Kafka(Box<kafka::KafkaSourceConfig>),
+    /// A NATS JetStream durable pull consumer: messages of one or more lines.
+    Nats(Box<nats::NatsSourceConfig>),
 }
 
 /// `[sources.NAME] type = "stdin"`: no settings.
@@ -64,6 +67,7 @@ impl SourceConfig {
             SourceConfig::Unix(c) => c.validate(),
             SourceConfig::Udp(c) => c.validate(),
             SourceConfig::Kafka(c) => c.validate(),
+            SourceConfig::Nats(c) => c.validate(),
             SourceConfig::Stdin(_) | SourceConfig::File(_) => Ok(()),
         }
     }
@@ -123,6 +127,7 @@ pub async fn start(
         SourceConfig::Udp(c) => net::udp(name, c, ctx).await?,
         SourceConfig::Unix(c) => net::unix(name, c, ctx).await?,
         SourceConfig::Kafka(c) => kafka::start(name, *c, ctx).await?,
+        SourceConfig::Nats(c) => nats::start(name, *c, ctx).await?,
         SourceConfig::File(c) => {
             let state_dir = ctx.state_dir.clone().ok_or_else(|| {
                 std::io::Error::other("a file source needs `state_dir` to keep its offset")
@@ -130,6 +135,26 @@ pub async fn start(
             file::start(name, c, state_dir, ctx).await?
         }
     })
+}
+
+/// Sends the batch in progress with an ack standing for `positions` (what
+/// the source commits once the batch's hits are written). Positions with no
+/// line to send (empty records) are acknowledged in their turn.
+/// False when the pipeline has shut down.
+pub(crate) async fn send_tracked<P>(
+    batcher: &mut LineBatcher,
+    tracker: &mut acks::AckTracker<Vec<P>>,
+    positions: &mut Vec<P>,
+    queue: &LineQueue,
+) -> bool {
+    let Some(mut batch) = batcher.take() else {
+        if !positions.is_empty() {
+            drop(tracker.track(std::mem::take(positions)));
+        }
+        return true;
+    };
+    batch.ack = Some(tracker.track(std::mem::take(positions)));
+    queue.send(batch).await
 }
 
 /// Reads a byte stream to its end (or shutdown), batching its lines.
