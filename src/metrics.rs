@@ -46,6 +46,8 @@ pub struct Metrics {
     /// Messages in a broker not yet consumed, per partition (Kafka
     /// `topic/N`) or consumer (NATS `stream/consumer`).
     pub source_lag: IntGaugeVec,
+    /// Kafka partitions assigned to a source now.
+    pub source_partitions: IntGaugeVec,
     /// Kafka offset commits and NATS acks, by result.
     pub source_commits: IntCounterVec,
     /// Time from handing a hit to a broker to its acknowledgement.
@@ -263,6 +265,12 @@ impl Metrics {
                 "iocd_source_lag_messages",
                 "Messages in the broker not yet consumed, by source and partition (Kafka topic/N, NATS stream/consumer).",
                 &["source", "partition"],
+            ),
+            source_partitions: gauge_vec(
+                &r,
+                "iocd_source_partitions_assigned",
+                "Kafka partitions this instance consumes now, by source (the group's share).",
+                &["source"],
             ),
             source_commits: counter(
                 &r,

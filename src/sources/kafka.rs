@@ -253,6 +253,10 @@ impl ConsumerContext for KafkaContext {
                     .with_label_values(&[&*s.name, format!("{}/{}", e.topic(), e.partition()).as_str()])
                     .set(0);
             }
+            s.metrics
+                .source_partitions
+                .with_label_values(&[&*s.name])
+                .set(assigned.len() as i64);
             tracing::info!(source = %s.name, partitions = list.count(), "partitions revoked");
         }
     }
@@ -265,6 +269,10 @@ impl ConsumerContext for KafkaContext {
                 for e in list.elements() {
                     assigned.insert((Arc::from(e.topic()), e.partition()));
                 }
+                s.metrics
+                    .source_partitions
+                    .with_label_values(&[&*s.name])
+                    .set(assigned.len() as i64);
                 tracing::info!(source = %s.name, partitions = list.count(), "partitions assigned");
             }
             Rebalance::Error(e) => {
