@@ -201,3 +201,17 @@ mod tests {
         assert_eq!(e.key, "librdkafka.enable.auto.commit");
     }
 }
+
+/// librdkafka's own log lines, into iocd's log (`component` names the
+/// source or sink): errors and warnings as such, the rest at debug.
+pub fn log(component: &str, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+    use rdkafka::config::RDKafkaLogLevel as L;
+    match level {
+        L::Emerg | L::Alert | L::Critical | L::Error => {
+            tracing::error!(component, facility, "librdkafka: {message}")
+        }
+        L::Warning => tracing::warn!(component, facility, "librdkafka: {message}"),
+        L::Notice | L::Info => tracing::info!(component, facility, "librdkafka: {message}"),
+        L::Debug => tracing::debug!(component, facility, "librdkafka: {message}"),
+    }
+}

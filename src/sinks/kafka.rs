@@ -154,6 +154,10 @@ struct SinkContext {
 }
 
 impl ClientContext for SinkContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        crate::kafka::log(&self.name, level, fac, log_message);
+    }
+
     fn stats(&self, stats: Statistics) {
         self.metrics
             .sink_in_flight
@@ -166,6 +170,9 @@ impl ClientContext for SinkContext {
 pub struct KafkaWriter {
     name: Arc<str>,
     producer: FutureProducer<SinkContext>,
+    /// To make the producer again after a fatal error.
+    client: rdkafka::ClientConfig,
+    metrics: Arc<Metrics>,
     topic: NameTemplate,
     key: RecordKey,
     publish: prometheus::Histogram,
@@ -178,21 +185,46 @@ impl KafkaWriter {
     /// A secret that cannot be read, or a configuration librdkafka refuses.
     pub fn new(name: Arc<str>, config: &KafkaSinkConfig, metrics: Arc<Metrics>) -> Result<KafkaWriter, String> {
         let topic = NameTemplate::parse(&config.topic, topic_char)?;
-        let producer = config
-            .client_config()?
-            .create_with_context(SinkContext {
-                name: name.clone(),
-                metrics: metrics.clone(),
-            })
-            .map_err(|e| format!("Kafka producer: {e}"))?;
+        let client = config.client_config()?;
+        let producer = producer(&client, &name, &metrics)?;
         Ok(KafkaWriter {
             publish: metrics.sink_publish.with_label_values(&[&*name]),
             name,
             producer,
+            client,
+            metrics,
             topic,
             key: config.key,
         })
     }
+
+    /// An idempotent producer that hit a fatal error (the broker lost its
+    /// sequence state, as when it restarts without its data) refuses every
+    /// record from then on: it is made anew, and the hits it failed are
+    /// retried by the driver (duplicates are possible, losses are not).
+    fn renew_if_fatal(&mut self) {
+        let Some((code, why)) = self.producer.client().fatal_error() else {
+            return;
+        };
+        tracing::warn!(sink = %self.name, error = ?code, reason = %why, "Kafka producer hit a fatal error; making a new one");
+        match producer(&self.client, &self.name, &self.metrics) {
+            Ok(p) => self.producer = p,
+            Err(e) => tracing::error!(sink = %self.name, error = %e, "cannot make a new Kafka producer"),
+        }
+    }
+}
+
+fn producer(
+    client: &rdkafka::ClientConfig,
+    name: &Arc<str>,
+    metrics: &Arc<Metrics>,
+) -> Result<FutureProducer<SinkContext>, String> {
+    client
+        .create_with_context(SinkContext {
+            name: name.clone(),
+            metrics: metrics.clone(),
+        })
+        .map_err(|e| format!("Kafka producer: {e}"))
 }
 
 impl HitWriter for KafkaWriter {
@@ -243,6 +275,9 @@ impl HitWriter for KafkaWriter {
             }
         }
         outcome.retry.sort_unstable();
+        if !outcome.retry.is_empty() {
+            self.renew_if_fatal();
+        }
         if outcome.why.is_some() {
             tracing::debug!(sink = %self.name, retry = outcome.retry.len(), rejected = outcome.rejected.len(), "Kafka deliveries failed");
         }

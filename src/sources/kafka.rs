@@ -129,6 +129,11 @@ impl KafkaSourceConfig {
         if !self.librdkafka.contains_key("queued.max.messages.kbytes") {
             c.set("queued.max.messages.kbytes", "16384");
         }
+        // A topic that appears (or comes back with a restarted broker) is
+        // noticed within seconds, not librdkafka's default 5 minutes.
+        if !self.librdkafka.contains_key("topic.metadata.refresh.interval.ms") {
+            c.set("topic.metadata.refresh.interval.ms", "10000");
+        }
         for (k, v) in &self.librdkafka {
             c.set(k, v);
         }
@@ -204,6 +209,10 @@ impl Shared {
 struct KafkaContext(Arc<Shared>);
 
 impl ClientContext for KafkaContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        crate::kafka::log(&self.0.name, level, fac, log_message);
+    }
+
     fn stats(&self, stats: Statistics) {
         let s = &self.0;
         for (topic, t) in &stats.topics {

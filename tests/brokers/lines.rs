@@ -35,7 +35,10 @@ pub type HitKey = (String, String, String);
 
 /// The hits `iocd scan` finds in `lines` with `feed`, counted.
 pub fn expected(dir: &Path, feed: &str, lines: &[String]) -> BTreeMap<HitKey, usize> {
-    let (f, l) = (dir.join("expected-feed.txt"), dir.join("expected-lines.log"));
+    // Beside, not inside, the daemon's directory: its feed watcher need not see them.
+    let scratch = dir.with_extension("expected");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let (f, l) = (scratch.join("feed.txt"), scratch.join("lines.log"));
     std::fs::write(&f, feed).unwrap();
     std::fs::write(&l, lines.join("\n") + "\n").unwrap();
     let out = crate::common::iocd()
@@ -92,8 +95,19 @@ impl HitReader {
     }
 
     /// Reads until every hit of `want` has been seen at least once
-    /// (bounded by `within`); panics naming what is missing.
+    /// (bounded by `within`); panics naming what is missing, with what the
+    /// `daemons` logged.
     pub fn read_until_all(&mut self, want: &BTreeMap<HitKey, usize>, within: Duration) {
+        self.read_until_all_or_show(want, within, &[]);
+    }
+
+    /// [`Self::read_until_all`], showing `daemons`' logs on failure.
+    pub fn read_until_all_or_show(
+        &mut self,
+        want: &BTreeMap<HitKey, usize>,
+        within: Duration,
+        daemons: &[&crate::harness::Daemon],
+    ) {
         let deadline = Instant::now() + within;
         let missing = |seen: &BTreeMap<HitKey, usize>| {
             want.keys().filter(|k| !seen.contains_key(*k)).count()
@@ -109,10 +123,15 @@ impl HitReader {
                 }
                 Err(_) => {
                     let m: Vec<_> = want.keys().filter(|k| !self.seen.contains_key(*k)).take(5).collect();
+                    let logs: Vec<String> = daemons
+                        .iter()
+                        .flat_map(|d| d.log.try_iter().collect::<Vec<_>>())
+                        .collect();
                     panic!(
-                        "{} of {} hits missing after {within:?}, e.g. {m:?}",
+                        "{} of {} hits missing after {within:?}, e.g. {m:?}\ndaemon logs:\n{}",
                         missing(&self.seen),
-                        want.len()
+                        want.len(),
+                        logs.join("\n")
                     );
                 }
             }
@@ -197,6 +216,6 @@ pub fn run_with_input(program: &str, args: &[&str], input: &[u8]) -> String {
 pub fn metric_sum(ports: &[u16], name: &str) -> f64 {
     ports
         .iter()
-        .filter_map(|p| crate::harness::metric(&crate::harness::metrics_at(*p), name))
+        .filter_map(|p| crate::harness::metric(&crate::harness::http_get(*p, "/metrics").1, name))
         .sum()
 }
