@@ -112,12 +112,41 @@ impl NatsWriter {
     }
 }
 
+/// Publishes awaiting their acknowledgement, at most.
+const ACK_WINDOW: usize = 1024;
+
+impl NatsWriter {
+    /// Awaits hit `i`'s acknowledgement, recording the outcome.
+    async fn settle(
+        &self,
+        i: usize,
+        ack: jetstream::context::PublishAckFuture,
+        started: Instant,
+        outcome: &mut Outcome,
+    ) {
+        match ack.await {
+            Ok(_) => self.publish.observe(started.elapsed().as_secs_f64()),
+            Err(e) => {
+                outcome.retry.push(i);
+                outcome.why.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
 impl HitWriter for NatsWriter {
     async fn write(&mut self, hits: &[PendingHit], format: HitFormat) -> Outcome {
         let started = Instant::now();
         let mut outcome = Outcome::written();
-        let mut acks = Vec::with_capacity(hits.len());
+        // Acks awaited in a sliding window: async-nats holds at most 5,000
+        // unacknowledged publishes and waits for room, so publishing a whole
+        // write before awaiting any ack would wait forever.
+        let mut acks = std::collections::VecDeque::with_capacity(ACK_WINDOW);
         for (i, hit) in hits.iter().enumerate() {
+            if acks.len() >= ACK_WINDOW {
+                let (j, ack) = acks.pop_front().expect("a full window");
+                self.settle(j, ack, started, &mut outcome).await;
+            }
             let meta = hit.meta();
             let subject = match self.subject.fixed() {
                 Some(s) => s.to_owned(),
@@ -129,23 +158,17 @@ impl HitWriter for NatsWriter {
             }
             let payload = bytes::Bytes::copy_from_slice(hit.document(format));
             match self.js.publish_with_headers(subject, headers, payload).await {
-                Ok(ack) => acks.push((i, ack)),
+                Ok(ack) => acks.push_back((i, ack)),
                 Err(e) => {
                     outcome.why.get_or_insert_with(|| e.to_string());
                     outcome.retry.extend(i..hits.len());
                     break;
                 }
             }
+            self.in_flight.set(acks.len() as i64);
         }
-        self.in_flight.set(acks.len() as i64);
         for (i, ack) in acks {
-            match ack.await {
-                Ok(_) => self.publish.observe(started.elapsed().as_secs_f64()),
-                Err(e) => {
-                    outcome.retry.push(i);
-                    outcome.why.get_or_insert_with(|| e.to_string());
-                }
-            }
+            self.settle(i, ack, started, &mut outcome).await;
         }
         self.in_flight.set(0);
         outcome.retry.sort_unstable();
