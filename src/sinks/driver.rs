@@ -233,7 +233,9 @@ async fn run<W: HitWriter>(inputs: SinkInputs, mut writer: W, settings: DriverSe
         let n = pending.len().min(max_events);
         let attempt: Vec<PendingHit> = pending.drain(..n).collect();
         held_bytes -= attempt.iter().map(size).sum::<usize>();
+        tracing::debug!(sink = %name, hits = n, "writing");
         let outcome = writer.write(&attempt, format).await;
+        tracing::debug!(sink = %name, retry = outcome.retry.len(), rejected = outcome.rejected.len(), "written");
         let (n_retry, n_rejected) = (outcome.retry.len(), outcome.rejected.len());
         sent.inc_by((n - n_retry - n_rejected) as u64);
         if n_rejected > 0 {

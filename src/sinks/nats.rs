@@ -6,6 +6,7 @@
 //! duplicate window.
 
 use std::sync::Arc;
+use std::future::IntoFuture;
 use std::time::Instant;
 
 use async_nats::jetstream;
@@ -29,7 +30,8 @@ pub struct NatsSinkConfig {
     pub subject: String,
     #[serde(default)]
     pub format: HitFormat,
-    /// How long to wait for the stream's acknowledgement of one hit.
+    /// How long one write (up to 10,000 hits) waits for the stream's
+    /// acknowledgements; those not in by then are published again.
     #[serde(default = "default_ack_timeout_secs")]
     pub ack_timeout_secs: u64,
     /// Hits held while the server is unreachable; past this, backpressure.
@@ -85,6 +87,8 @@ impl NatsSinkConfig {
 pub struct NatsWriter {
     js: jetstream::Context,
     subject: NameTemplate,
+    /// The longest one write waits for its acknowledgements.
+    ack_timeout: std::time::Duration,
     publish: prometheus::Histogram,
     in_flight: prometheus::IntGauge,
 }
@@ -106,6 +110,7 @@ impl NatsWriter {
         Ok(NatsWriter {
             js,
             subject,
+            ack_timeout: std::time::Duration::from_secs(config.ack_timeout_secs),
             publish: metrics.sink_publish.with_label_values(&[&*name]),
             in_flight: metrics.sink_in_flight.with_label_values(&[&*name]),
         })
@@ -124,11 +129,19 @@ impl NatsWriter {
         started: Instant,
         outcome: &mut Outcome,
     ) {
-        match ack.await {
-            Ok(_) => self.publish.observe(started.elapsed().as_secs_f64()),
-            Err(e) => {
+        // One deadline for the whole write: when the connection drops, the
+        // acks in flight never come, and waiting out each one's own
+        // timeout in turn would take hours.
+        let deadline = tokio::time::Instant::from_std(started) + self.ack_timeout;
+        match tokio::time::timeout_at(deadline, ack.into_future()).await {
+            Ok(Ok(_)) => self.publish.observe(started.elapsed().as_secs_f64()),
+            Ok(Err(e)) => {
                 outcome.retry.push(i);
                 outcome.why.get_or_insert_with(|| e.to_string());
+            }
+            Err(_) => {
+                outcome.retry.push(i);
+                outcome.why.get_or_insert_with(|| "no acknowledgement in time".into());
             }
         }
     }

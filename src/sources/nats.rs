@@ -172,7 +172,9 @@ async fn run(name: Arc<str>, config: NatsSourceConfig, client: async_nats::Clien
                 biased;
                 _ = shutdown_signalled(&mut shutdown) => break 'connect,
                 () = tracker.oldest_acknowledged(), if tracker.in_flight() > 0 => {
-                    for acker in tracker.acknowledged_all().into_iter().flatten() {
+                    let done = tracker.acknowledged_all();
+                    tracing::debug!(source = %name, batches = done.len(), "acknowledging");
+                    for acker in done.into_iter().flatten() {
                         match acker.ack_with(AckKind::Ack).await {
                             Ok(()) => acked_ok.inc(),
                             // Delivered again after the ack wait: a duplicate, not a loss.
@@ -188,6 +190,7 @@ async fn run(name: Arc<str>, config: NatsSourceConfig, client: async_nats::Clien
                 }
                 m = messages.next() => match m {
                     Some(Ok(m)) => {
+                        tracing::trace!(source = %name, "message");
                         let (sequence, pending) = match m.info() {
                             Ok(i) => (i.stream_sequence, i.pending),
                             Err(_) => (0, 0),
