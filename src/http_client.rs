@@ -7,7 +7,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-
 pub use crate::settings::TlsSettings;
 
 /// The PEM certificates in `path`.

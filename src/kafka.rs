@@ -64,7 +64,10 @@ const OWNED: &[(&str, &str)] = &[
     ("group.id", "group"),
     ("client.id", "client_id"),
     ("enable.auto.commit", "(iocd commits after the sinks write)"),
-    ("enable.auto.offset.store", "(iocd commits after the sinks write)"),
+    (
+        "enable.auto.offset.store",
+        "(iocd commits after the sinks write)",
+    ),
     ("enable.idempotence", "(always on)"),
     ("acks", "(always all)"),
     ("security.protocol", "tls / sasl"),
@@ -82,10 +85,7 @@ impl Connection<'_> {
     /// The first setting that is wrong, by its key.
     pub fn validate(&self) -> Result<(), Invalid> {
         if self.brokers.split(',').all(|b| b.trim().is_empty()) {
-            return Err(Invalid::new(
-                "brokers",
-                "at least one host:port is needed",
-            ));
+            return Err(Invalid::new("brokers", "at least one host:port is needed"));
         }
         for key in self.librdkafka.keys() {
             if let Some((_, instead)) = OWNED.iter().find(|(k, _)| k == key) {
@@ -138,8 +138,14 @@ impl Connection<'_> {
         }
         if let Some(sasl) = self.sasl {
             c.set("sasl.mechanism", sasl.mechanism.as_str());
-            let user = sasl.username.resolve().map_err(|e| format!("sasl.username: {e}"))?;
-            let pass = sasl.password.resolve().map_err(|e| format!("sasl.password: {e}"))?;
+            let user = sasl
+                .username
+                .resolve()
+                .map_err(|e| format!("sasl.username: {e}"))?;
+            let pass = sasl
+                .password
+                .resolve()
+                .map_err(|e| format!("sasl.password: {e}"))?;
             c.set("sasl.username", user);
             c.set("sasl.password", pass);
         }
@@ -173,6 +179,25 @@ pub fn topic_safe(c: char) -> char {
     }
 }
 
+/// librdkafka's own log lines, into iocd's log (`component` names the
+/// source or sink): errors and warnings as such, the rest at debug.
+pub fn log(
+    component: &str,
+    level: rdkafka::config::RDKafkaLogLevel,
+    facility: &str,
+    message: &str,
+) {
+    use rdkafka::config::RDKafkaLogLevel as L;
+    match level {
+        L::Emerg | L::Alert | L::Critical | L::Error => {
+            tracing::error!(component, facility, "librdkafka: {message}")
+        }
+        L::Warning => tracing::warn!(component, facility, "librdkafka: {message}"),
+        L::Notice | L::Info => tracing::info!(component, facility, "librdkafka: {message}"),
+        L::Debug => tracing::debug!(component, facility, "librdkafka: {message}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,19 +224,5 @@ mod tests {
         props.insert("enable.auto.commit".into(), "true".into());
         let e = conn(&props).unwrap_err();
         assert_eq!(e.key, "librdkafka.enable.auto.commit");
-    }
-}
-
-/// librdkafka's own log lines, into iocd's log (`component` names the
-/// source or sink): errors and warnings as such, the rest at debug.
-pub fn log(component: &str, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
-    use rdkafka::config::RDKafkaLogLevel as L;
-    match level {
-        L::Emerg | L::Alert | L::Critical | L::Error => {
-            tracing::error!(component, facility, "librdkafka: {message}")
-        }
-        L::Warning => tracing::warn!(component, facility, "librdkafka: {message}"),
-        L::Notice | L::Info => tracing::info!(component, facility, "librdkafka: {message}"),
-        L::Debug => tracing::debug!(component, facility, "librdkafka: {message}"),
     }
 }

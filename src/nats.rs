@@ -61,8 +61,8 @@ impl Connection<'_> {
     pub fn validate(&self) -> Result<(), Invalid> {
         for u in self.url.split(',') {
             let u = u.trim();
-            let ok = ["nats://", "tls://"].iter().any(|s| u.starts_with(s))
-                && u.len() > "tls://".len();
+            let ok =
+                ["nats://", "tls://"].iter().any(|s| u.starts_with(s)) && u.len() > "tls://".len();
             if !ok {
                 return Err(Invalid::new(
                     "url",

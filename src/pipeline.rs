@@ -785,7 +785,12 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            [None, Some((origin(7), 1)), Some((origin(7), 2)), Some((origin(8), 1))]
+            [
+                None,
+                Some((origin(7), 1)),
+                Some((origin(7), 2)),
+                Some((origin(8), 1))
+            ]
         );
     }
 

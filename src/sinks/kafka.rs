@@ -115,7 +115,12 @@ impl KafkaSinkConfig {
     pub fn validate(&self) -> Result<(), Invalid> {
         self.connection().validate()?;
         NameTemplate::parse(&self.topic, topic_char).map_err(|e| Invalid::new("topic", e))?;
-        in_range("delivery_timeout_ms", self.delivery_timeout_ms, 1_000, 3_600_000)?;
+        in_range(
+            "delivery_timeout_ms",
+            self.delivery_timeout_ms,
+            1_000,
+            3_600_000,
+        )?;
         in_range("buffer_max_events", self.buffer_max_events, 1, 10_000_000)?;
         in_range("buffer_max_bytes", self.buffer_max_bytes, 1, 1 << 34)
     }
@@ -183,7 +188,11 @@ impl KafkaWriter {
     ///
     /// # Errors
     /// A secret that cannot be read, or a configuration librdkafka refuses.
-    pub fn new(name: Arc<str>, config: &KafkaSinkConfig, metrics: Arc<Metrics>) -> Result<KafkaWriter, String> {
+    pub fn new(
+        name: Arc<str>,
+        config: &KafkaSinkConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<KafkaWriter, String> {
         let topic = NameTemplate::parse(&config.topic, topic_char)?;
         let client = config.client_config()?;
         let producer = producer(&client, &name, &metrics)?;
@@ -209,7 +218,9 @@ impl KafkaWriter {
         tracing::warn!(sink = %self.name, error = ?code, reason = %why, "Kafka producer hit a fatal error; making a new one");
         match producer(&self.client, &self.name, &self.metrics) {
             Ok(p) => self.producer = p,
-            Err(e) => tracing::error!(sink = %self.name, error = %e, "cannot make a new Kafka producer"),
+            Err(e) => {
+                tracing::error!(sink = %self.name, error = %e, "cannot make a new Kafka producer")
+            }
         }
     }
 }
@@ -236,7 +247,10 @@ impl HitWriter for KafkaWriter {
             let meta = hit.meta();
             let topic = match self.topic.fixed() {
                 Some(t) => std::borrow::Cow::Borrowed(t),
-                None => self.topic.render(meta.kind.as_str(), &meta.feed, topic_safe).into(),
+                None => self
+                    .topic
+                    .render(meta.kind.as_str(), &meta.feed, topic_safe)
+                    .into(),
             };
             let key: Option<&[u8]> = match self.key {
                 RecordKey::Indicator => Some(meta.value.as_bytes()),

@@ -5,8 +5,8 @@
 //! message does not store the same hit twice within the stream's
 //! duplicate window.
 
-use std::sync::Arc;
 use std::future::IntoFuture;
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_nats::jetstream;
@@ -98,7 +98,11 @@ impl NatsWriter {
     ///
     /// # Errors
     /// A secret, creds or TLS file that cannot be read.
-    pub async fn new(name: Arc<str>, config: &NatsSinkConfig, metrics: Arc<Metrics>) -> Result<NatsWriter, String> {
+    pub async fn new(
+        name: Arc<str>,
+        config: &NatsSinkConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<NatsWriter, String> {
         let subject = NameTemplate::parse(&config.subject, subject_char)?;
         // The driver's write outcomes say whether the sink is up.
         let client = config
@@ -141,7 +145,9 @@ impl NatsWriter {
             }
             Err(_) => {
                 outcome.retry.push(i);
-                outcome.why.get_or_insert_with(|| "no acknowledgement in time".into());
+                outcome
+                    .why
+                    .get_or_insert_with(|| "no acknowledgement in time".into());
             }
         }
     }
@@ -163,14 +169,20 @@ impl HitWriter for NatsWriter {
             let meta = hit.meta();
             let subject = match self.subject.fixed() {
                 Some(s) => s.to_owned(),
-                None => self.subject.render(meta.kind.as_str(), &meta.feed, subject_safe),
+                None => self
+                    .subject
+                    .render(meta.kind.as_str(), &meta.feed, subject_safe),
             };
             let mut headers = async_nats::HeaderMap::new();
             if let Some(id) = &meta.id {
                 headers.insert("Nats-Msg-Id", id.as_str());
             }
             let payload = bytes::Bytes::copy_from_slice(hit.document(format));
-            match self.js.publish_with_headers(subject, headers, payload).await {
+            match self
+                .js
+                .publish_with_headers(subject, headers, payload)
+                .await
+            {
                 Ok(ack) => acks.push_back((i, ack)),
                 Err(e) => {
                     outcome.why.get_or_insert_with(|| e.to_string());

@@ -88,13 +88,18 @@ mod tests {
     #[test]
     fn topic_templates() {
         let t = NameTemplate::parse("iocd-{type}.{feed}", crate::kafka::topic_char).unwrap();
-        assert_eq!(t.render("ipv4", "abuse ch/urlhaus", crate::kafka::topic_safe), "iocd-ipv4.abuse_ch_urlhaus");
+        assert_eq!(
+            t.render("ipv4", "abuse ch/urlhaus", crate::kafka::topic_safe),
+            "iocd-ipv4.abuse_ch_urlhaus"
+        );
         assert_eq!(t.fixed(), None);
         let f = NameTemplate::parse("hits", crate::kafka::topic_char).unwrap();
         assert_eq!(f.fixed(), Some("hits"));
         for bad in ["{nope}", "a{type", "bad topic", ""] {
-            assert!(NameTemplate::parse(bad, crate::kafka::topic_char).is_err(), "{bad}");
+            assert!(
+                NameTemplate::parse(bad, crate::kafka::topic_char).is_err(),
+                "{bad}"
+            );
         }
     }
-
 }

@@ -15,7 +15,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
@@ -102,7 +104,12 @@ impl KafkaSourceConfig {
         if self.group.is_empty() {
             return Err(Invalid::new("group", "a consumer group name is needed"));
         }
-        in_range("session_timeout_ms", self.session_timeout_ms, 1_000, 3_600_000)?;
+        in_range(
+            "session_timeout_ms",
+            self.session_timeout_ms,
+            1_000,
+            3_600_000,
+        )?;
         in_range("commit_interval_ms", self.commit_interval_ms, 0, 3_600_000)?;
         in_range("linger_ms", self.linger_ms, 0, 60_000)
     }
@@ -131,7 +138,10 @@ impl KafkaSourceConfig {
         }
         // A topic that appears (or comes back with a restarted broker) is
         // noticed within seconds, not librdkafka's default 5 minutes.
-        if !self.librdkafka.contains_key("topic.metadata.refresh.interval.ms") {
+        if !self
+            .librdkafka
+            .contains_key("topic.metadata.refresh.interval.ms")
+        {
             c.set("topic.metadata.refresh.interval.ms", "10000");
         }
         for (k, v) in &self.librdkafka {
@@ -172,7 +182,7 @@ impl Shared {
         let mut list = TopicPartitionList::new();
         let mut done = Vec::new();
         for (p, &offset) in acked.iter() {
-            let wanted = only.is_none_or(|l| l.find_partition(&p.0, p.1).is_some());
+            let wanted = only.map_or(true, |l| l.find_partition(&p.0, p.1).is_some());
             if !wanted || !assigned.contains(p) {
                 continue;
             }
@@ -259,7 +269,10 @@ impl ConsumerContext for KafkaContext {
                 committed.remove(&p);
                 s.metrics
                     .source_lag
-                    .with_label_values(&[&*s.name, format!("{}/{}", e.topic(), e.partition()).as_str()])
+                    .with_label_values(&[
+                        &*s.name,
+                        format!("{}/{}", e.topic(), e.partition()).as_str(),
+                    ])
                     .set(0);
             }
             s.metrics
@@ -340,7 +353,10 @@ async fn consume(
     let mut flush_at: Option<tokio::time::Instant> = None;
     let mut commit_at: Option<tokio::time::Instant> = None;
     let mut topics: HashMap<String, Arc<str>> = HashMap::new();
-    let errors = ctx.metrics.source_errors.with_label_values(&[&name, "consume"]);
+    let errors = ctx
+        .metrics
+        .source_errors
+        .with_label_values(&[&name, "consume"]);
     loop {
         tokio::select! {
             biased;

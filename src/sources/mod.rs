@@ -154,7 +154,11 @@ pub(crate) async fn send_tracked<P>(
         return true;
     };
     batch.ack = Some(tracker.track(std::mem::take(positions)));
-    tracing::debug!(lines = batch.ends.len(), in_flight = tracker.in_flight(), "sending a tracked batch");
+    tracing::debug!(
+        lines = batch.ends.len(),
+        in_flight = tracker.in_flight(),
+        "sending a tracked batch"
+    );
     queue.send(batch).await
 }
 

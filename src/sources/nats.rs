@@ -78,7 +78,9 @@ impl NatsSourceConfig {
     pub fn validate(&self) -> Result<(), Invalid> {
         self.connection().validate()?;
         for (key, v) in [("stream", &self.stream), ("consumer", &self.consumer)] {
-            if v.is_empty() || v.contains(|c: char| c.is_whitespace() || matches!(c, '.' | '*' | '>')) {
+            if v.is_empty()
+                || v.contains(|c: char| c.is_whitespace() || matches!(c, '.' | '*' | '>'))
+            {
                 return Err(Invalid::new(key, format!("{v:?} is not a JetStream name")));
             }
         }
@@ -121,7 +123,12 @@ pub async fn start(
 /// Acks of the messages whose lines a batch holds.
 type Acks = Vec<jetstream::message::Acker>;
 
-async fn run(name: Arc<str>, config: NatsSourceConfig, client: async_nats::Client, ctx: SourceContext) {
+async fn run(
+    name: Arc<str>,
+    config: NatsSourceConfig,
+    client: async_nats::Client,
+    ctx: SourceContext,
+) {
     let js = jetstream::new(client);
     let mut shutdown = ctx.shutdown.clone();
     let mut batcher = ctx.batcher(&name);
@@ -135,7 +142,10 @@ async fn run(name: Arc<str>, config: NatsSourceConfig, client: async_nats::Clien
         &*name,
         format!("{}/{}", config.stream, config.consumer).as_str(),
     ]);
-    let errors = ctx.metrics.source_errors.with_label_values(&[&*name, "consume"]);
+    let errors = ctx
+        .metrics
+        .source_errors
+        .with_label_values(&[&*name, "consume"]);
     let commits = |result: &str| {
         ctx.metrics
             .source_commits

@@ -18,9 +18,7 @@ fn tansu(test: &str) -> Option<String> {
         ])
         .output();
     match out {
-        Ok(o) if o.status.success() => {
-            Some(String::from_utf8(o.stdout).unwrap().trim().to_owned())
-        }
+        Ok(o) if o.status.success() => Some(String::from_utf8(o.stdout).unwrap().trim().to_owned()),
         _ => {
             crate::common::skipped(
                 test,
@@ -42,14 +40,24 @@ impl Tansu {
     fn start(bin: &str, port: u16) -> Tansu {
         let url = format!("tcp://127.0.0.1:{port}");
         let mut child = Command::new(bin)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         lines::wait_listening(port, &mut child, "tansu");
-        Tansu { bin: bin.to_owned(), port, child }
+        Tansu {
+            bin: bin.to_owned(),
+            port,
+            child,
+        }
     }
 
     fn brokers(&self) -> String {
@@ -58,11 +66,20 @@ impl Tansu {
 
     fn topic(&self, name: &str, partitions: u32) {
         let out = Command::new(&self.bin)
-            .args(["topic", "create", "--broker", &format!("tcp://127.0.0.1:{}", self.port)])
+            .args([
+                "topic",
+                "create",
+                "--broker",
+                &format!("tcp://127.0.0.1:{}", self.port),
+            ])
             .args(["--partitions", &partitions.to_string(), name])
             .output()
             .unwrap();
-        assert!(out.status.success(), "creating {name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "creating {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -81,7 +98,13 @@ fn client_script() -> String {
 fn produce(brokers: &str, topic: &str, lines: &[String], per_message: usize) {
     let out = lines::run_with_input(
         "python3",
-        &[&client_script(), "produce", brokers, topic, &per_message.to_string()],
+        &[
+            &client_script(),
+            "produce",
+            brokers,
+            topic,
+            &per_message.to_string(),
+        ],
         (lines.join("\n") + "\n").as_bytes(),
     );
     assert!(out.starts_with("produced"), "{out}");
@@ -108,7 +131,11 @@ fn committed(brokers: &str, group: &str, topic: &str) -> i64 {
         b"",
     );
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    v.as_object().unwrap().values().map(|o| o.as_i64().unwrap().max(0)).sum()
+    v.as_object()
+        .unwrap()
+        .values()
+        .map(|o| o.as_i64().unwrap().max(0))
+        .sum()
 }
 
 /// A daemon consuming `logs` in group `iocd` from `source`, writing hits
@@ -148,21 +175,35 @@ fn kafka_one_instance_hits_every_line() {
     broker.topic("logs", 4);
     broker.topic("hits", 1);
     let admin = free_port();
-    let d = start_daemon(&dir, &config(&dir, &broker.brokers(), &broker.brokers(), admin, ""));
+    let d = start_daemon(
+        &dir,
+        &config(&dir, &broker.brokers(), &broker.brokers(), admin, ""),
+    );
     wait_metric(admin, ASSIGNED, |n| n == 4.0);
     let lines = lines::lines(0..3000);
     let want = expected(&dir, lines::FEED, &lines);
     let mut hits = reader(&broker.brokers(), "hits");
     produce(&broker.brokers(), "logs", &lines, 100);
     hits.read_until_all(&want, Duration::from_secs(60));
-    assert!(hits.unexpected(&want).is_empty(), "{:?}", hits.unexpected(&want));
-    assert_eq!(hits.duplicates(), 0, "nothing failed, so nothing is delivered twice");
+    assert!(
+        hits.unexpected(&want).is_empty(),
+        "{:?}",
+        hits.unexpected(&want)
+    );
+    assert_eq!(
+        hits.duplicates(),
+        0,
+        "nothing failed, so nothing is delivered twice"
+    );
     for h in &hits.docs {
         let o = &h["origin"];
         assert_eq!(o["broker"], "kafka");
         assert_eq!(o["topic"], "logs");
         assert!((0..4).contains(&o["partition"].as_i64().unwrap()), "{h}");
-        assert!(o["offset"].as_i64().unwrap() >= 0 && o["line"].as_u64().unwrap() >= 1, "{h}");
+        assert!(
+            o["offset"].as_i64().unwrap() >= 0 && o["line"].as_u64().unwrap() >= 1,
+            "{h}"
+        );
         assert_eq!(h["input"], "bus");
     }
     let total: usize = want.values().sum();
@@ -195,7 +236,10 @@ fn kafka_instances_share_one_group() {
             let d = dir.join(format!("i{}", daemons.len()));
             std::fs::create_dir_all(&d).unwrap();
             std::fs::write(d.join("feed.txt"), lines::FEED).unwrap();
-            daemons.push(start_daemon(&d, &config(&d, &broker.brokers(), &broker.brokers(), admin, "")));
+            daemons.push(start_daemon(
+                &d,
+                &config(&d, &broker.brokers(), &broker.brokers(), admin, ""),
+            ));
             admins.push(admin);
         }
         // Every instance holds partitions, and together all four.
@@ -208,7 +252,10 @@ fn kafka_instances_share_one_group() {
                 .iter()
                 .map(|a| crate::harness::metric(&http_get(*a, "/metrics").1, ASSIGNED))
                 .collect();
-            assert!(std::time::Instant::now() < deadline, "the group never settled: {each:?}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the group never settled: {each:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let lines = lines::lines(produced..produced + 4000);
@@ -218,13 +265,23 @@ fn kafka_instances_share_one_group() {
         hits.read_until_all(&want, Duration::from_secs(60));
         let deadline = std::time::Instant::now() + crate::harness::WAIT;
         while metric_sum(&admins, RECEIVED) < produced as f64 {
-            assert!(std::time::Instant::now() < deadline, "lines not all received");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "lines not all received"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        assert_eq!(metric_sum(&admins, RECEIVED), produced as f64, "each line read once");
+        assert_eq!(
+            metric_sum(&admins, RECEIVED),
+            produced as f64,
+            "each line read once"
+        );
         for &a in &admins {
             let body = http_get(a, "/metrics").1;
-            assert!(crate::harness::metric(&body, RECEIVED).unwrap() > 0.0, "{n} instances: one read nothing");
+            assert!(
+                crate::harness::metric(&body, RECEIVED).unwrap() > 0.0,
+                "{n} instances: one read nothing"
+            );
         }
     }
     assert_eq!(hits.duplicates(), 0);
@@ -246,8 +303,14 @@ fn kafka_kill_9_loses_no_hit() {
     broker.topic("hits", 1);
     let (a0, a1) = (free_port(), free_port());
     let (d0, d1) = (dir.join("a"), dir.join("b"));
-    let survivor = start_daemon(&d0, &config(&d0, &broker.brokers(), &broker.brokers(), a0, ""));
-    let mut victim = start_daemon(&d1, &config(&d1, &broker.brokers(), &broker.brokers(), a1, ""));
+    let survivor = start_daemon(
+        &d0,
+        &config(&d0, &broker.brokers(), &broker.brokers(), a0, ""),
+    );
+    let mut victim = start_daemon(
+        &d1,
+        &config(&d1, &broker.brokers(), &broker.brokers(), a1, ""),
+    );
     wait_metric(a0, ASSIGNED, |p| p >= 1.0);
     wait_metric(a1, ASSIGNED, |p| p >= 1.0);
     let lines = lines::lines(0..20_000);
@@ -297,9 +360,17 @@ fn kafka_sink_down_holds_commits() {
     produce(&logs.brokers(), "logs", &lines, 100);
     wait_metric(admin, RECEIVED, |n| n == 1000.0);
     // Deliveries fail and are retried; nothing is acknowledged.
-    wait_metric(admin, "iocd_sink_requests_retried_total{sink=\"bus\"}", |n| n >= 1.0);
+    wait_metric(
+        admin,
+        "iocd_sink_requests_retried_total{sink=\"bus\"}",
+        |n| n >= 1.0,
+    );
     let body = http_get(admin, "/metrics").1;
-    assert_eq!(crate::harness::metric(&body, COMMITS_OK).unwrap_or(0.0), 0.0, "{body}");
+    assert_eq!(
+        crate::harness::metric(&body, COMMITS_OK).unwrap_or(0.0),
+        0.0,
+        "{body}"
+    );
     assert_eq!(committed(&logs.brokers(), "iocd", "logs"), 0);
     // The hits' broker arrives.
     let hits_broker = Tansu::start(&bin, hits_port);
@@ -325,7 +396,10 @@ fn kafka_broker_restart_resumes() {
     broker.topic("logs", 2);
     broker.topic("hits", 1);
     let admin = free_port();
-    let d = start_daemon(&dir, &config(&dir, &broker.brokers(), &broker.brokers(), admin, ""));
+    let d = start_daemon(
+        &dir,
+        &config(&dir, &broker.brokers(), &broker.brokers(), admin, ""),
+    );
     wait_metric(admin, ASSIGNED, |p| p == 2.0);
     let before = lines::lines(0..1000);
     let want = expected(&dir, lines::FEED, &before);

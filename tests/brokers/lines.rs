@@ -21,9 +21,21 @@ pub fn line(i: usize) -> String {
         1 => format!("203.0.113.{}", i % 250),
         _ => "192.0.2.1".to_owned(),
     };
-    let host = if i % 7 == 0 { "worse.example" } else { "fine.example" };
-    let q = if i % 5 == 0 { "evil.example" } else { "quiet.example" };
-    format!("{i} conn 10.1.{}.{} -> {dst} host={host} q={q}", i / 256 % 256, i % 256)
+    let host = if i % 7 == 0 {
+        "worse.example"
+    } else {
+        "fine.example"
+    };
+    let q = if i % 5 == 0 {
+        "evil.example"
+    } else {
+        "quiet.example"
+    };
+    format!(
+        "{i} conn 10.1.{}.{} -> {dst} host={host} q={q}",
+        i / 256 % 256,
+        i % 256
+    )
 }
 
 pub fn lines(range: std::ops::Range<usize>) -> Vec<String> {
@@ -47,7 +59,11 @@ pub fn expected(dir: &Path, feed: &str, lines: &[String]) -> BTreeMap<HitKey, us
         .arg(&l)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut want = BTreeMap::new();
     for h in String::from_utf8(out.stdout).unwrap().lines() {
         let v: serde_json::Value = serde_json::from_str(h).unwrap();
@@ -65,7 +81,10 @@ pub fn expected(dir: &Path, feed: &str, lines: &[String]) -> BTreeMap<HitKey, us
 /// The identity of a hit as a broker sink published it (native format).
 pub fn key_of(hit: &serde_json::Value) -> HitKey {
     (
-        hit["event"]["original"].as_str().expect("event.original").to_owned(),
+        hit["event"]["original"]
+            .as_str()
+            .expect("event.original")
+            .to_owned(),
         hit["indicator"]["type"].as_str().unwrap().to_owned(),
         hit["indicator"]["value"].as_str().unwrap().to_owned(),
     )
@@ -84,14 +103,26 @@ impl HitReader {
     /// Lines (JSON hits) from `child`'s stdout, after it prints `ready`.
     pub fn from_child(mut child: Child, ready: &str) -> HitReader {
         let rx = lines_of(child.stdout.take().unwrap());
-        let first = rx.recv_timeout(crate::harness::WAIT).expect("the reader started");
+        let first = rx
+            .recv_timeout(crate::harness::WAIT)
+            .expect("the reader started");
         assert_eq!(first, ready);
-        HitReader { child: Some(child), rx, seen: BTreeMap::new(), docs: Vec::new() }
+        HitReader {
+            child: Some(child),
+            rx,
+            seen: BTreeMap::new(),
+            docs: Vec::new(),
+        }
     }
 
     /// Lines sent into `rx` by the caller's own reader.
     pub fn from_channel(rx: Receiver<String>) -> HitReader {
-        HitReader { child: None, rx, seen: BTreeMap::new(), docs: Vec::new() }
+        HitReader {
+            child: None,
+            rx,
+            seen: BTreeMap::new(),
+            docs: Vec::new(),
+        }
     }
 
     /// Reads until every hit of `want` has been seen at least once
@@ -109,9 +140,8 @@ impl HitReader {
         daemons: &[&crate::harness::Daemon],
     ) {
         let deadline = Instant::now() + within;
-        let missing = |seen: &BTreeMap<HitKey, usize>| {
-            want.keys().filter(|k| !seen.contains_key(*k)).count()
-        };
+        let missing =
+            |seen: &BTreeMap<HitKey, usize>| want.keys().filter(|k| !seen.contains_key(*k)).count();
         while missing(&self.seen) > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
@@ -122,7 +152,11 @@ impl HitReader {
                     self.docs.push(v);
                 }
                 Err(_) => {
-                    let m: Vec<_> = want.keys().filter(|k| !self.seen.contains_key(*k)).take(5).collect();
+                    let m: Vec<_> = want
+                        .keys()
+                        .filter(|k| !self.seen.contains_key(*k))
+                        .take(5)
+                        .collect();
                     let logs: Vec<String> = daemons
                         .iter()
                         .flat_map(|d| d.log.try_iter().collect::<Vec<_>>())
@@ -145,7 +179,11 @@ impl HitReader {
 
     /// Hits seen that `want` does not hold: false positives.
     pub fn unexpected(&self, want: &BTreeMap<HitKey, usize>) -> Vec<HitKey> {
-        self.seen.keys().filter(|k| !want.contains_key(*k)).cloned().collect()
+        self.seen
+            .keys()
+            .filter(|k| !want.contains_key(*k))
+            .cloned()
+            .collect()
     }
 }
 
@@ -182,7 +220,10 @@ pub fn wait_listening(port: u16, child: &mut Child, what: &str) {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("{what} exited before listening: {status}");
         }
-        assert!(Instant::now() < deadline, "{what} is not listening on {port}");
+        assert!(
+            Instant::now() < deadline,
+            "{what} is not listening on {port}"
+        );
         // No event says "listening": poll the port.
         std::thread::sleep(Duration::from_millis(20));
     }

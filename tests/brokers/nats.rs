@@ -21,7 +21,7 @@ struct NatsServer {
 
 impl NatsServer {
     fn start(port: u16, store: &Path) -> NatsServer {
-        let mut child = Command::new("nats-server")
+        let mut child = Command::new(nats_server())
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(store)
             .stdout(Stdio::null())
@@ -29,7 +29,11 @@ impl NatsServer {
             .spawn()
             .unwrap();
         lines::wait_listening(port, &mut child, "nats-server");
-        NatsServer { port, store: store.to_owned(), child }
+        NatsServer {
+            port,
+            store: store.to_owned(),
+            child,
+        }
     }
 
     fn url(&self) -> String {
@@ -51,7 +55,10 @@ impl Drop for NatsServer {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 async fn js(url: &str) -> jetstream::Context {
@@ -93,7 +100,11 @@ fn publish(url: &str, lines: &[String], per_message: usize) {
         let js = js(url).await;
         let mut acks = Vec::new();
         for chunk in lines.chunks(per_message) {
-            acks.push(js.publish("logs.app", chunk.join("\n").into()).await.unwrap());
+            acks.push(
+                js.publish("logs.app", chunk.join("\n").into())
+                    .await
+                    .unwrap(),
+            );
         }
         for a in acks {
             a.await.unwrap();
@@ -116,7 +127,10 @@ fn reader(url: &str) -> HitReader {
             let mut messages = consumer.messages().await.unwrap();
             // Ends with the server (the test's end) or when the test stops reading.
             while let Some(Ok(m)) = messages.next().await {
-                if tx.send(String::from_utf8(m.payload.to_vec()).unwrap()).is_err() {
+                if tx
+                    .send(String::from_utf8(m.payload.to_vec()).unwrap())
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -139,8 +153,21 @@ fn config(dir: &Path, url: &str, admin: u16, extra: &str) -> String {
     )
 }
 
+/// Debian installs it in /usr/sbin, which a user's PATH may lack.
+fn nats_server() -> &'static str {
+    let on_path = Command::new("nats-server")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if on_path || !Path::new("/usr/sbin/nats-server").exists() {
+        "nats-server"
+    } else {
+        "/usr/sbin/nats-server"
+    }
+}
+
 fn server(test: &str, dir: &Path) -> Option<NatsServer> {
-    if !crate::common::installed("nats-server", test) {
+    if !crate::common::installed(nats_server(), test) {
         return None;
     }
     Some(NatsServer::start(free_port(), &dir.join("store")))
@@ -156,7 +183,9 @@ const READY: &str = "/ready";
 fn nats_one_instance_hits_every_line() {
     let test = "nats_one_instance_hits_every_line";
     let dir = test_dir("nats-one");
-    let Some(server) = server(test, &dir) else { return };
+    let Some(server) = server(test, &dir) else {
+        return;
+    };
     streams(&server.url(), true);
     let admin = free_port();
     let d = Daemon::start(&dir, &config(&dir, &server.url(), admin, ""));
@@ -185,7 +214,9 @@ fn nats_one_instance_hits_every_line() {
 fn nats_instances_share_one_consumer() {
     let test = "nats_instances_share_one_consumer";
     let dir = test_dir("nats-group");
-    let Some(server) = server(test, &dir) else { return };
+    let Some(server) = server(test, &dir) else {
+        return;
+    };
     streams(&server.url(), true);
     let mut hits = reader(&server.url());
     let (mut daemons, mut admins) = (Vec::new(), Vec::new());
@@ -204,13 +235,22 @@ fn nats_instances_share_one_consumer() {
         hits.read_until_all(&want, Duration::from_secs(60));
         let deadline = std::time::Instant::now() + crate::harness::WAIT;
         while metric_sum(&admins, RECEIVED) < produced as f64 {
-            assert!(std::time::Instant::now() < deadline, "lines not all received");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "lines not all received"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        assert_eq!(metric_sum(&admins, RECEIVED), produced as f64, "each line read once");
+        assert_eq!(
+            metric_sum(&admins, RECEIVED),
+            produced as f64,
+            "each line read once"
+        );
         let busy = admins
             .iter()
-            .filter(|a| crate::harness::metric(&http_get(**a, "/metrics").1, RECEIVED).unwrap_or(0.0) > 0.0)
+            .filter(|a| {
+                crate::harness::metric(&http_get(**a, "/metrics").1, RECEIVED).unwrap_or(0.0) > 0.0
+            })
             .count();
         assert!(busy >= 2, "{n} instances, only {busy} read anything");
     }
@@ -227,12 +267,20 @@ fn nats_instances_share_one_consumer() {
 fn nats_kill_9_loses_no_hit() {
     let test = "nats_kill_9_loses_no_hit";
     let dir = test_dir("nats-kill");
-    let Some(server) = server(test, &dir) else { return };
+    let Some(server) = server(test, &dir) else {
+        return;
+    };
     streams(&server.url(), true);
     let (a0, a1) = (free_port(), free_port());
     let extra = "ack_wait_secs = 2";
-    let survivor = Daemon::start(&dir.join("a"), &config(&dir.join("a"), &server.url(), a0, extra));
-    let mut victim = Daemon::start(&dir.join("b"), &config(&dir.join("b"), &server.url(), a1, extra));
+    let survivor = Daemon::start(
+        &dir.join("a"),
+        &config(&dir.join("a"), &server.url(), a0, extra),
+    );
+    let mut victim = Daemon::start(
+        &dir.join("b"),
+        &config(&dir.join("b"), &server.url(), a1, extra),
+    );
     let lines = lines::lines(0..20_000);
     let want = expected(&dir, lines::FEED, &lines);
     let mut hits = reader(&server.url());
@@ -260,10 +308,15 @@ fn nats_kill_9_loses_no_hit() {
 fn nats_server_restart_loses_no_hit() {
     let test = "nats_server_restart_loses_no_hit";
     let dir = test_dir("nats-restart");
-    let Some(mut server) = server(test, &dir) else { return };
+    let Some(mut server) = server(test, &dir) else {
+        return;
+    };
     streams(&server.url(), true);
     let admin = free_port();
-    let d = Daemon::start(&dir, &config(&dir, &server.url(), admin, "ack_wait_secs = 5"));
+    let d = Daemon::start(
+        &dir,
+        &config(&dir, &server.url(), admin, "ack_wait_secs = 5"),
+    );
     let lines = lines::lines(0..10_000);
     let want = expected(&dir, lines::FEED, &lines);
     publish(&server.url(), &lines[..5000], 50);
@@ -290,7 +343,9 @@ fn nats_server_restart_loses_no_hit() {
 fn nats_sink_down_holds_acks() {
     let test = "nats_sink_down_holds_acks";
     let dir = test_dir("nats-sink-down");
-    let Some(server) = server(test, &dir) else { return };
+    let Some(server) = server(test, &dir) else {
+        return;
+    };
     streams(&server.url(), false);
     let admin = free_port();
     let d = Daemon::start(&dir, &config(&dir, &server.url(), admin, ""));
@@ -298,9 +353,17 @@ fn nats_sink_down_holds_acks() {
     let want = expected(&dir, lines::FEED, &lines);
     publish(&server.url(), &lines, 100);
     wait_metric(admin, RECEIVED, |n| n == 1000.0);
-    wait_metric(admin, "iocd_sink_requests_retried_total{sink=\"js\"}", |n| n >= 1.0);
+    wait_metric(
+        admin,
+        "iocd_sink_requests_retried_total{sink=\"js\"}",
+        |n| n >= 1.0,
+    );
     let body = http_get(admin, "/metrics").1;
-    assert_eq!(crate::harness::metric(&body, ACKS_OK).unwrap_or(0.0), 0.0, "{body}");
+    assert_eq!(
+        crate::harness::metric(&body, ACKS_OK).unwrap_or(0.0),
+        0.0,
+        "{body}"
+    );
     runtime().block_on(async { hits_stream(&js(&server.url()).await).await });
     let mut hits = reader(&server.url());
     hits.read_until_all_or_show(&want, Duration::from_secs(90), &[&d]);
@@ -316,7 +379,9 @@ fn nats_sink_down_holds_acks() {
 fn nats_reload_under_load_loses_nothing() {
     let test = "nats_reload_under_load_loses_nothing";
     let dir = test_dir("nats-reload");
-    let Some(server) = server(test, &dir) else { return };
+    let Some(server) = server(test, &dir) else {
+        return;
+    };
     streams(&server.url(), true);
     let admin = free_port();
     let mut d = Daemon::start(&dir, &config(&dir, &server.url(), admin, ""));
@@ -339,6 +404,9 @@ fn nats_reload_under_load_loses_nothing() {
     hits.read_until_all_or_show(&want, Duration::from_secs(90), &[&d]);
     let full_set = expected(&dir, &full, &first);
     let extra = hits.unexpected(&want);
-    assert!(extra.iter().all(|k| full_set.contains_key(k)), "hits no indicator set gives: {extra:?}");
+    assert!(
+        extra.iter().all(|k| full_set.contains_key(k)),
+        "hits no indicator set gives: {extra:?}"
+    );
     assert!(d.stop().0.success());
 }
