@@ -14,6 +14,9 @@ pub enum Exit {
     DataErr,
     /// 66 (EX_NOINPUT): a log file to scan cannot be read.
     NoInput,
+    /// 69 (EX_UNAVAILABLE): `check --connect` could not reach a broker,
+    /// or found a topic or stream missing.
+    Unavailable,
     /// 70 (EX_SOFTWARE): draining took longer than the grace period.
     Software,
     /// 71 (EX_OSERR): a socket, file or runtime cannot be opened.
@@ -32,6 +35,7 @@ impl Exit {
             Exit::Usage => 2,
             Exit::DataErr => 65,
             Exit::NoInput => 66,
+            Exit::Unavailable => 69,
             Exit::Software => 70,
             Exit::OsErr => 71,
             Exit::IoErr => 74,

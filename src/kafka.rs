@@ -198,6 +198,45 @@ pub fn log(
     }
 }
 
+/// `iocd check --connect`: reaches the cluster and says whether each of
+/// `topics` exists, naming what is missing.
+///
+/// # Errors
+/// No broker answers within 10 s, a secret cannot be read, or a topic is
+/// missing.
+pub fn probe(conn: &Connection<'_>, topics: &[&str]) -> Result<String, String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = conn
+        .client_config()?
+        .create()
+        .map_err(|e| format!("Kafka client: {e}"))?;
+    let metadata = consumer
+        .fetch_metadata(None, std::time::Duration::from_secs(10))
+        .map_err(|e| format!("no broker of {} answered: {e}", conn.brokers))?;
+    let missing: Vec<&str> = topics
+        .iter()
+        .copied()
+        .filter(|t| {
+            !metadata
+                .topics()
+                .iter()
+                .any(|m| m.name() == *t && m.error().is_none() && !m.partitions().is_empty())
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "topics missing on {}: {}",
+            conn.brokers,
+            missing.join(", ")
+        ));
+    }
+    Ok(format!(
+        "{} broker(s) reachable; topics {} exist",
+        metadata.brokers().len(),
+        topics.join(", ")
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

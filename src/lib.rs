@@ -25,6 +25,7 @@ pub mod load;
 pub(crate) mod metrics;
 pub(crate) mod nats;
 pub(crate) mod pipeline;
+pub mod probe;
 pub(crate) mod reload;
 pub(crate) mod remote;
 pub mod scan;

@@ -34,7 +34,7 @@ enum Command {
     /// Run the daemon: sources in, hits to sinks, feeds hot-reloaded.
     Run(ConfigArgs),
     /// Validate a configuration and load every feed, printing counts.
-    Check(ConfigArgs),
+    Check(CheckArgs),
 }
 
 #[derive(clap::Args)]
@@ -43,6 +43,16 @@ struct ConfigArgs {
     /// built-in example feed.
     #[arg(long, short = 'c', value_name = "FILE", env = "IOCD_CONFIG")]
     config: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Also reach every Kafka and NATS broker the configuration names and
+    /// say what is missing (a topic, a stream).
+    #[arg(long)]
+    connect: bool,
 }
 
 #[derive(clap::Args)]
@@ -199,12 +209,26 @@ fn run(args: ConfigArgs) -> ExitCode {
     code
 }
 
-fn check(args: ConfigArgs) -> ExitCode {
-    let config = match load_config(&args) {
+fn check(args: CheckArgs) -> ExitCode {
+    let config = match load_config(&args.config) {
         Ok(c) => c,
         Err(code) => return code,
     };
     let stderr = &mut io::stderr().lock();
+    let mut unreachable = false;
+    if args.connect {
+        for (component, found) in iocd::probe::brokers(&config) {
+            match found {
+                Ok(what) => {
+                    let _ = writeln!(io::stdout(), "{component}: {what}");
+                }
+                Err(why) => {
+                    unreachable = true;
+                    let _ = writeln!(stderr, "iocd: error: {component}: {why}");
+                }
+            }
+        }
+    }
     let t0 = Instant::now();
     match Loader::default().build_catching(&config.load_plan(), true) {
         Ok(built) => {
@@ -231,7 +255,9 @@ fn check(args: ConfigArgs) -> ExitCode {
                 built.engine.stats(),
                 t0.elapsed().as_secs_f64(),
             );
-            if !built.failures.iter().any(|f| is_error(f.reason)) {
+            if unreachable {
+                Exit::Unavailable.into()
+            } else if !built.failures.iter().any(|f| is_error(f.reason)) {
                 ExitCode::SUCCESS
             } else {
                 Exit::DataErr.into()

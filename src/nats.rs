@@ -157,3 +157,56 @@ pub fn subject_safe(c: char) -> char {
         '_'
     }
 }
+
+/// `iocd check --connect`: connects (10 s at most) and says whether
+/// `stream` exists (with `consumer`, or that it will be created), or
+/// whether some stream takes `subject`.
+///
+/// # Errors
+/// The server cannot be reached, a secret read, or the stream is missing.
+pub async fn probe(
+    conn: &Connection<'_>,
+    stream: Option<(&str, &str)>,
+    subject: Option<&str>,
+) -> Result<String, String> {
+    let client = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        conn.connect(Arc::from("check"), |_, _, _| {}, Metrics::new()),
+    )
+    .await
+    .map_err(|_| format!("{}: no answer within 10 s", conn.url))??;
+    let connected = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while client.connection_state() != async_nats::connection::State::Connected {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    if connected.is_err() {
+        return Err(format!("{}: cannot connect within 10 s", conn.url));
+    }
+    let js = async_nats::jetstream::new(client);
+    let mut said = Vec::new();
+    if let Some((stream, consumer)) = stream {
+        let s = js
+            .get_stream(stream)
+            .await
+            .map_err(|e| format!("stream {stream}: {e}"))?;
+        let has_consumer = s.consumer_info(consumer).await.is_ok();
+        said.push(format!(
+            "stream {stream} exists; consumer {consumer} {}",
+            if has_consumer {
+                "exists"
+            } else {
+                "will be created"
+            }
+        ));
+    }
+    if let Some(subject) = subject {
+        let name = js
+            .stream_by_subject(subject)
+            .await
+            .map_err(|e| format!("no stream takes subject {subject}: {e}"))?;
+        said.push(format!("stream {name} takes {subject}"));
+    }
+    Ok(said.join("; "))
+}

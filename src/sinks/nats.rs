@@ -55,7 +55,7 @@ fn default_buffer_max_bytes() -> usize {
 }
 
 impl NatsSinkConfig {
-    fn connection(&self) -> Connection<'_> {
+    pub(crate) fn connection(&self) -> Connection<'_> {
         Connection {
             url: &self.url,
             auth: &self.auth,

@@ -425,3 +425,78 @@ fn kafka_broker_restart_resumes() {
     );
     assert!(d.stop().0.success());
 }
+
+/// `iocd check` validates broker settings without connecting;
+/// `check --connect` reaches the broker and names the missing topic.
+#[test]
+fn kafka_check_connect_names_what_is_missing() {
+    let test = "kafka_check_connect_names_what_is_missing";
+    let Some(bin) = tansu(test) else { return };
+    let dir = test_dir("kafka-check");
+    let broker = Tansu::start(&bin, free_port());
+    broker.topic("logs", 1);
+    let cfg = dir.join("iocd.toml");
+    std::fs::write(
+        &cfg,
+        config(&dir, &broker.brokers(), &broker.brokers(), free_port(), ""),
+    )
+    .unwrap();
+    // Without --connect nothing is reached: a broker that is not there is fine.
+    let offline = dir.join("offline.toml");
+    std::fs::write(
+        &offline,
+        config(&dir, "127.0.0.1:1", "127.0.0.1:1", free_port(), ""),
+    )
+    .unwrap();
+    let out = crate::common::check(&offline);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let connect = |c: &Path| {
+        crate::common::iocd()
+            .args(["check", "--connect", "--config"])
+            .arg(c)
+            .output()
+            .unwrap()
+    };
+    let out = connect(&cfg);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert!(
+        err.contains("sinks.bus") && err.contains("topics missing") && err.contains("hits"),
+        "{err}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("sources.bus: "),
+        "the source's topic is there"
+    );
+    broker.topic("hits", 1);
+    let out = connect(&cfg);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A librdkafka property it does not know is an error at once, by key.
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        config(
+            &dir,
+            &broker.brokers(),
+            &broker.brokers(),
+            free_port(),
+            "[sinks.bus.librdkafka]\n\"linger.msec\" = \"5\"",
+        ),
+    )
+    .unwrap();
+    let out = crate::common::check(&bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("sinks.bus.librdkafka") && err.contains("linger.msec"),
+        "{err}"
+    );
+}

@@ -410,3 +410,46 @@ fn nats_reload_under_load_loses_nothing() {
     );
     assert!(d.stop().0.success());
 }
+
+/// `check --connect` names a missing stream, and a hits subject no
+/// stream takes.
+#[test]
+fn nats_check_connect_names_what_is_missing() {
+    let test = "nats_check_connect_names_what_is_missing";
+    let dir = test_dir("nats-check");
+    let Some(server) = server(test, &dir) else {
+        return;
+    };
+    let cfg = dir.join("check.toml");
+    std::fs::write(&cfg, config(&dir, &server.url(), free_port(), "")).unwrap();
+    let connect = || {
+        crate::common::iocd()
+            .args(["check", "--connect", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap()
+    };
+    let out = connect();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert!(
+        err.contains("sources.js") && err.contains("stream LOGS"),
+        "{err}"
+    );
+    assert!(
+        err.contains("sinks.js") && err.contains("iocd.hits"),
+        "{err}"
+    );
+    streams(&server.url(), true);
+    let out = connect();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("consumer iocd will be created") && said.contains("stream HITS takes"),
+        "{said}"
+    );
+}
