@@ -60,12 +60,14 @@ fn systemd_unit_verifies() {
 fn kubernetes_manifests_validate_and_carry_a_valid_config() {
     let manifest = root().join("deploy/kubernetes/iocd.yaml");
     let sidecar = root().join("deploy/kubernetes/sidecar.yaml");
+    let brokers = root().join("deploy/kubernetes/brokers.yaml");
     if common::installed("kubernetes-validate", "kubernetes_manifests_validate") {
         // 1.29: the first release with native sidecars (restartPolicy: Always).
         let out = Command::new("kubernetes-validate")
             .args(["--strict", "-k", "1.29.0"])
             .arg(&manifest)
             .arg(&sidecar)
+            .arg(&brokers)
             .output()
             .unwrap();
         assert!(
@@ -199,4 +201,34 @@ fn dashboard_and_alerts_query_metrics_iocd_exports() {
         }
     }
     assert!(seen > 20, "{seen}");
+}
+
+/// The scale-out examples' configs (Kafka in the manifest, NATS in
+/// deploy/examples) pass `iocd check`, which checks broker settings
+/// without connecting.
+#[test]
+fn broker_examples_pass_check() {
+    let dir = common::test_dir("broker-examples");
+    std::fs::create_dir_all(dir.join("feeds")).unwrap();
+    std::fs::write(dir.join("feeds/local.txt"), "198.51.100.7\n").unwrap();
+    let feeds = dir.join("feeds").display().to_string();
+    let text = std::fs::read_to_string(root().join("deploy/kubernetes/brokers.yaml")).unwrap();
+    let start = text.find("  iocd.toml: |\n").unwrap() + 15;
+    let kafka: String = text[start..]
+        .lines()
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| l[4..].replace("/etc/iocd/feeds", &feeds) + "\n")
+        .collect();
+    let nats = std::fs::read_to_string(root().join("deploy/examples/nats.toml"))
+        .unwrap()
+        .replace("/etc/iocd/feeds", &feeds);
+    for (name, config) in [("kafka.toml", kafka), ("nats.toml", nats)] {
+        std::fs::write(dir.join(name), config).unwrap();
+        let out = common::check(&dir.join(name));
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
