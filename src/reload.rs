@@ -111,7 +111,7 @@ pub struct FeedWatch {
 impl FeedWatch {
     pub fn start(config: &Config) -> FeedWatch {
         let (tx, events) = mpsc::channel::<()>(1);
-        let mut watcher = new_watcher(tx.clone());
+        let mut watcher = new_watcher(tx.clone(), Relevant::of(config));
         watch_all(&mut watcher, config);
         FeedWatch {
             watcher,
@@ -122,7 +122,7 @@ impl FeedWatch {
 
     /// Watches the directories of a changed configuration instead.
     fn rewatch(&mut self, config: &Config) {
-        self.watcher = new_watcher(self.tx.clone());
+        self.watcher = new_watcher(self.tx.clone(), Relevant::of(config));
         watch_all(&mut self.watcher, config);
     }
 }
@@ -282,10 +282,51 @@ async fn until_unix(t: i64) {
     tokio::time::sleep(Duration::from_secs(wait)).await;
 }
 
-fn new_watcher(tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+/// Which changes concern the feeds: anything below a feed folder, a feed
+/// file itself, and Kubernetes' `..data` swaps; not the other files beside
+/// a single-file feed (a log written next to it would reload forever).
+#[derive(Clone, Default)]
+struct Relevant {
+    folders: Vec<PathBuf>,
+    files: Vec<PathBuf>,
+}
+
+impl Relevant {
+    fn of(config: &Config) -> Relevant {
+        let mut r = Relevant::default();
+        for f in config.feeds.values().chain(config.allowlists.values()) {
+            if f.url.is_some() {
+                continue;
+            }
+            if f.path.is_dir() {
+                r.folders.push(f.path.clone());
+            } else {
+                r.files.push(f.path.clone());
+            }
+        }
+        r
+    }
+
+    fn concerns(&self, ev: &notify::Event) -> bool {
+        // An event without paths says too little to ignore.
+        ev.paths.is_empty()
+            || ev.paths.iter().any(|p| {
+                self.folders.iter().any(|d| p.starts_with(d))
+                    || self
+                        .files
+                        .iter()
+                        .any(|f| p == f || p.file_name() == f.file_name())
+                    || p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(".."))
+            })
+    }
+}
+
+fn new_watcher(tx: mpsc::Sender<()>, relevant: Relevant) -> Option<notify::RecommendedWatcher> {
     let w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res {
-            if !matches!(ev.kind, notify::EventKind::Access(_)) {
+            if !matches!(ev.kind, notify::EventKind::Access(_)) && relevant.concerns(&ev) {
                 let _ = tx.try_send(()); // a pending reload covers this change too
             }
         }
@@ -317,5 +358,33 @@ fn watch_all(watcher: &mut Option<notify::RecommendedWatcher>, config: &Config) 
         if let Err(e) = w.watch(&dir, mode) {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot watch feed directory");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_changes_to_feeds_reload() {
+        let r = Relevant {
+            folders: vec![PathBuf::from("/feeds/dir")],
+            files: vec![PathBuf::from("/etc/iocd/ips.txt")],
+        };
+        let ev = |p: &str| notify::Event::new(notify::EventKind::Any).add_path(PathBuf::from(p));
+        let cases = [
+            ("/feeds/dir/2024/a.txt", true),
+            ("/etc/iocd/ips.txt", true),
+            // An editor's rename over the file, a ConfigMap's swap.
+            ("/etc/iocd/..data", true),
+            ("/etc/iocd/..2026_11_23_01", true),
+            // A log written beside the file feed.
+            ("/etc/iocd/run.log", false),
+            ("/etc/iocd/iocd.toml", false),
+        ];
+        for (path, want) in cases {
+            assert_eq!(r.concerns(&ev(path)), want, "{path}");
+        }
+        assert!(r.concerns(&notify::Event::new(notify::EventKind::Any)));
     }
 }
