@@ -500,3 +500,47 @@ fn kafka_check_connect_names_what_is_missing() {
         "{err}"
     );
 }
+
+/// Swapping to the full indicator set while records stream in loses
+/// nothing: every line gives the small set's hits, and every line sent
+/// after the reload the full set's.
+#[test]
+fn kafka_reload_under_load_loses_nothing() {
+    let test = "kafka_reload_under_load_loses_nothing";
+    let Some(bin) = tansu(test) else { return };
+    let dir = test_dir("kafka-reload");
+    let broker = Tansu::start(&bin, free_port());
+    broker.topic("logs", 4);
+    broker.topic("hits", 1);
+    let admin = free_port();
+    let mut d = start_daemon(
+        &dir,
+        &config(&dir, &broker.brokers(), &broker.brokers(), admin, ""),
+    );
+    wait_metric(admin, ASSIGNED, |n| n == 4.0);
+    let first = lines::lines(0..20_000);
+    let mut hits = reader(&broker.brokers(), "hits");
+    let producer = {
+        let (b, l) = (broker.brokers(), first.clone());
+        std::thread::spawn(move || produce(&b, "logs", &l, 100))
+    };
+    wait_metric(admin, RECEIVED, |n| n > 0.0);
+    let full = format!("{}{}", lines::FEED, lines::FEED_MORE);
+    std::fs::write(dir.join("feed.new"), &full).unwrap();
+    std::fs::rename(dir.join("feed.new"), dir.join("feed.txt")).unwrap();
+    d.wait_log("engine reloaded");
+    producer.join().unwrap();
+    let second = lines::lines(20_000..22_000);
+    produce(&broker.brokers(), "logs", &second, 100);
+    let mut want = expected(&dir, lines::FEED, &first);
+    want.extend(expected(&dir, &full, &second));
+    hits.read_until_all_or_show(&want, Duration::from_secs(90), &[&d]);
+    let full_set = expected(&dir, &full, &first);
+    let extra = hits.unexpected(&want);
+    assert!(
+        extra.iter().all(|k| full_set.contains_key(k)),
+        "hits no indicator set gives: {extra:?}"
+    );
+    wait_metric(admin, RECEIVED, |n| n == 22_000.0);
+    assert!(d.stop().0.success());
+}

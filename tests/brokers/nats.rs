@@ -61,8 +61,16 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A JetStream context; `nats://TOKEN@host:port` authenticates with TOKEN.
 async fn js(url: &str) -> jetstream::Context {
-    jetstream::new(async_nats::connect(url).await.unwrap())
+    let client = match url.strip_prefix("nats://").and_then(|r| r.split_once('@')) {
+        Some((token, host)) => async_nats::ConnectOptions::with_token(token.to_owned())
+            .connect(format!("nats://{host}"))
+            .await
+            .unwrap(),
+        None => async_nats::connect(url).await.unwrap(),
+    };
+    jetstream::new(client)
 }
 
 /// The logs' stream, and (unless `hits` is false) the hits' stream with
@@ -452,4 +460,63 @@ fn nats_check_connect_names_what_is_missing() {
         said.contains("consumer iocd will be created") && said.contains("stream HITS takes"),
         "{said}"
     );
+}
+
+/// A server that wants a token: the token from the environment is used
+/// (and never logged), and hits flow.
+#[test]
+fn nats_token_from_the_environment() {
+    let test = "nats_token_from_the_environment";
+    let dir = test_dir("nats-token");
+    if !crate::common::installed(nats_server(), test) {
+        return;
+    }
+    let port = free_port();
+    let mut child = Command::new(nats_server())
+        .args([
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "--auth",
+            "s3cret-t0ken",
+            "-sd",
+        ])
+        .arg(dir.join("store"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    lines::wait_listening(port, &mut child, "nats-server");
+    let server = NatsServer {
+        port,
+        store: dir.join("store"),
+        child,
+    };
+    let url = format!("nats://s3cret-t0ken@127.0.0.1:{port}");
+    streams(&url, true);
+    let admin = free_port();
+    let cfg = config(
+        &dir,
+        &server.url(),
+        admin,
+        "[sources.js.auth]\ntoken = { env = \"NATS_TOKEN\" }",
+    )
+    .replace(
+        "subject = \"iocd.hits.{type}\"\n",
+        "subject = \"iocd.hits.{type}\"\n[sinks.js.auth]\ntoken = { env = \"NATS_TOKEN\" }\n",
+    );
+    let d = Daemon::start_with_env(&dir, &cfg, &[("NATS_TOKEN", "s3cret-t0ken")]);
+    let lines = lines::lines(0..300);
+    let want = expected(&dir, lines::FEED, &lines);
+    let mut hits = reader(&url);
+    publish(&url, &lines, 100);
+    hits.read_until_all_or_show(&want, Duration::from_secs(60), &[&d]);
+    let logged: Vec<String> = d.log.try_iter().collect();
+    assert!(
+        !logged.iter().any(|l| l.contains("s3cret")),
+        "the token was logged"
+    );
+    assert!(d.stop().0.success());
 }
