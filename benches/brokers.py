@@ -151,11 +151,27 @@ def total(ports, name):
     return sum(metric(p, name) or 0 for p in ports)
 
 
+def raw_read(brokers, nbytes):
+    """The ceiling: confluent-kafka (librdkafka, C) reading the same records."""
+    c = Consumer({"bootstrap.servers": brokers, "group.id": "raw", "enable.auto.commit": False})
+    c.assign([TopicPartition("logs", p, 0) for p in range(4)])
+    got, t0 = 0, time.time()
+    while got < nbytes:
+        m = c.poll(1)
+        if m is not None and not m.error():
+            got += len(m.value()) + 1
+    dt = time.time() - t0
+    c.close()
+    return nbytes / dt / 1e6
+
+
 def throughput(tmp, lines, nbytes, feed, instances, want_hits):
     k = Tansu()
     k.topic("logs", 4)
     k.topic("hits", 4)
     produce(k.brokers, "logs", lines)
+    if instances == 1:
+        print(f"confluent-kafka reading the records: {raw_read(k.brokers, nbytes):7.1f} MB/s (broker and client ceiling)")
     procs = [daemon(os.path.join(tmp, f"tp{instances}-{i}"), k.brokers, feed) for i in range(instances)]
     ports = [p for _, p in procs]
     wait(lambda: all(live(p) for p in ports), "daemons up")

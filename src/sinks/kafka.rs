@@ -211,11 +211,17 @@ impl KafkaWriter {
     /// sequence state, as when it restarts without its data) refuses every
     /// record from then on: it is made anew, and the hits it failed are
     /// retried by the driver (duplicates are possible, losses are not).
-    fn renew_if_fatal(&mut self) {
-        let Some((code, why)) = self.producer.client().fatal_error() else {
-            return;
+    ///
+    /// So is one whose every delivery of a write timed out: after a broker
+    /// restart librdkafka can keep a stale view of the topic (or wait for a
+    /// producer id it will not get) and time out forever.
+    fn renew_if_stuck(&mut self, all_timed_out: bool) {
+        let why = match self.producer.client().fatal_error() {
+            Some((code, why)) => format!("fatal error {code:?}: {why}"),
+            None if all_timed_out => "every delivery of a write timed out".to_owned(),
+            None => return,
         };
-        tracing::warn!(sink = %self.name, error = ?code, reason = %why, "Kafka producer hit a fatal error; making a new one");
+        tracing::warn!(sink = %self.name, reason = %why, "making a new Kafka producer");
         match producer(&self.client, &self.name, &self.metrics) {
             Ok(p) => self.producer = p,
             Err(e) => {
@@ -271,10 +277,14 @@ impl HitWriter for KafkaWriter {
                 }
             }
         }
+        let mut timed_out = 0;
         for (i, delivery) in deliveries {
             match delivery.await {
                 Ok(Ok(_)) => self.publish.observe(started.elapsed().as_secs_f64()),
                 Ok(Err((e, _))) => {
+                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageTimedOut) {
+                        timed_out += 1;
+                    }
                     if is_permanent(&e) {
                         outcome.rejected.push(i);
                     } else {
@@ -290,7 +300,7 @@ impl HitWriter for KafkaWriter {
         }
         outcome.retry.sort_unstable();
         if !outcome.retry.is_empty() {
-            self.renew_if_fatal();
+            self.renew_if_stuck(timed_out == hits.len());
         }
         if outcome.why.is_some() {
             tracing::debug!(sink = %self.name, retry = outcome.retry.len(), rejected = outcome.rejected.len(), "Kafka deliveries failed");
