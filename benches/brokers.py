@@ -210,7 +210,19 @@ def restart_time(tmp, lines, feed):
     return dt
 
 
+def an_indicator(feed):
+    """A domain or address of the feed, to put in the timed lines."""
+    import re
+    with open(feed) as f:
+        for line in f:
+            v = line.split("#")[0].strip()
+            if re.fullmatch(r"[0-9.]+|[a-z0-9-]+(\.[a-z0-9-]+)+", v or "-"):
+                return v
+    sys.exit("no domain or address in the feed")
+
+
 def latency(tmp, feed, rate_lines, seconds=20):
+    ioc = an_indicator(feed)
     k = Tansu()
     k.topic("logs", 4)
     k.topic("hits", 1)
@@ -242,7 +254,7 @@ def latency(tmp, feed, rate_lines, seconds=20):
         now = time.time()
         if now < next_at:
             time.sleep(next_at - now)
-        batch = [f"sent={time.time():.6f} conn to 198.51.100.7 n={n + i}".encode() if i == 0 else
+        batch = [f"sent={time.time():.6f} conn to {ioc} n={n + i}".encode() if i == 0 else
                  f"filler line {n + i} nothing here".encode() for i in range(per_record)]
         p.produce("logs", b"\n".join(batch))
         p.poll(0)
@@ -262,6 +274,12 @@ def latency(tmp, feed, rate_lines, seconds=20):
 
 def main():
     corpus = sys.argv[1]
+    if os.environ.get("IOCD_BENCH_ONLY") == "latency":
+        feed = os.path.join(corpus, "ind-100k.txt")
+        rate = float(os.environ.get("IOCD_BENCH_RATE", "100000"))
+        p50, p99, n = latency(tempfile.mkdtemp(prefix="iocd-brokers-"), feed, rate)
+        print(f"latency at {rate:.0f} lines/s: p50 {p50 * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms over {n} hits")
+        return
     mb = int(sys.argv[2]) if len(sys.argv) > 2 else 64
     feed = os.path.join(corpus, "ind-100k.txt")
     with open(os.path.join(corpus, "logs.txt"), "rb") as f:
