@@ -228,7 +228,8 @@ def latency(tmp, feed, rate_lines, seconds=20):
     k.topic("hits", 1)
     proc, port = daemon(os.path.join(tmp, "latency"), k.brokers, feed)
     wait(lambda: assigned([port]) == 4, "assigned")
-    c = Consumer({"bootstrap.servers": k.brokers, "group.id": "lat", "enable.auto.commit": False})
+    c = Consumer({"bootstrap.servers": k.brokers, "group.id": "lat", "enable.auto.commit": False,
+                  "fetch.wait.max.ms": 10})
     c.assign([TopicPartition("hits", 0, 0)])
     lat = []
     done = threading.Event()

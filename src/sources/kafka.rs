@@ -136,6 +136,11 @@ impl KafkaSourceConfig {
         if !self.librdkafka.contains_key("queued.max.messages.kbytes") {
             c.set("queued.max.messages.kbytes", "16384");
         }
+        // A broker that holds an empty fetch for the whole wait (rather than
+        // answering when records arrive) adds up to this much latency.
+        if !self.librdkafka.contains_key("fetch.wait.max.ms") {
+            c.set("fetch.wait.max.ms", "100");
+        }
         // A topic that appears (or comes back with a restarted broker) is
         // noticed within seconds, not librdkafka's default 5 minutes.
         if !self
