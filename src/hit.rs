@@ -169,27 +169,42 @@ impl Origin {
     /// same line of a redelivered message and the same indicator, whichever
     /// instance matched it (NATS `Nats-Msg-Id`). 32 hex digits of SHA-256.
     pub fn hit_id(&self, line: u32, ind: &Indicator) -> String {
+        // Fed piece by piece, NUL-separated: no string is built per hit.
         let mut d = ring::digest::Context::new(&ring::digest::SHA256);
-        let coords = match self {
+        let mut field = |b: &[u8]| {
+            d.update(b);
+            d.update(b"\0");
+        };
+        match self {
             Origin::Kafka {
                 topic,
                 partition,
                 offset,
-            } => format!("kafka\0{topic}\0{partition}\0{offset}"),
+            } => {
+                field(b"kafka");
+                field(topic.as_bytes());
+                field(&partition.to_le_bytes());
+                field(&offset.to_le_bytes());
+            }
             Origin::Nats {
                 stream, sequence, ..
-            } => format!("nats\0{stream}\0{sequence}"),
-        };
-        d.update(coords.as_bytes());
-        d.update(format!("\0{line}\0{}\0", ind.kind.as_str()).as_bytes());
-        d.update(ind.provenance.feed.name.as_bytes());
-        d.update(b"\0");
-        d.update(ind.value.as_bytes());
+            } => {
+                field(b"nats");
+                field(stream.as_bytes());
+                field(&sequence.to_le_bytes());
+            }
+        }
+        field(&line.to_le_bytes());
+        field(ind.kind.as_str().as_bytes());
+        field(ind.provenance.feed.name.as_bytes());
+        field(ind.value.as_bytes());
         let digest = d.finish();
-        digest.as_ref()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        let mut id = String::with_capacity(32);
+        for b in &digest.as_ref()[..16] {
+            use std::fmt::Write as _;
+            let _ = write!(id, "{b:02x}");
+        }
+        id
     }
 }
 

@@ -136,6 +136,20 @@ impl Default for DriverSettings {
     }
 }
 
+impl DriverSettings {
+    /// A sink that sends one message per hit to a broker and awaits each
+    /// one's acknowledgement (Kafka, NATS): writes of up to 10,000 hits, no
+    /// linger, the given buffer.
+    pub fn per_message(buffer_max_events: usize, buffer_max_bytes: usize) -> DriverSettings {
+        DriverSettings {
+            max_events: 10_000,
+            buffer_max_events,
+            buffer_max_bytes,
+            ..DriverSettings::default()
+        }
+    }
+}
+
 /// What every sink's driver is given besides its writer.
 pub struct SinkInputs {
     /// The sink's name (its metrics label).

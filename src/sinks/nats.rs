@@ -74,12 +74,7 @@ impl NatsSinkConfig {
     }
 
     pub(crate) fn driver_settings(&self) -> DriverSettings {
-        DriverSettings {
-            max_events: 10_000,
-            buffer_max_events: self.buffer_max_events,
-            buffer_max_bytes: self.buffer_max_bytes,
-            ..DriverSettings::default()
-        }
+        DriverSettings::per_message(self.buffer_max_events, self.buffer_max_bytes)
     }
 }
 

@@ -410,7 +410,7 @@ fn kafka_broker_restart_resumes() {
     let _ = broker.child.kill();
     let _ = broker.child.wait();
     // While no broker is reachable the source cannot consume: not ready.
-    wait_ready(admin, 503, "no Kafka broker reachable");
+    lines::wait_ready(admin, 503, "no Kafka broker reachable");
     let restarted = std::time::Instant::now();
     broker = Tansu::start(&bin, port);
     broker.topic("logs", 2);
@@ -420,7 +420,7 @@ fn kafka_broker_restart_resumes() {
     let mut hits = reader(&broker.brokers(), "hits");
     produce(&broker.brokers(), "logs", &after, 100);
     hits.read_until_all_or_show(&want, Duration::from_secs(120), &[&d]);
-    wait_ready(admin, 200, "");
+    lines::wait_ready(admin, 200, "");
     eprintln!(
         "kafka broker restart: hits flowing again {:.1} s after the restart; {} duplicates",
         restarted.elapsed().as_secs_f64(),
@@ -546,21 +546,4 @@ fn kafka_reload_under_load_loses_nothing() {
     );
     wait_metric(admin, RECEIVED, |n| n == 22_000.0);
     assert!(d.stop().0.success());
-}
-
-/// Waits (bounded) until `/ready` answers `status` with `says` in its body.
-pub fn wait_ready(admin: u16, status: u16, says: &str) {
-    let deadline = std::time::Instant::now() + crate::harness::WAIT;
-    loop {
-        let (got, body) = http_get(admin, "/ready");
-        if got == status && body.contains(says) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "/ready never answered {status} with {says:?}: {got} {body}"
-        );
-        // Readiness has no change notification: poll it.
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }

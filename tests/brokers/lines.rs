@@ -2,10 +2,10 @@
 //! `iocd scan` expects of them, and a comparison that reports duplicates.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 /// The tests' feed: addresses, a network and domains.
@@ -102,7 +102,7 @@ pub struct HitReader {
 impl HitReader {
     /// Lines (JSON hits) from `child`'s stdout, after it prints `ready`.
     pub fn from_child(mut child: Child, ready: &str) -> HitReader {
-        let rx = lines_of(child.stdout.take().unwrap());
+        let rx = crate::harness::lines_of(child.stdout.take().unwrap());
         let first = rx
             .recv_timeout(crate::harness::WAIT)
             .expect("the reader started");
@@ -196,19 +196,6 @@ impl Drop for HitReader {
     }
 }
 
-pub fn lines_of(r: impl std::io::Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
 /// Waits until something accepts TCP connections on `port` (a server
 /// that has no readiness signal of its own); bounded.
 pub fn wait_listening(port: u16, child: &mut Child, what: &str) {
@@ -259,4 +246,21 @@ pub fn metric_sum(ports: &[u16], name: &str) -> f64 {
         .iter()
         .filter_map(|p| crate::harness::metric(&crate::harness::http_get(*p, "/metrics").1, name))
         .sum()
+}
+
+/// Waits (bounded) until `/ready` answers `status` with `says` in its body.
+pub fn wait_ready(admin: u16, status: u16, says: &str) {
+    let deadline = std::time::Instant::now() + crate::harness::WAIT;
+    loop {
+        let (got, body) = crate::harness::http_get(admin, "/ready");
+        if got == status && body.contains(says) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/ready never answered {status} with {says:?}: {got} {body}"
+        );
+        // Readiness has no change notification: poll it.
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

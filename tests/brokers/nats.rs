@@ -335,14 +335,14 @@ fn nats_server_restart_loses_no_hit() {
     wait_metric(admin, RECEIVED, |n| n > 0.0);
     server.stop();
     // Disconnected, the source cannot consume: not ready.
-    crate::kafka::wait_ready(admin, 503, "NATS server unreachable");
+    lines::wait_ready(admin, 503, "NATS server unreachable");
     server.restart();
     let restarted = std::time::Instant::now();
     publish(&server.url(), &lines[5000..], 50);
     let mut hits = reader(&server.url());
     hits.read_until_all_or_show(&want, Duration::from_secs(120), &[&d]);
     assert!(hits.unexpected(&want).is_empty());
-    crate::kafka::wait_ready(admin, 200, "");
+    lines::wait_ready(admin, 200, "");
     eprintln!(
         "nats server restart: all {} hits within {:.1} s of the restart; {} stored twice",
         want.len(),

@@ -30,7 +30,8 @@ pub struct Daemon {
     pub log: Receiver<String>,
 }
 
-fn lines_of(r: impl Read + Send + 'static) -> Receiver<String> {
+/// The lines `r` yields, as they come, on a channel (a thread reads).
+pub fn lines_of(r: impl Read + Send + 'static) -> Receiver<String> {
     let (tx, rx) = channel();
     std::thread::spawn(move || {
         for line in BufReader::new(r).lines() {
