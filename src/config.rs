@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::hit::HitFormat;
+use crate::hit::{HitFormat, OutputConfig};
 use crate::load::{FeedConfig, LoadPlan};
 use crate::pipeline::EngineConfig;
 use crate::settings::{in_range, Invalid};
 use crate::sinks::{SinkConfig, StdoutConfig};
 use crate::sources::{SourceConfig, StdinConfig};
+use crate::suppress::SuppressConfig;
 use crate::taxii::TaxiiConfig;
 
 /// A whole configuration file.
@@ -42,6 +43,11 @@ pub struct Config {
     #[serde(default)]
     /// Line cutting, batching, queueing and matching (`[engine]`).
     pub engine: EngineConfig,
+    #[serde(default)]
+    /// How hits are shaped into documents (`[output]`).
+    pub output: OutputConfig,
+    /// Repeats of a hit counted instead of emitted (`[suppress]`).
+    pub suppress: Option<SuppressConfig>,
     #[serde(default)]
     /// When feeds are reloaded (`[reload]`).
     pub reload: ReloadConfig,
@@ -191,7 +197,7 @@ impl Config {
             ..Config::default()
         };
         c.sources
-            .insert("stdin".into(), SourceConfig::Stdin(StdinConfig {}));
+            .insert("stdin".into(), SourceConfig::Stdin(StdinConfig::default()));
         c.sinks.insert(
             "stdout".into(),
             SinkConfig::Stdout(StdoutConfig {
@@ -288,6 +294,9 @@ impl Config {
                 f.validate()
                     .map_err(|e| e.within(&format!("{table}.{name}")))?;
             }
+        }
+        if let Some(s) = &self.suppress {
+            s.validate().map_err(|e| e.within("suppress"))?;
         }
         if self.feeds.is_empty() && self.taxii.is_empty() && !self.example_feed {
             return Err(Invalid::new("feeds", "at least one feed is needed"));
@@ -393,7 +402,8 @@ address = "127.0.0.1:9464"
                 max_connections_per_peer: None,
                 idle_timeout_secs: 600,
                 evict_idle_secs: 10,
-                framing: crate::sources::Framing::Auto
+                framing: crate::sources::Framing::Auto,
+                parse: Default::default(),
             })
         );
         assert_eq!(
@@ -402,6 +412,7 @@ address = "127.0.0.1:9464"
                 path: "/var/log/app.log".into(),
                 start_at: crate::sources::file::StartAt::Beginning,
                 follow_symlinks: false,
+                parse: Default::default(),
             })
         );
         assert!(matches!(

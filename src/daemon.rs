@@ -25,6 +25,7 @@ use crate::pipeline;
 use crate::reload::{self, Reloader};
 use crate::sinks;
 use crate::sources::{self, SourceContext};
+use crate::suppress::Suppressor;
 
 /// Why the daemon could not start or stop cleanly; each maps to an exit code.
 #[derive(Debug)]
@@ -119,8 +120,24 @@ pub async fn run(
         sink_tasks.push(task);
     }
     let formats = pipeline::Formats::of(config.sinks.values().map(sinks::SinkConfig::format));
-    let (queue, hits, matchers) =
-        pipeline::start_matchers(engine.clone(), &config.engine, formats, metrics.clone());
+    let suppressor = config.suppress.as_ref().map(|c| {
+        let mut s = Suppressor::new(c, metrics.suppress_evictions.clone());
+        if let Some(dir) = &config.state_dir {
+            s.restore(dir);
+        }
+        Arc::new(s)
+    });
+    let output = pipeline::HitOutput {
+        group: config.output.group,
+        suppressor: suppressor.clone(),
+    };
+    let (queue, hits, matchers) = pipeline::start_matchers(
+        engine.clone(),
+        &config.engine,
+        formats,
+        output,
+        metrics.clone(),
+    );
     let dispatcher = tokio::spawn(pipeline::dispatch(hits, sink_senders));
 
     let admin = match &config.metrics {
@@ -152,6 +169,7 @@ pub async fn run(
         metrics: metrics.clone(),
         shutdown: stop_rx.clone(),
         state_dir: config.state_dir.clone(),
+        format: Default::default(),
     };
     let mut source_tasks = Vec::new();
     for (name, sc) in &config.sources {
@@ -230,6 +248,9 @@ pub async fn run(
         }
     };
     let drained = tokio::time::timeout(Duration::from_secs(grace), drain).await;
+    if let Some(Err(e)) = suppressor.map(|s| s.save()) {
+        tracing::warn!(error = %e, "cannot save the suppression state; a restart re-alerts");
+    }
     reload_task.abort();
     if let Some(a) = admin {
         a.abort();

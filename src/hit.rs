@@ -7,12 +7,15 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
+use crate::context::syslog::{FACILITIES, SEVERITIES};
+use crate::context::LineContext;
 use crate::engine::Match;
 use crate::indicator::Indicator;
+use crate::suppress::Repeats;
+pub use crate::time::{now_rfc3339, rfc3339};
 
 /// The JSON shape of a hit.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -72,26 +75,17 @@ impl EncodedHits {
         &self.bytes[start..self.ends[i]]
     }
 
+    /// Forgets every hit, keeping the memory.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
     /// Appends one hit written by `write` (which must write one JSON line).
     fn push(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
         write(&mut self.bytes);
         debug_assert_eq!(self.bytes.last(), Some(&b'\n'));
         self.ends.push(self.bytes.len());
-    }
-}
-
-/// Encodes one hit in `format`: the table every sink's format goes through.
-pub fn encode(
-    format: HitFormat,
-    out: &mut EncodedHits,
-    ev: &Event,
-    ind: &Indicator,
-    m: &Match,
-    matched: &[u8],
-) {
-    match format {
-        HitFormat::Native => out.push(|o| write_native_event(o, ev, ind, m, matched)),
-        HitFormat::Ecs => out.push(|o| write_ecs(o, ev, ind, m, matched)),
     }
 }
 
@@ -165,10 +159,11 @@ impl Origin {
         let _ = write!(out, ",\"line\":{line}}}");
     }
 
-    /// A stable identifier of one hit from this message: the same for the
-    /// same line of a redelivered message and the same indicator, whichever
-    /// instance matched it (NATS `Nats-Msg-Id`). 32 hex digits of SHA-256.
-    pub fn hit_id(&self, line: u32, ind: &Indicator) -> String {
+    /// A stable identifier of one hit document from this message: the same
+    /// for the same line of a redelivered message and the same indicators
+    /// (one, or a line's group), whichever instance matched it (NATS
+    /// `Nats-Msg-Id`). 32 hex digits of SHA-256.
+    pub fn hit_id<'i>(&self, line: u32, inds: impl IntoIterator<Item = &'i Indicator>) -> String {
         // Fed piece by piece, NUL-separated: no string is built per hit.
         let mut d = ring::digest::Context::new(&ring::digest::SHA256);
         let mut field = |b: &[u8]| {
@@ -195,9 +190,11 @@ impl Origin {
             }
         }
         field(&line.to_le_bytes());
-        field(ind.kind.as_str().as_bytes());
-        field(ind.provenance.feed.name.as_bytes());
-        field(ind.value.as_bytes());
+        for ind in inds {
+            field(ind.kind.as_str().as_bytes());
+            field(ind.provenance.feed.name.as_bytes());
+            field(ind.value.as_bytes());
+        }
         let digest = d.finish();
         let mut id = String::with_capacity(32);
         for b in &digest.as_ref()[..16] {
@@ -208,108 +205,250 @@ impl Origin {
     }
 }
 
-/// Writes one hit as a JSON line (with the trailing newline).
-pub fn write_native(out: &mut Vec<u8>, s: &Sighting, ind: &Indicator, m: &Match, matched: &[u8]) {
-    let str_ =
-        |out: &mut Vec<u8>, v: &str| serde_json::to_writer(&mut *out, v).expect("writing to a Vec");
+/// One indicator found in a line, as a hit reports it.
+#[derive(Clone, Copy)]
+pub struct Found<'a> {
+    /// The indicator.
+    pub indicator: &'a Indicator,
+    /// Where in the line it matched.
+    pub m: Match,
+    /// The bytes of the line it matched.
+    pub matched: &'a [u8],
+    /// Repeats of its suppression key it closes ([`crate::suppress`]).
+    pub repeats: Option<Repeats>,
+}
+
+/// What the daemon (or `scan`) knows of a line with hits besides its hits.
+pub struct Event<'a> {
+    /// Where the line was seen; `timestamp` is when iocd saw it.
+    pub sighting: Sighting<'a>,
+    /// The line for `event.original` (cut by the caller) and whether it
+    /// was cut short; none: `scan` without `--with-line`.
+    pub original: Option<(&'a [u8], bool)>,
+    /// What was read from the line and its source.
+    pub context: &'a LineContext<'a>,
+}
+
+impl Event<'_> {
+    /// The event's own time when the line carries one (a syslog header),
+    /// else when iocd saw it.
+    fn timestamp(&self) -> std::borrow::Cow<'_, str> {
+        match self.context.syslog.as_ref().and_then(|h| h.timestamp_ms) {
+            Some(ms) => crate::time::rfc3339_ms(ms).into(),
+            None => self.sighting.timestamp.into(),
+        }
+    }
+}
+
+/// How hits are grouped into documents (`[output] group`): a closed set.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Grouping {
+    /// One document per (line, indicator).
+    #[default]
+    Hit,
+    /// One document per line, holding every indicator that matched it.
+    Line,
+}
+
+/// `[output]`: the shape of hit documents, for every sink.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// One document per hit (default) or per line.
+    #[serde(default)]
+    pub group: Grouping,
+}
+
+/// Encodes the hits of one line in `format`, one document per hit or one
+/// for the line: the table every sink's format goes through.
+pub fn encode(
+    format: HitFormat,
+    group: Grouping,
+    out: &mut EncodedHits,
+    ev: &Event,
+    found: &[Found],
+) {
+    match (group, format) {
+        (Grouping::Hit, HitFormat::Native) => {
+            for f in found {
+                out.push(|o| write_native(o, ev, std::slice::from_ref(f), false))
+            }
+        }
+        (Grouping::Hit, HitFormat::Ecs) => {
+            for f in found {
+                out.push(|o| write_ecs(o, ev, std::slice::from_ref(f), false))
+            }
+        }
+        (Grouping::Line, HitFormat::Native) => out.push(|o| write_native(o, ev, found, true)),
+        (Grouping::Line, HitFormat::Ecs) => out.push(|o| write_ecs(o, ev, found, true)),
+    }
+}
+
+fn json_str(out: &mut Vec<u8>, v: &str) {
+    serde_json::to_writer(&mut *out, v).expect("writing to a Vec");
+}
+
+/// The indicator object of native hits (`{"value", "type", "feed", ...}`),
+/// without its closing brace.
+fn native_indicator(out: &mut Vec<u8>, ind: &Indicator) {
+    out.extend_from_slice(b"{\"value\":");
+    json_str(out, &ind.value);
+    out.extend_from_slice(b",\"type\":");
+    json_str(out, ind.kind.as_str());
+    out.extend_from_slice(b",\"feed\":");
+    json_str(out, &ind.provenance.feed.name);
+    out.extend_from_slice(b",\"feed_file\":");
+    json_str(out, &ind.provenance.feed.file);
+    let _ = write!(out, ",\"feed_line\":{}", ind.provenance.line);
+    for (k, v) in &ind.provenance.meta {
+        out.push(b',');
+        json_str(out, k);
+        out.push(b':');
+        json_str(out, v);
+    }
+}
+
+/// `"matched":{"value","start","end","field"?}`.
+fn native_matched(out: &mut Vec<u8>, ev: &Event, f: &Found) {
+    out.extend_from_slice(b"\"matched\":{\"value\":");
+    json_str(out, &String::from_utf8_lossy(f.matched));
+    let _ = write!(out, ",\"start\":{},\"end\":{}", f.m.start, f.m.end);
+    if let Some(field) = ev.context.field(f.m.start, f.m.end) {
+        out.extend_from_slice(b",\"field\":");
+        json_str(out, field);
+    }
+    out.push(b'}');
+}
+
+fn native_repeats(out: &mut Vec<u8>, r: &Repeats) {
+    let _ = write!(out, "\"suppressed\":{},\"first_seen\":", r.suppressed);
+    json_str(out, &crate::time::rfc3339_ms(r.first_seen_ms));
+}
+
+/// Writes one native document (with the trailing newline): one hit, or
+/// with `grouped` a line's hits under `indicators`.
+///
+/// Shape: `{"@timestamp", "input", "line_number", "origin"?, "source"?,
+/// "log"?, "indicator", "matched", "suppressed"?, "first_seen"?,
+/// "event"?}`; grouped, `indicator`/`matched` become `"indicators": [{...,
+/// "matched": {...}}]`.
+pub fn write_native(out: &mut Vec<u8>, ev: &Event, found: &[Found], grouped: bool) {
+    let s = &ev.sighting;
     out.extend_from_slice(b"{\"@timestamp\":");
-    str_(out, s.timestamp);
+    json_str(out, &ev.timestamp());
     out.extend_from_slice(b",\"input\":");
-    str_(out, s.input);
+    json_str(out, s.input);
     let _ = write!(out, ",\"line_number\":{}", s.line_number);
     if let Some((origin, line)) = s.origin {
         out.extend_from_slice(b",\"origin\":");
         origin.write_json(out, line);
     }
-    out.extend_from_slice(b",\"indicator\":{\"value\":");
-    str_(out, &ind.value);
-    out.extend_from_slice(b",\"type\":");
-    str_(out, ind.kind.as_str());
-    out.extend_from_slice(b",\"feed\":");
-    str_(out, &ind.provenance.feed.name);
-    out.extend_from_slice(b",\"feed_file\":");
-    str_(out, &ind.provenance.feed.file);
-    let _ = write!(out, ",\"feed_line\":{}", ind.provenance.line);
-    for (k, v) in &ind.provenance.meta {
+    let context = context_json(ev.context);
+    for (k, v) in context.iter() {
         out.push(b',');
-        str_(out, k);
+        json_str(out, k);
         out.push(b':');
-        str_(out, v);
+        serde_json::to_writer(&mut *out, v).expect("writing to a Vec");
     }
-    out.extend_from_slice(b"},\"matched\":{\"value\":");
-    str_(out, &String::from_utf8_lossy(matched));
-    let _ = writeln!(out, ",\"start\":{},\"end\":{}}}}}", m.start, m.end);
-}
-
-/// The current time as RFC 3339 UTC with milliseconds.
-pub fn now_rfc3339() -> String {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    rfc3339(d.as_secs() as i64, d.subsec_millis())
-}
-
-/// Formats seconds since the epoch (days-to-civil, proleptic Gregorian).
-pub fn rfc3339(secs: i64, millis: u32) -> String {
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(951_782_400, 5), "2000-02-29T00:00:00.005Z");
-        assert_eq!(rfc3339(1_795_348_800, 999), "2026-11-22T12:00:00.999Z");
+    if grouped {
+        out.extend_from_slice(b",\"indicators\":[");
+        for (i, f) in found.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            native_indicator(out, f.indicator);
+            out.push(b',');
+            native_matched(out, ev, f);
+            if let Some(r) = &f.repeats {
+                out.push(b',');
+                native_repeats(out, r);
+            }
+            out.push(b'}');
+        }
+        out.push(b']');
+    } else if let Some(f) = found.first() {
+        out.extend_from_slice(b",\"indicator\":");
+        native_indicator(out, f.indicator);
+        out.extend_from_slice(b"},");
+        native_matched(out, ev, f);
+        if let Some(r) = &f.repeats {
+            out.push(b',');
+            native_repeats(out, r);
+        }
     }
-}
-
-/// What the daemon knows of a hit besides the indicator and match.
-pub struct Event<'a> {
-    /// Where the line was seen.
-    pub sighting: Sighting<'a>,
-    /// The line, for `event.original` / `message` (cut by the caller).
-    pub original: &'a [u8],
-    /// True when `original` was cut short.
-    pub original_truncated: bool,
-}
-
-/// `native` with the line: the scan shape plus `event.original`.
-pub fn write_native_event(
-    out: &mut Vec<u8>,
-    ev: &Event,
-    ind: &Indicator,
-    m: &Match,
-    matched: &[u8],
-) {
-    write_native(out, &ev.sighting, ind, m, matched);
-    // Reopen the object written above to add the event.
-    let closing = out.len() - 2; // "}\n"
-    out.truncate(closing);
-    out.extend_from_slice(b",\"event\":{\"original\":");
-    serde_json::to_writer(&mut *out, &String::from_utf8_lossy(ev.original))
-        .expect("writing to a Vec");
-    if ev.original_truncated {
-        out.extend_from_slice(b",\"original_truncated\":true");
+    let ingested = ev
+        .context
+        .syslog
+        .as_ref()
+        .is_some_and(|h| h.timestamp_ms.is_some());
+    if ev.original.is_some() || ingested {
+        out.extend_from_slice(b",\"event\":{");
+        let mut sep = "";
+        if let Some((original, truncated)) = ev.original {
+            out.extend_from_slice(b"\"original\":");
+            json_str(out, &String::from_utf8_lossy(original));
+            if truncated {
+                out.extend_from_slice(b",\"original_truncated\":true");
+            }
+            sep = ",";
+        }
+        if ingested {
+            let _ = write!(out, "{sep}\"ingested\":");
+            json_str(out, s.timestamp);
+        }
+        out.push(b'}');
     }
-    out.extend_from_slice(b"}}\n");
+    out.extend_from_slice(b"}\n");
+}
+
+/// The ECS fields from the line's context, as top-level objects: `source`
+/// (the peer), `log` (`file.path`, `offset`, `syslog.*`).
+fn context_json(c: &LineContext) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::{json, Map, Value};
+    let mut top = Map::new();
+    if let Some(peer) = c.peer {
+        top.insert(
+            "source".into(),
+            json!({ "address": peer.ip().to_string(), "ip": peer.ip().to_string(), "port": peer.port() }),
+        );
+    }
+    let mut log = Map::new();
+    if let Some((path, offset)) = c.file {
+        log.insert("file".into(), json!({ "path": path }));
+        log.insert("offset".into(), json!(offset));
+    }
+    if let Some(h) = &c.syslog {
+        let mut sl = Map::new();
+        let mut put = |k: &str, v: Option<&str>| {
+            if let Some(v) = v {
+                sl.insert(k.into(), Value::from(v));
+            }
+        };
+        put("hostname", h.hostname);
+        put("appname", h.appname);
+        put("procid", h.procid);
+        put("msgid", h.msgid);
+        if let (Some(p), Some(f), Some(sev)) = (h.priority, h.facility(), h.severity()) {
+            sl.insert("priority".into(), json!(p));
+            sl.insert(
+                "facility".into(),
+                json!({ "code": f, "name": FACILITIES[usize::from(f)] }),
+            );
+            sl.insert(
+                "severity".into(),
+                json!({ "code": sev, "name": SEVERITIES[usize::from(sev)] }),
+            );
+        }
+        if let Some(v) = h.version {
+            sl.insert("version".into(), json!(v.to_string()));
+        }
+        log.insert("syslog".into(), Value::Object(sl));
+    }
+    if !log.is_empty() {
+        top.insert("log".into(), Value::Object(log));
+    }
+    top
 }
 
 /// The ECS indicator type and the field that holds the value.
@@ -346,63 +485,109 @@ fn ecs_indicator(ind: &Indicator, matched: &[u8]) -> (&'static str, serde_json::
 }
 
 /// ECS 8: an enrichment event Elastic and OpenSearch index as is:
-/// `event.kind: enrichment`, the line as `message`/`event.original`, and one
-/// `threat.enrichments[]` entry with `indicator.*` and `matched.*`. iocd's own
-/// fields (input, line number, feed line, feed metadata) sit under `iocd`.
-pub fn write_ecs(out: &mut Vec<u8>, ev: &Event, ind: &Indicator, m: &Match, matched: &[u8]) {
+/// `event.kind: enrichment`, the line as `message`/`event.original`, one
+/// `threat.enrichments[]` entry per hit (several when `grouped`) with
+/// `indicator.*` and `matched.*`, the line's context (`source.*`,
+/// `log.file.path`, `log.offset`, `log.syslog.*`). iocd's own fields (input,
+/// line number, feed line, feed metadata, broker coordinates, suppression)
+/// sit under `iocd`.
+pub fn write_ecs(out: &mut Vec<u8>, ev: &Event, found: &[Found], grouped: bool) {
     use serde_json::{json, Map, Value};
-    let (ecs_type, fields) = ecs_indicator(ind, matched);
-    let mut indicator = match fields {
-        Value::Object(o) => o,
-        _ => Map::new(),
-    };
-    indicator.insert("type".into(), json!(ecs_type));
-    indicator.insert("provider".into(), json!(&*ind.provenance.feed.name));
-    let meta: Map<String, Value> = ind
-        .provenance
-        .meta
-        .iter()
-        .map(|(k, v)| (k.to_string(), json!(&**v)))
-        .collect();
-    if let Some(d) = ind
-        .provenance
-        .meta
-        .iter()
-        .find(|(k, _)| matches!(&**k, "comment" | "meta.desc" | "description"))
-    {
-        indicator.entry("description").or_insert(json!(&*d.1));
-    }
-    if let Some((_, tlp)) = ind.provenance.meta.iter().find(|(k, _)| &**k == "tlp") {
-        // ECS's marking.tlp values are upper case: CLEAR, GREEN, AMBER, RED.
-        indicator.insert("marking".into(), json!({ "tlp": tlp.to_ascii_uppercase() }));
-    }
-    let mut iocd_indicator = json!({ "value": &*ind.value, "type": ind.kind.as_str(), "feed_file": &*ind.provenance.feed.file, "feed_line": ind.provenance.line, "meta": meta });
-    if ind.is_cidr() {
-        iocd_indicator["network"] = json!(&*ind.value);
-    }
-    let original = String::from_utf8_lossy(ev.original);
-    let doc = json!({
-        "@timestamp": ev.sighting.timestamp,
-        "message": original,
-        "event": { "kind": "enrichment", "category": ["threat"], "type": ["indicator"], "dataset": "iocd.hit", "original": original },
-        "threat": { "enrichments": [{
+    let mut enrichments = Vec::with_capacity(found.len());
+    let mut iocd_indicators = Vec::with_capacity(found.len());
+    for f in found {
+        let ind = f.indicator;
+        let (ecs_type, fields) = ecs_indicator(ind, f.matched);
+        let mut indicator = match fields {
+            Value::Object(o) => o,
+            _ => Map::new(),
+        };
+        indicator.insert("type".into(), json!(ecs_type));
+        indicator.insert("provider".into(), json!(&*ind.provenance.feed.name));
+        let meta: Map<String, Value> = ind
+            .provenance
+            .meta
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(&**v)))
+            .collect();
+        if let Some(d) = ind
+            .provenance
+            .meta
+            .iter()
+            .find(|(k, _)| matches!(&**k, "comment" | "meta.desc" | "description"))
+        {
+            indicator.entry("description").or_insert(json!(&*d.1));
+        }
+        if let Some((_, tlp)) = ind.provenance.meta.iter().find(|(k, _)| &**k == "tlp") {
+            // ECS's marking.tlp values are upper case: CLEAR, GREEN, AMBER, RED.
+            indicator.insert("marking".into(), json!({ "tlp": tlp.to_ascii_uppercase() }));
+        }
+        let field = ev.context.field(f.m.start, f.m.end).unwrap_or("message");
+        enrichments.push(json!({
             "indicator": indicator,
-            "matched": { "atomic": String::from_utf8_lossy(matched), "field": "message", "type": "indicator_match_rule" },
-        }]},
-        "iocd": {
-            "input": ev.sighting.input,
-            "line_number": ev.sighting.line_number,
-            "indicator": iocd_indicator,
-            "matched": { "start": m.start, "end": m.end },
-            "original_truncated": ev.original_truncated,
-        },
-    });
-    let mut doc = doc;
+            "matched": { "atomic": String::from_utf8_lossy(f.matched), "field": field, "type": "indicator_match_rule" },
+        }));
+        let mut iocd_indicator = json!({ "value": &*ind.value, "type": ind.kind.as_str(), "feed_file": &*ind.provenance.feed.file, "feed_line": ind.provenance.line, "meta": meta });
+        if ind.is_cidr() {
+            iocd_indicator["network"] = json!(&*ind.value);
+        }
+        let matched = json!({ "start": f.m.start, "end": f.m.end });
+        let repeats = f.repeats.map(|r| {
+            (
+                json!(r.suppressed),
+                json!(crate::time::rfc3339_ms(r.first_seen_ms)),
+            )
+        });
+        if grouped {
+            iocd_indicator["matched"] = matched;
+            if let Some((n, first)) = repeats {
+                iocd_indicator["suppressed"] = n;
+                iocd_indicator["first_seen"] = first;
+            }
+            iocd_indicators.push(iocd_indicator);
+        } else {
+            iocd_indicators.push(json!({ "indicator": iocd_indicator, "matched": matched }));
+            if let Some((n, first)) = repeats {
+                iocd_indicators.push(json!({ "suppressed": n, "first_seen": first }));
+            }
+        }
+    }
+    let original = ev.original.map(|(o, _)| String::from_utf8_lossy(o));
+    let mut iocd = Map::new();
+    iocd.insert("input".into(), json!(ev.sighting.input));
+    iocd.insert("line_number".into(), json!(ev.sighting.line_number));
+    if grouped {
+        iocd.insert("indicators".into(), Value::Array(iocd_indicators));
+    } else {
+        for part in iocd_indicators {
+            if let Value::Object(o) = part {
+                iocd.extend(o);
+            }
+        }
+    }
+    iocd.insert(
+        "original_truncated".into(),
+        json!(ev.original.is_some_and(|(_, t)| t)),
+    );
     if let Some((origin, line)) = ev.sighting.origin {
         let mut o = Vec::new();
         origin.write_json(&mut o, line);
-        doc["iocd"]["origin"] = serde_json::from_slice(&o).expect("valid JSON");
+        iocd.insert(
+            "source".into(),
+            serde_json::from_slice(&o).expect("valid JSON"),
+        );
     }
+    let mut doc = Map::new();
+    doc.insert("@timestamp".into(), json!(ev.timestamp()));
+    let mut event = json!({ "kind": "enrichment", "category": ["threat"], "type": ["indicator"], "dataset": "iocd.hit", "ingested": ev.sighting.timestamp });
+    if let Some(original) = original {
+        doc.insert("message".into(), json!(original));
+        event["original"] = json!(original);
+    }
+    doc.insert("event".into(), event);
+    doc.extend(context_json(ev.context));
+    doc.insert("threat".into(), json!({ "enrichments": enrichments }));
+    doc.insert("iocd".into(), Value::Object(iocd));
     serde_json::to_writer(&mut *out, &doc).expect("writing to a Vec");
     out.push(b'\n');
 }
@@ -410,6 +595,7 @@ pub fn write_ecs(out: &mut Vec<u8>, ev: &Event, ind: &Indicator, m: &Match, matc
 #[cfg(test)]
 mod event_tests {
     use super::*;
+    use crate::context::LineContext;
     use crate::feeds::FeedContext;
     use crate::indicator::IndicatorType;
 
@@ -433,6 +619,93 @@ mod event_tests {
         )
     }
 
+    fn found<'a>(ind: &'a Indicator, m: Match, line: &'a [u8]) -> Found<'a> {
+        Found {
+            indicator: ind,
+            m,
+            matched: &line[m.start as usize..m.end as usize],
+            repeats: None,
+        }
+    }
+
+    /// Grouped by line: one document whose indicators are the per-hit
+    /// documents' indicators, in order; context fields appear once.
+    #[test]
+    fn grouping_keeps_every_pair() {
+        let ctx = FeedContext::named("f.txt");
+        let line = b"<13>1 2026-11-23T05:10:00Z web1 sshd 7 - - from 203.0.113.9 evil.example";
+        let a = ctx.indicator((IndicatorType::Ipv4, "203.0.113.9".into()), 1, vec![]);
+        let b = ctx.indicator((IndicatorType::Domain, "evil.example".into()), 2, vec![]);
+        let at = |v: &str| {
+            let s = line
+                .windows(v.len())
+                .position(|w| w == v.as_bytes())
+                .unwrap() as u32;
+            Match {
+                indicator: 0,
+                start: s,
+                end: s + v.len() as u32,
+            }
+        };
+        let context = LineContext::read(
+            line,
+            crate::context::LineFormat::Syslog,
+            Some("127.0.0.1:5514".parse().unwrap()),
+            None,
+        );
+        let ev = Event {
+            sighting: Sighting {
+                timestamp: "2026-11-23T06:00:00.000Z",
+                input: "syslog",
+                line_number: 3,
+                origin: None,
+            },
+            original: Some((line, false)),
+            context: &context,
+        };
+        let hits = [
+            found(&a, at("203.0.113.9"), line),
+            found(&b, at("evil.example"), line),
+        ];
+        for format in HitFormat::ALL {
+            let (mut each, mut grouped) = (EncodedHits::default(), EncodedHits::default());
+            encode(format, Grouping::Hit, &mut each, &ev, &hits);
+            encode(format, Grouping::Line, &mut grouped, &ev, &hits);
+            assert_eq!((each.len(), grouped.len()), (2, 1));
+            let g: serde_json::Value = serde_json::from_slice(grouped.get(0)).unwrap();
+            let values: Vec<serde_json::Value> = match format {
+                HitFormat::Native => g["indicators"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i["value"].clone())
+                    .collect(),
+                HitFormat::Ecs => g["iocd"]["indicators"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i["value"].clone())
+                    .collect(),
+            };
+            let singles: Vec<serde_json::Value> = (0..2)
+                .map(|i| {
+                    let v: serde_json::Value = serde_json::from_slice(each.get(i)).unwrap();
+                    match format {
+                        HitFormat::Native => v["indicator"]["value"].clone(),
+                        HitFormat::Ecs => v["iocd"]["indicator"]["value"].clone(),
+                    }
+                })
+                .collect();
+            assert_eq!(values, singles, "{format:?}");
+            assert_eq!(g["@timestamp"], "2026-11-23T05:10:00.000Z");
+            assert_eq!(g["event"]["ingested"], "2026-11-23T06:00:00.000Z");
+            assert_eq!(g["log"]["syslog"]["hostname"], "web1");
+            assert_eq!(g["log"]["syslog"]["appname"], "sshd");
+            assert_eq!(g["source"]["ip"], "127.0.0.1");
+            assert_eq!(g["source"]["port"], 5514);
+        }
+    }
+
     #[test]
     fn native_event_adds_the_original_line() {
         let (ind, m) = example();
@@ -444,11 +717,12 @@ mod event_tests {
                 line_number: 9,
                 origin: None,
             },
-            original: line,
-            original_truncated: false,
+            original: Some((line, false)),
+            context: &LineContext::default(),
         };
+        let f = found(&ind, m, line);
         let mut out = Vec::new();
-        write_native_event(&mut out, &ev, &ind, &m, &line[4..36]);
+        write_native(&mut out, &ev, &[f], false);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             v["event"]["original"],
@@ -470,11 +744,11 @@ mod event_tests {
                 line_number: 9,
                 origin: None,
             },
-            original: line,
-            original_truncated: true,
+            original: Some((line, true)),
+            context: &LineContext::default(),
         };
         let mut out = Vec::new();
-        write_ecs(&mut out, &ev, &ind, &m, &line[4..36]);
+        write_ecs(&mut out, &ev, &[found(&ind, m, line)], false);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["event"]["kind"], "enrichment");
         let e = &v["threat"]["enrichments"][0];
@@ -520,11 +794,11 @@ mod event_tests {
                     line_number: 1,
                     origin: None,
                 },
-                original: line,
-                original_truncated: false,
+                original: Some((line, false)),
+                context: &LineContext::default(),
             };
             let mut out = Vec::new();
-            write_ecs(&mut out, &ev, &ind, &m, &line[start as usize..end as usize]);
+            write_ecs(&mut out, &ev, &[found(&ind, m, line)], false);
             let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
             let e = &v["threat"]["enrichments"][0]["indicator"];
             let ip = e["ip"].as_str().unwrap();

@@ -11,6 +11,7 @@
 
 pub(crate) mod backoff;
 pub mod config;
+pub mod context;
 pub mod daemon;
 pub mod engine;
 pub mod exit;
@@ -33,8 +34,10 @@ pub(crate) mod settings;
 pub(crate) mod sinks;
 pub(crate) mod sources;
 pub(crate) mod state;
+pub mod suppress;
 pub(crate) mod systemd;
 pub mod taxii;
+pub mod time;
 
 pub use engine::{Engine, EngineOptions, Match, ScanState};
 pub use indicator::{Indicator, IndicatorType, Provenance};

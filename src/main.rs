@@ -93,7 +93,20 @@ struct ScanArgs {
     /// Read every feed as this format instead of detecting it (plain,
     /// zeek-intel, csv, stix, misp, misp-warninglist, openioc).
     #[arg(long, value_name = "FORMAT")]
-    format: Option<iocd::feeds::Format>,
+    feed_format: Option<iocd::feeds::Format>,
+    /// The hits' shape, as a sink's `format`: native or ecs.
+    #[arg(long, value_name = "FORMAT", default_value = "native", value_parser = parse_hit_format)]
+    format: iocd::hit::HitFormat,
+    /// One document per hit (hit), or per line with every indicator that
+    /// matched it (line), as `[output] group`.
+    #[arg(long, value_name = "GROUP", default_value = "hit", value_parser = parse_grouping)]
+    group: iocd::hit::Grouping,
+    /// Put the line in each hit as `event.original`.
+    #[arg(long)]
+    with_line: bool,
+    /// Read lines for context as a source's `parse`: none, syslog, auto, json.
+    #[arg(long, value_name = "FORMAT", default_value = "none", value_parser = parse_line_format)]
+    parse: iocd::context::LineFormat,
     /// Print no load summary on stderr.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -301,7 +314,7 @@ fn scan(args: ScanArgs) -> ExitCode {
         include: args.include.clone(),
         exclude: args.exclude.clone(),
         max_shrink: 1.0, // one load: nothing earlier to guard
-        format: args.format,
+        format: args.feed_format,
         ..FeedConfig::at(path.clone())
     };
     if let Err(e) = feed(&PathBuf::new()).filter() {
@@ -383,6 +396,10 @@ fn scan(args: ScanArgs) -> ExitCode {
     }
     let mut opts = ScanOptions {
         max_line: args.max_line_bytes.max(1),
+        format: args.format,
+        group: args.group,
+        with_line: args.with_line,
+        parse: args.parse,
         ..ScanOptions::default()
     };
     if let Some(t) = args.threads {
@@ -448,4 +465,22 @@ fn scan(args: ScanArgs) -> ExitCode {
         );
     }
     code
+}
+
+/// A closed set named as in the config file, for a command-line value.
+fn parse_config_name<T: serde::de::DeserializeOwned>(v: &str) -> Result<T, String> {
+    T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(v))
+        .map_err(|e| e.to_string())
+}
+
+fn parse_hit_format(v: &str) -> Result<iocd::hit::HitFormat, String> {
+    parse_config_name(v)
+}
+
+fn parse_grouping(v: &str) -> Result<iocd::hit::Grouping, String> {
+    parse_config_name(v)
+}
+
+fn parse_line_format(v: &str) -> Result<iocd::context::LineFormat, String> {
+    parse_config_name(v)
 }

@@ -23,6 +23,10 @@ pub struct Metrics {
     pub lines_scanned: IntCounter,
     pub hits: IntCounterVec,
     pub hits_dropped: IntCounterVec,
+    /// Hits counted but not emitted by `[suppress]`, by type and feed.
+    pub hits_suppressed: IntCounterVec,
+    /// Suppression keys evicted by `max_keys` (their counts are lost).
+    pub suppress_evictions: IntCounter,
     pub indicators_loaded: IntGaugeVec,
     pub feed_failures: IntCounterVec,
     pub taxii_polls: IntCounterVec,
@@ -109,6 +113,21 @@ impl Metrics {
                 "Bytes received, by source.",
                 &["source"],
             ),
+            hits_suppressed: counter(
+                &r,
+                "iocd_hits_suppressed_total",
+                "Hits counted but not emitted inside a suppression window, by indicator type and feed.",
+                &["type", "feed"],
+            ),
+            suppress_evictions: {
+                let c = IntCounter::new(
+                    "iocd_suppress_evictions_total",
+                    "Suppression keys evicted because max_keys was reached.",
+                )
+                .expect("metric");
+                r.register(Box::new(c.clone())).expect("register");
+                c
+            },
             hits_dropped: counter(
                 &r,
                 "iocd_hits_dropped_total",

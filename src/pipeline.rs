@@ -18,11 +18,15 @@ use tokio::sync::{mpsc, oneshot};
 
 use serde::Deserialize;
 
+use std::net::SocketAddr;
+
+use crate::context::{LineContext, LineFormat};
 use crate::engine::{Engine, ScanState};
-use crate::hit::{self, EncodedHits, Event, HitFormat, Origin, Sighting};
+use crate::hit::{self, EncodedHits, Event, Found, Grouping, HitFormat, Origin, Sighting};
 use crate::indicator::IndicatorType;
 use crate::metrics::Metrics;
 use crate::settings::{in_range, Invalid};
+use crate::suppress::{KeyParts, Suppressor, Verdict};
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -171,6 +175,15 @@ pub struct Batch {
     /// For lines from a message broker: where each message's lines start,
     /// in line order. Empty for other sources.
     pub messages: Vec<MessageLines>,
+    /// How the source's lines are read for context.
+    pub format: LineFormat,
+    /// The peer that sent the lines from each index on (TCP: one for the
+    /// batch; UDP: one per run of datagrams from one sender).
+    pub peers: Vec<(u32, SocketAddr)>,
+    /// The file the lines were read from, with [`Self::offsets`].
+    pub file: Option<Arc<str>>,
+    /// For a file: the byte offset of each line in it.
+    pub offsets: Vec<u64>,
 }
 
 /// Where the lines of one broker message start in a [`Batch`].
@@ -196,14 +209,32 @@ impl Batch {
         let first = m.first as usize;
         (first <= i).then(|| (&m.origin, m.line + (i - first) as u32))
     }
+
+    /// The peer that sent line `i`, with a forward `cursor` as
+    /// [`Self::origin_of`].
+    fn peer_of(&self, i: usize, cursor: &mut usize) -> Option<SocketAddr> {
+        while *cursor + 1 < self.peers.len() && self.peers[*cursor + 1].0 as usize <= i {
+            *cursor += 1;
+        }
+        self.peers
+            .get(*cursor)
+            .filter(|(first, _)| *first as usize <= i)
+            .map(|(_, p)| *p)
+    }
+
+    /// The file and byte offset of line `i`.
+    fn file_of(&self, i: usize) -> Option<(&str, u64)> {
+        Some((self.file.as_deref()?, *self.offsets.get(i)?))
+    }
 }
 
-/// The hits of one batch, encoded once in each format some sink wants.
+/// The hit documents of one batch, encoded once in each format some sink wants.
 /// Its ack fires when the last reference to it is dropped: when every sink
 /// has written (or given up on) every hit of it.
 pub struct HitBatch {
     encoded: [EncodedHits; HitFormat::ALL.len()],
-    /// Number of hits (the same in every format).
+    /// Number of hit documents (the same in every format): hits, or lines
+    /// with hits when grouped by line.
     pub hits: usize,
     /// One per hit, in order: what a sink that sends one message per hit
     /// (Kafka, NATS) routes and keys it by.
@@ -286,6 +317,15 @@ pub struct LineBatcher {
     /// of its next line; `message_begun` until its first line is placed.
     message: Option<(Origin, u32)>,
     message_begun: bool,
+    format: LineFormat,
+    /// The peer sending now; `peer_begun` until a batch records it.
+    peer: Option<SocketAddr>,
+    peer_begun: bool,
+    /// For a file: its path, the offset of the next byte pushed, and that
+    /// of the line being carried.
+    file: Option<Arc<str>>,
+    position: u64,
+    line_start: u64,
     bytes: prometheus::IntCounter,
     received: prometheus::IntCounter,
     truncated: prometheus::IntCounter,
@@ -311,8 +351,36 @@ impl LineBatcher {
             current: None,
             message: None,
             message_begun: false,
+            format: LineFormat::None,
+            peer: None,
+            peer_begun: false,
+            file: None,
+            position: 0,
+            line_start: 0,
             input,
         }
+    }
+
+    /// Lines are read for context as `format` says.
+    pub fn with_format(mut self, format: LineFormat) -> LineBatcher {
+        self.format = format;
+        self
+    }
+
+    /// The lines pushed from now on come from `peer`.
+    pub fn set_peer(&mut self, peer: SocketAddr) {
+        if self.peer != Some(peer) {
+            self.peer = Some(peer);
+            self.peer_begun = true;
+        }
+    }
+
+    /// The bytes pushed from now on are those of file `path` from byte
+    /// `offset`: each line records where it starts.
+    pub fn set_file(&mut self, path: Arc<str>, offset: u64) {
+        self.file = Some(path);
+        self.position = offset;
+        self.line_start = offset;
     }
 
     /// The lines pushed until the message ends are those of the broker
@@ -326,6 +394,7 @@ impl LineBatcher {
     pub fn push_bytes(&mut self, mut data: &[u8]) {
         self.bytes.inc_by(data.len() as u64);
         while let Some(nl) = memchr::memchr(b'\n', data) {
+            self.position += nl as u64 + 1;
             if self.partial.is_empty() && !self.partial_overflow {
                 self.line(&data[..nl], false);
             } else {
@@ -338,7 +407,9 @@ impl LineBatcher {
             }
             data = &data[nl + 1..];
             self.carried = 0;
+            self.line_start = self.position;
         }
+        self.position += data.len() as u64;
         self.carried += data.len() as u64;
         self.extend_partial(data);
     }
@@ -400,12 +471,19 @@ impl LineBatcher {
             read_at: Instant::now(),
             ack: None,
             messages: Vec::new(),
+            format: self.format,
+            peers: Vec::new(),
+            file: self.file.clone(),
+            offsets: Vec::new(),
         });
         // Dropped lines still take a number; a batch's numbers stay contiguous
         // because a drop inside a batch is recorded as an empty, unscanned slot.
         while b.first_line + (b.ends.len() as u64) < number {
             b.dropped.push(b.ends.len() as u32);
             b.ends.push(b.data.len() as u32);
+            if self.file.is_some() {
+                b.offsets.push(0); // never read: the slot is not scanned
+            }
         }
         if let (Some((origin, _)), Some(line)) = (&self.message, in_message) {
             if fresh || self.message_begun {
@@ -416,6 +494,15 @@ impl LineBatcher {
                 });
                 self.message_begun = false;
             }
+        }
+        if let Some(peer) = self.peer {
+            if fresh || self.peer_begun {
+                b.peers.push((b.ends.len() as u32, peer));
+                self.peer_begun = false;
+            }
+        }
+        if self.file.is_some() {
+            b.offsets.push(self.line_start);
         }
         if cut {
             self.truncated.inc();
@@ -539,12 +626,21 @@ impl Formats {
     }
 }
 
+/// What becomes of the hits a matcher finds: how they are grouped into
+/// documents, and whether repeats are suppressed.
+#[derive(Clone, Default)]
+pub struct HitOutput {
+    pub group: Grouping,
+    pub suppressor: Option<Arc<Suppressor>>,
+}
+
 /// Starts the matcher threads. Returns the queue sources send to, the
 /// channel of hit batches for the dispatcher, and the threads to join.
 pub fn start_matchers(
     engine: Arc<ArcSwap<Engine>>,
     config: &EngineConfig,
     formats: Formats,
+    output: HitOutput,
     metrics: Arc<Metrics>,
 ) -> (
     LineQueue,
@@ -564,11 +660,26 @@ pub fn start_matchers(
     };
     let handles = (0..threads)
         .map(|i| {
-            let (rx, hits_tx, engine, metrics) =
-                (rx.clone(), hits_tx.clone(), engine.clone(), metrics.clone());
+            let (rx, hits_tx, engine, metrics, output) = (
+                rx.clone(),
+                hits_tx.clone(),
+                engine.clone(),
+                metrics.clone(),
+                output.clone(),
+            );
             std::thread::Builder::new()
                 .name(format!("iocd-match-{i}"))
-                .spawn(move || matcher(&engine, &rx, &hits_tx, &metrics, formats, limits))
+                .spawn(move || {
+                    let m = Matcher {
+                        engine: &engine,
+                        hits_tx: &hits_tx,
+                        metrics: &metrics,
+                        formats,
+                        limits,
+                        output: &output,
+                    };
+                    m.run(&rx)
+                })
                 .expect("spawning a matcher thread")
         })
         .collect();
@@ -588,38 +699,51 @@ struct HitLimits {
     batch_bytes: usize,
 }
 
-fn matcher(
-    engine: &ArcSwap<Engine>,
-    rx: &Mutex<mpsc::Receiver<Batch>>,
-    hits_tx: &mpsc::Sender<HitBatch>,
-    metrics: &Metrics,
+/// One matcher thread's view of the pipeline.
+struct Matcher<'a> {
+    engine: &'a ArcSwap<Engine>,
+    hits_tx: &'a mpsc::Sender<HitBatch>,
+    metrics: &'a Metrics,
     formats: Formats,
     limits: HitLimits,
-) {
-    let HitLimits {
-        original_max,
-        per_line,
-        batch_bytes,
-    } = limits;
-    let capped = metrics
-        .hits_dropped
-        .with_label_values(&["max_hits_per_line"]);
-    let mut st = ScanState::new();
-    loop {
-        // Holding the lock while waiting is fine: whoever holds it takes the next batch.
-        let Some(mut batch) = rx.lock().expect("line queue").blocking_recv() else {
-            return;
-        };
-        metrics.queue_depth.dec();
+    output: &'a HitOutput,
+}
+
+impl Matcher<'_> {
+    fn run(&self, rx: &Mutex<mpsc::Receiver<Batch>>) {
+        let mut st = ScanState::new();
+        loop {
+            // Holding the lock while waiting is fine: whoever holds it takes the next batch.
+            let Some(batch) = rx.lock().expect("line queue").blocking_recv() else {
+                return;
+            };
+            self.metrics.queue_depth.dec();
+            if !self.batch(batch, &mut st) {
+                return;
+            }
+        }
+    }
+
+    /// Scans one batch and hands its hits on; false when the sinks are gone.
+    fn batch(&self, mut batch: Batch, st: &mut ScanState) -> bool {
+        let HitLimits {
+            original_max,
+            per_line,
+            batch_bytes,
+        } = self.limits;
+        let capped = self
+            .metrics
+            .hits_dropped
+            .with_label_values(&["max_hits_per_line"]);
         let started = Instant::now();
-        let engine = engine.load_full();
+        let engine = self.engine.load_full();
         let ack = batch.ack.take().map(Arc::new);
         let mut out = HitBatch::empty(ack.clone());
-        let mut timestamp: Option<String> = None;
+        let mut timestamp: Option<(String, i64)> = None;
         let mut start = 0usize;
         let mut truncated = batch.truncated.iter().peekable();
         let mut dropped = batch.dropped.iter().peekable();
-        let mut message = 0usize;
+        let (mut message, mut peer_cursor) = (0usize, 0usize);
         for (i, &end) in batch.ends.iter().enumerate() {
             let line = &batch.data[start..end as usize];
             start = end as usize;
@@ -627,77 +751,127 @@ fn matcher(
             if dropped.next_if(|&&d| d as usize == i).is_some() {
                 continue;
             }
-            let found = engine.scan(line, &mut st);
-            if found.len() > per_line {
-                capped.inc_by((found.len() - per_line) as u64);
+            let scanned = engine.scan(line, st);
+            if scanned.is_empty() {
+                continue;
             }
-            let origin = if found.is_empty() {
-                None
-            } else {
-                batch.origin_of(i, &mut message)
-            };
-            let original = &line[..line.len().min(original_max)];
-            let kept = out.lines.len()..out.lines.len() + original.len();
-            if !found.is_empty() {
-                out.lines.extend_from_slice(original);
+            if scanned.len() > per_line {
+                capped.inc_by((scanned.len() - per_line) as u64);
             }
-            for m in &found[..found.len().min(per_line)] {
+            let origin = batch.origin_of(i, &mut message);
+            let peer = batch.peer_of(i, &mut peer_cursor);
+            let context = LineContext::read(line, batch.format, peer, batch.file_of(i));
+            let (ts, now_ms) = timestamp.get_or_insert_with(|| {
+                let ms = crate::time::unix_millis_now();
+                (crate::time::rfc3339_ms(ms), ms)
+            });
+            let mut found = Vec::with_capacity(scanned.len().min(per_line));
+            for m in &scanned[..scanned.len().min(per_line)] {
                 let ind = engine.indicator(m.indicator);
-                let ts = timestamp.get_or_insert_with(hit::now_rfc3339);
-                out.meta.push(HitMeta {
-                    kind: ind.kind,
-                    feed: ind.provenance.feed.name.clone(),
-                    value: ind.value.clone(),
-                    id: origin.map(|(o, l)| o.hit_id(l, ind)),
-                    line: kept.clone(),
-                });
-                let ev = Event {
-                    sighting: Sighting {
-                        timestamp: ts,
-                        input: &batch.input,
-                        line_number: batch.first_line + i as u64,
-                        origin,
-                    },
-                    original,
-                    original_truncated: cut || original.len() < line.len(),
+                let repeats = match &self.output.suppressor {
+                    None => None,
+                    Some(sup) => {
+                        let key = sup.key(&KeyParts {
+                            kind: ind.kind.as_str(),
+                            value: &ind.value,
+                            feed: &ind.provenance.feed.name,
+                            input: &batch.input,
+                            source_ip: peer.map(|p| p.ip()),
+                            host: context.syslog.as_ref().and_then(|h| h.hostname),
+                        });
+                        match sup.check(key, *now_ms) {
+                            Verdict::Suppress => {
+                                self.metrics
+                                    .hits_suppressed
+                                    .with_label_values(&[
+                                        ind.kind.as_str(),
+                                        &ind.provenance.feed.name,
+                                    ])
+                                    .inc();
+                                continue;
+                            }
+                            Verdict::Emit(r) => r,
+                        }
+                    }
                 };
-                let matched = &line[m.start as usize..m.end as usize];
-                for format in formats.iter() {
-                    hit::encode(
-                        format,
-                        &mut out.encoded[format.index()],
-                        &ev,
-                        ind,
-                        m,
-                        matched,
-                    );
-                }
-                out.hits += 1;
-                metrics
+                self.metrics
                     .hits
                     .with_label_values(&[ind.kind.as_str(), &ind.provenance.feed.name])
                     .inc();
+                found.push(Found {
+                    indicator: ind,
+                    m: *m,
+                    matched: &line[m.start as usize..m.end as usize],
+                    repeats,
+                });
             }
+            if found.is_empty() {
+                continue;
+            }
+            let original = &line[..line.len().min(original_max)];
+            let kept = out.lines.len()..out.lines.len() + original.len();
+            out.lines.extend_from_slice(original);
+            let ev = Event {
+                sighting: Sighting {
+                    timestamp: ts,
+                    input: &batch.input,
+                    line_number: batch.first_line + i as u64,
+                    origin,
+                },
+                original: Some((original, cut || original.len() < line.len())),
+                context: &context,
+            };
+            let docs: Vec<&[Found]> = match self.output.group {
+                Grouping::Hit => found.chunks(1).collect(),
+                Grouping::Line => vec![&found[..]],
+            };
+            for doc in &docs {
+                out.meta.push(HitMeta {
+                    kind: doc[0].indicator.kind,
+                    feed: doc[0].indicator.provenance.feed.name.clone(),
+                    value: match doc {
+                        [one] => one.indicator.value.clone(),
+                        many => many
+                            .iter()
+                            .map(|f| &*f.indicator.value)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                            .into(),
+                    },
+                    id: origin.map(|(o, l)| o.hit_id(l, doc.iter().map(|f| f.indicator))),
+                    line: kept.clone(),
+                });
+            }
+            for format in self.formats.iter() {
+                hit::encode(
+                    format,
+                    self.output.group,
+                    &mut out.encoded[format.index()],
+                    &ev,
+                    &found,
+                );
+            }
+            out.hits += docs.len();
             // Only a line that added hits can have filled the batch.
-            if !found.is_empty() && out.bytes() >= batch_bytes {
+            if out.bytes() >= batch_bytes {
                 let full = std::mem::replace(&mut out, HitBatch::empty(ack.clone()));
-                if hits_tx.blocking_send(full).is_err() {
-                    return;
+                if self.hits_tx.blocking_send(full).is_err() {
+                    return false;
                 }
             }
         }
         drop(ack);
-        metrics
+        self.metrics
             .lines_scanned
             .inc_by((batch.ends.len() - batch.dropped.len()) as u64);
-        metrics.batch_scan.observe(started.elapsed().as_secs_f64());
-        metrics
+        self.metrics
+            .batch_scan
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
             .match_latency
             .observe(batch.read_at.elapsed().as_secs_f64());
         // A batch without hits needs no sink: dropping it fires its ack.
-        if out.hits > 0 && hits_tx.blocking_send(out).is_err() {
-            return;
-        }
+        out.hits == 0 || self.hits_tx.blocking_send(out).is_ok()
     }
 }
 

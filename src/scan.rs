@@ -9,8 +9,9 @@ use std::io::{self, Read, Write};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
+use crate::context::{LineContext, LineFormat};
 use crate::engine::{Engine, Match, ScanState};
-use crate::hit::{self, Sighting};
+use crate::hit::{self, Event, Found, Grouping, HitFormat, Sighting};
 
 /// Default longest line scanned; longer lines are scanned up to it.
 pub const DEFAULT_MAX_LINE: usize = 1 << 20;
@@ -25,6 +26,21 @@ pub struct ScanOptions {
     pub threads: usize,
     /// Bytes read per block (at least `max_line` is carried on top).
     pub block_size: usize,
+    /// The hits' shape (`--format`).
+    pub format: HitFormat,
+    /// One document per hit or per line (`--group`).
+    pub group: Grouping,
+    /// Put the line in each hit as `event.original` (`--with-line`).
+    pub with_line: bool,
+    /// How lines are read for context (`--parse`).
+    pub parse: LineFormat,
+}
+
+impl ScanOptions {
+    /// True when the writer needs the text of lines with hits.
+    fn keeps_lines(&self) -> bool {
+        self.with_line || self.parse != LineFormat::None || self.format == HitFormat::Ecs
+    }
 }
 
 impl Default for ScanOptions {
@@ -34,6 +50,10 @@ impl Default for ScanOptions {
             max_line: DEFAULT_MAX_LINE,
             threads,
             block_size: 1 << 20,
+            format: HitFormat::Native,
+            group: Grouping::Hit,
+            with_line: false,
+            parse: LineFormat::None,
         }
     }
 }
@@ -58,17 +78,22 @@ struct Block {
     last: bool,
 }
 
-struct Found {
+/// A line with hits, as the writer needs it.
+struct LineHits {
+    /// Its number within the block, from 1.
     line: u64,
-    m: Match,
-    matched: Box<[u8]>,
+    /// Its text, when the output or context needs it.
+    text: Option<Box<[u8]>>,
+    /// Whether it was cut to the maximum length.
+    cut: bool,
+    hits: Vec<(Match, Box<[u8]>)>,
 }
 
 struct BlockResult {
     seq: u64,
     lines: u64,
     truncated: u64,
-    hits: Vec<Found>,
+    hits: Vec<LineHits>,
 }
 
 /// Why a scan stopped early: its input, or its output. The two end a
@@ -115,7 +140,7 @@ pub fn scan_stream(
     std::thread::scope(|s| {
         for _ in 0..threads {
             let (rx, tx, free) = (job_rx.clone(), res_tx.clone(), free_tx.clone());
-            s.spawn(move || matcher(engine, rx, tx, free, opts.max_line));
+            s.spawn(move || matcher(engine, rx, tx, free, opts));
         }
         drop(free_tx);
         drop(res_tx);
@@ -123,7 +148,7 @@ pub fn scan_stream(
             let recycled = || free_rx.try_recv().ok();
             read_blocks(input, opts, recycled, |b| job_tx.send(b).is_ok())
         });
-        let written = write_in_order(engine, name, res_rx, out);
+        let written = write_in_order(engine, name, res_rx, out, opts);
         // On a write error the results channel closes, matchers stop, and the
         // reader stops at its next send.
         let read = reader.join().expect("reader panicked");
@@ -140,8 +165,9 @@ fn matcher(
     jobs: Arc<Mutex<Receiver<Block>>>,
     results: SyncSender<BlockResult>,
     free: SyncSender<Vec<u8>>,
-    max_line: usize,
+    opts: &ScanOptions,
 ) {
+    let (max_line, keep) = (opts.max_line, opts.keeps_lines());
     let mut st = ScanState::new();
     loop {
         let job = jobs.lock().expect("job queue").recv();
@@ -163,12 +189,16 @@ fn matcher(
             start = end + 1;
             r.lines += 1;
             r.truncated += u64::from(cut);
-            for m in engine.scan(line, &mut st) {
-                let matched = line[m.start as usize..m.end as usize].into();
-                r.hits.push(Found {
+            let found = engine.scan(line, &mut st);
+            if !found.is_empty() {
+                r.hits.push(LineHits {
                     line: r.lines,
-                    m: *m,
-                    matched,
+                    text: keep.then(|| line.into()),
+                    cut,
+                    hits: found
+                        .iter()
+                        .map(|m| (*m, line[m.start as usize..m.end as usize].into()))
+                        .collect(),
                 });
             }
         }
@@ -187,41 +217,52 @@ fn write_in_order(
     name: &str,
     results: Receiver<BlockResult>,
     out: &mut impl Write,
+    opts: &ScanOptions,
 ) -> io::Result<ScanSummary> {
     let mut pending = BTreeMap::new();
     let mut next = 0u64;
     let mut summary = ScanSummary::default();
-    let mut buf = Vec::with_capacity(1 << 16);
+    let mut buf = hit::EncodedHits::default();
     for r in results {
         pending.insert(r.seq, r);
         while let Some(r) = pending.remove(&next) {
             next += 1;
             if !r.hits.is_empty() {
                 let ts = hit::now_rfc3339();
-                for f in &r.hits {
-                    let s = Sighting {
-                        timestamp: &ts,
-                        input: name,
-                        line_number: summary.lines + f.line,
-                        origin: None,
+                for l in &r.hits {
+                    let text = l.text.as_deref().unwrap_or_default();
+                    let context = LineContext::read(text, opts.parse, None, None);
+                    let found: Vec<Found> = l
+                        .hits
+                        .iter()
+                        .map(|(m, matched)| Found {
+                            indicator: engine.indicator(m.indicator),
+                            m: *m,
+                            matched,
+                            repeats: None,
+                        })
+                        .collect();
+                    let ev = Event {
+                        sighting: Sighting {
+                            timestamp: &ts,
+                            input: name,
+                            line_number: summary.lines + l.line,
+                            origin: None,
+                        },
+                        original: opts.with_line.then_some((text, l.cut)),
+                        context: &context,
                     };
-                    hit::write_native(
-                        &mut buf,
-                        &s,
-                        engine.indicator(f.m.indicator),
-                        &f.m,
-                        &f.matched,
-                    );
+                    hit::encode(opts.format, opts.group, &mut buf, &ev, &found);
                 }
-                out.write_all(&buf)?;
+                out.write_all(buf.bytes())?;
                 // Hits leave as soon as their block is done, so a pipeline
                 // (or a person typing lines) sees them without waiting for EOF.
                 out.flush()?;
+                summary.hits += buf.len() as u64;
                 buf.clear();
             }
             summary.lines += r.lines;
             summary.truncated += r.truncated;
-            summary.hits += r.hits.len() as u64;
         }
     }
     out.flush()?;

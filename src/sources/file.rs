@@ -37,6 +37,10 @@ pub struct FileSourceConfig {
     /// Follow a symlink at `path` (off: a symlink there is refused).
     #[serde(default)]
     pub follow_symlinks: bool,
+    /// How lines are read for context in hits: `none`, `syslog`, `auto`
+    /// (syslog when the line starts with `<PRI>`), `json`.
+    #[serde(default)]
+    pub parse: crate::context::LineFormat,
 }
 
 /// Bytes at the start of a file compared at every poll.
@@ -158,6 +162,7 @@ async fn follow_glob(
                     StartAt::Beginning
                 },
                 follow_symlinks: config.follow_symlinks,
+                parse: config.parse,
             };
             followers.spawn(follow(input, one, state, ctx.clone()));
         }
@@ -206,6 +211,7 @@ async fn follow(name: Arc<str>, config: FileSourceConfig, state: PathBuf, ctx: S
         path,
         start_at,
         follow_symlinks,
+        parse: _, // already in ctx
     } = config;
     let errors = |reason: &str| {
         ctx.metrics
@@ -272,7 +278,7 @@ async fn follow(name: Arc<str>, config: FileSourceConfig, state: PathBuf, ctx: S
                 let _ = f.file.seek(std::io::SeekFrom::Start(0)).await;
                 f.read_to = 0;
                 f.head.clear();
-                f.batcher = ctx.batcher(&name);
+                f.batcher = file_batcher(&ctx, &name, &path, 0);
             }
             // Read everything there is now, sending batches as they fill.
             loop {
@@ -379,10 +385,18 @@ async fn open(
         head: Vec::new(),
         inode: meta.ino(),
         read_to: offset,
-        batcher: ctx.batcher(name),
+        batcher: file_batcher(ctx, name, path, offset),
     };
     f.rewritten(); // learn the head as it is now
     Ok(f)
+}
+
+/// A batcher for `path` read from `offset`: its lines carry the path and
+/// their byte offsets (`log.file.path`, `log.offset`).
+fn file_batcher(ctx: &SourceContext, name: &Arc<str>, path: &Path, offset: u64) -> LineBatcher {
+    let mut b = ctx.batcher(name);
+    b.set_file(Arc::from(path.to_string_lossy()), offset);
+    b
 }
 
 /// Sends the batch in progress with an ack, remembering the offset its end

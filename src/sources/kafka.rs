@@ -40,6 +40,10 @@ pub struct KafkaSourceConfig {
     pub topics: Vec<String>,
     /// Consumer group shared by every instance that should split the topics.
     pub group: String,
+    /// How lines are read for context in hits: `none`, `syslog`, `auto`
+    /// (syslog when the line starts with `<PRI>`), `json`.
+    #[serde(default)]
+    pub parse: crate::context::LineFormat,
     pub client_id: Option<String>,
     /// Where a group with no committed offset starts.
     #[serde(default)]

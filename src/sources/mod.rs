@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 
 use serde::Deserialize;
 
+use crate::context::LineFormat;
 use crate::metrics::Metrics;
 use crate::pipeline::{EngineConfig, LineBatcher, LineQueue};
 use crate::settings::Invalid;
@@ -54,7 +55,12 @@ pub enum SourceConfig {
 /// `[sources.NAME] type = "stdin"`: no settings.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct StdinConfig {}
+pub struct StdinConfig {
+    /// How lines are read for context in hits: `none`, `syslog`, `auto`
+    /// (syslog when the line starts with `<PRI>`), `json`.
+    #[serde(default)]
+    pub parse: crate::context::LineFormat,
+}
 
 impl SourceConfig {
     /// Checks the source's own settings (keys relative to its table).
@@ -71,6 +77,19 @@ impl SourceConfig {
             SourceConfig::Stdin(_) | SourceConfig::File(_) => Ok(()),
         }
     }
+
+    /// How the source's lines are read for context.
+    pub fn parse(&self) -> LineFormat {
+        match self {
+            SourceConfig::Stdin(c) => c.parse,
+            SourceConfig::File(c) => c.parse,
+            SourceConfig::Tcp(c) => c.parse,
+            SourceConfig::Udp(c) => c.parse,
+            SourceConfig::Unix(c) => c.parse,
+            SourceConfig::Kafka(c) => c.parse,
+            SourceConfig::Nats(c) => c.parse,
+        }
+    }
 }
 
 /// What every source gets.
@@ -81,11 +100,13 @@ pub struct SourceContext {
     pub metrics: Arc<Metrics>,
     pub shutdown: watch::Receiver<bool>,
     pub state_dir: Option<PathBuf>,
+    /// How this source's lines are read for context (set per source).
+    pub format: LineFormat,
 }
 
 impl SourceContext {
     pub fn batcher(&self, input: &Arc<str>) -> LineBatcher {
-        LineBatcher::new(input.clone(), &self.engine, self.metrics.clone())
+        LineBatcher::new(input.clone(), &self.engine, self.metrics.clone()).with_format(self.format)
     }
 }
 
@@ -106,9 +127,10 @@ pub async fn shutdown_signalled(rx: &mut watch::Receiver<bool>) {
 pub async fn start(
     name: &str,
     config: &SourceConfig,
-    ctx: SourceContext,
+    mut ctx: SourceContext,
 ) -> std::io::Result<JoinHandle<()>> {
     let name: Arc<str> = Arc::from(name);
+    ctx.format = config.parse();
     Ok(match config.clone() {
         SourceConfig::Stdin(_) => tokio::spawn(async move {
             let mut shutdown = ctx.shutdown.clone();

@@ -32,6 +32,10 @@ pub struct NatsSourceConfig {
     pub url: String,
     /// The JetStream stream holding the logs.
     pub stream: String,
+    /// How lines are read for context in hits: `none`, `syslog`, `auto`
+    /// (syslog when the line starts with `<PRI>`), `json`.
+    #[serde(default)]
+    pub parse: crate::context::LineFormat,
     /// The durable pull consumer every instance shares.
     pub consumer: String,
     /// Which of the stream's subjects the consumer takes (`logs.>`); all

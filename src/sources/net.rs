@@ -101,6 +101,10 @@ pub struct TcpConfig {
 
     #[serde(default)]
     pub framing: Framing,
+    /// How lines are read for context in hits: `none`, `syslog`, `auto`
+    /// (syslog when the line starts with `<PRI>`), `json`.
+    #[serde(default)]
+    pub parse: crate::context::LineFormat,
 }
 
 /// `[sources.NAME] type = "udp"`: one or more lines per datagram.
@@ -117,6 +121,10 @@ pub struct UdpConfig {
     /// caps it at `net.core.rmem_max`.
     #[serde(default)]
     pub receive_buffer_bytes: Option<usize>,
+    /// How lines are read for context in hits: `none`, `syslog`, `auto`
+    /// (syslog when the line starts with `<PRI>`), `json`.
+    #[serde(default)]
+    pub parse: crate::context::LineFormat,
 }
 
 impl UdpConfig {
@@ -153,6 +161,10 @@ pub struct UnixConfig {
 
     #[serde(default)]
     pub framing: Framing,
+    /// How lines are read for context in hits: `none`, `syslog`, `auto`
+    /// (syslog when the line starts with `<PRI>`), `json`.
+    #[serde(default)]
+    pub parse: crate::context::LineFormat,
 }
 
 /// A Unix socket's kind.
@@ -217,17 +229,17 @@ enum DatagramSocket {
 
 impl DatagramSocket {
     /// A datagram and its sender's address (none for Unix sockets).
-    async fn recv(&self, buf: &mut [u8]) -> std::io::Result<(usize, Option<std::net::IpAddr>)> {
+    async fn recv(&self, buf: &mut [u8]) -> std::io::Result<(usize, Option<SocketAddr>)> {
         match self {
-            DatagramSocket::Udp(s) => s.recv_from(buf).await.map(|(n, a)| (n, Some(a.ip()))),
+            DatagramSocket::Udp(s) => s.recv_from(buf).await.map(|(n, a)| (n, Some(a))),
             DatagramSocket::Unix(s) => s.recv(buf).await.map(|n| (n, None)),
         }
     }
 
     /// A datagram already waiting, without waiting (`WouldBlock` if none).
-    fn try_recv(&self, buf: &mut [u8]) -> std::io::Result<(usize, Option<std::net::IpAddr>)> {
+    fn try_recv(&self, buf: &mut [u8]) -> std::io::Result<(usize, Option<SocketAddr>)> {
         match self {
-            DatagramSocket::Udp(s) => s.try_recv_from(buf).map(|(n, a)| (n, Some(a.ip()))),
+            DatagramSocket::Udp(s) => s.try_recv_from(buf).map(|(n, a)| (n, Some(a))),
             DatagramSocket::Unix(s) => s.try_recv(buf).map(|n| (n, None)),
         }
     }
@@ -407,6 +419,8 @@ async fn accept_loop(
                 }
             },
         };
+        let peer_addr = peer;
+        let peer = peer.map(|p| p.ip());
         if !peers.allows(peer) {
             m.connections_rejected
                 .with_label_values(&[&name, "peer_not_allowed"])
@@ -441,7 +455,10 @@ async fn accept_loop(
             // Each connection is its own input: own line numbers, own framing,
             // so garbage or a cut line from one client touches nobody else.
             let mut shutdown = ctx.shutdown.clone();
-            let batcher = ctx.batcher(&name);
+            let mut batcher = ctx.batcher(&name);
+            if let Some(p) = peer_addr {
+                batcher.set_peer(p);
+            }
             let guard = Some(StreamGuard {
                 activity: &ticket.activity,
                 idle_timeout,
@@ -485,11 +502,11 @@ enum Stream {
     Unix(tokio::net::UnixStream),
 }
 
-async fn accept(listener: &Listener) -> std::io::Result<(Stream, Option<std::net::IpAddr>)> {
+async fn accept(listener: &Listener) -> std::io::Result<(Stream, Option<SocketAddr>)> {
     Ok(match listener {
         Listener::Tcp(l) => {
             let (s, peer) = l.accept().await?;
-            (Stream::Tcp(s), Some(peer.ip()))
+            (Stream::Tcp(s), Some(peer))
         }
         Listener::Unix(l) => (Stream::Unix(l.accept().await?.0), None),
     })
@@ -524,7 +541,10 @@ async fn datagrams(name: Arc<str>, ctx: SourceContext, socket: DatagramSocket, p
         // a burst.
         let mut next = Some((n, peer));
         while let Some((n, peer)) = next.take() {
-            if peers.allows(peer) {
+            if peers.allows(peer.map(|p| p.ip())) {
+                if let Some(p) = peer {
+                    batcher.set_peer(p);
+                }
                 let mut data = &buf[..n];
                 if data.last() == Some(&b'\n') {
                     data = &data[..data.len() - 1];

@@ -250,49 +250,9 @@ fn metadata(o: &Value, tlp: &HashMap<String, String>) -> Vec<(Box<str>, Box<str>
     meta
 }
 
-/// RFC 3339 UTC (`2026-08-16T01:04:58.000Z`) to Unix seconds.
+/// RFC 3339 (`2026-08-16T01:04:58.000Z`) to Unix seconds.
 pub fn timestamp(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        std::str::from_utf8(b.get(r)?).ok()?.parse().ok()
-    };
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let (y, m, d, hh, mm, ss) = (
-        num(0..4)?,
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-        num(17..19)?,
-    );
-    let rest = &s[19..];
-    let rest = rest
-        .strip_prefix('.')
-        .map_or(rest, |r| r.trim_start_matches(|c: char| c.is_ascii_digit()));
-    if !(rest == "Z" || rest == "z")
-        || !(1..=12).contains(&m)
-        || !(1..=31).contains(&d)
-        || hh > 23
-        || mm > 59
-        || ss > 60
-    {
-        return None;
-    }
-    // Days from civil (proleptic Gregorian), as in hit::rfc3339's inverse.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some((era * 146_097 + doe - 719_468) * 86_400 + hh * 3600 + mm * 60 + ss)
+    crate::time::rfc3339_millis(s).map(|ms| ms.div_euclid(1000))
 }
 
 #[cfg(test)]
