@@ -15,6 +15,7 @@ pub mod context;
 pub mod daemon;
 pub mod engine;
 pub mod exit;
+pub mod explain;
 pub mod feeds;
 pub(crate) mod fetch;
 pub mod hit;

@@ -416,6 +416,8 @@ pub struct Built {
     pub fetches: Vec<(String, FetchResult)>,
     /// The next moment a feed's content changes by itself (STIX validity).
     pub next_change: Option<i64>,
+    /// The allowlists as loaded, for `iocd lookup`.
+    pub allowlist: Allowlist,
 }
 
 impl Loader {
@@ -515,7 +517,8 @@ impl Loader {
             .filter_map(|f| f.next_change)
             .chain(next_poll)
             .min();
-        let (indicators, report) = apply_allowlists(&names, feeds, &allow_feeds);
+        let allowlist = Allowlist::new(&allow_feeds);
+        let (indicators, report) = apply_allowlists(&names, feeds, &allowlist);
         let engine = Engine::build(indicators, &plan.engine);
         Ok(Built {
             engine,
@@ -525,6 +528,7 @@ impl Loader {
             polls,
             fetches,
             next_change,
+            allowlist,
         })
     }
 
@@ -911,9 +915,8 @@ impl FetchResult {
 pub fn apply_allowlists(
     names: &[Arc<str>],
     feeds: Vec<Feed>,
-    allow_feeds: &[Feed],
+    allow: &Allowlist,
 ) -> (Vec<Indicator>, LoadReport) {
-    let allow = Allowlist::new(allow_feeds);
     let mut summaries: Vec<FeedSummary> = names
         .iter()
         .map(|name| FeedSummary::empty(name.clone()))

@@ -35,6 +35,11 @@ enum Command {
     Run(ConfigArgs),
     /// Validate a configuration and load every feed, printing counts.
     Check(CheckArgs),
+    /// Show the tokens cut from a line and, for each, the indicators that
+    /// matched it or why none did.
+    Explain(ExplainArgs),
+    /// Say which feeds hold a value, or why it is not active.
+    Lookup(LookupArgs),
 }
 
 #[derive(clap::Args)]
@@ -56,7 +61,8 @@ struct CheckArgs {
 }
 
 #[derive(clap::Args)]
-struct ScanArgs {
+/// Which feeds to load, as `scan`, `explain` and `lookup` take them.
+struct FeedArgs {
     /// Indicator feed: a file, a directory of files, or a TAXII 2.1
     /// collection URL (credentials from IOCD_TAXII_USER/IOCD_TAXII_PASSWORD or
     /// IOCD_TAXII_TOKEN); repeatable. Without one, the example feed built
@@ -67,12 +73,6 @@ struct ScanArgs {
     /// warninglist, a file or a directory (repeatable).
     #[arg(long = "allowlist", value_name = "PATH")]
     allowlists: Vec<PathBuf>,
-    /// Longest line scanned, in bytes; longer lines are scanned up to it.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_LINE)]
-    max_line_bytes: usize,
-    /// Matcher threads (default: one per core).
-    #[arg(long, value_name = "N")]
-    threads: Option<usize>,
     /// Bloom filter in front of exact sets of at least this many keys (0: never).
     #[arg(long, value_name = "KEYS", default_value_t = EngineOptions::default().bloom_min_keys)]
     bloom_min_keys: usize,
@@ -94,6 +94,21 @@ struct ScanArgs {
     /// zeek-intel, csv, stix, misp, misp-warninglist, openioc).
     #[arg(long, value_name = "FORMAT")]
     feed_format: Option<iocd::feeds::Format>,
+    /// Print no load summary on stderr.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct ScanArgs {
+    #[command(flatten)]
+    feeds: FeedArgs,
+    /// Longest line scanned, in bytes; longer lines are scanned up to it.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_LINE)]
+    max_line_bytes: usize,
+    /// Matcher threads (default: one per core).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
     /// The hits' shape, as a sink's `format`: native or ecs.
     #[arg(long, value_name = "FORMAT", default_value = "native", value_parser = parse_hit_format)]
     format: iocd::hit::HitFormat,
@@ -107,11 +122,37 @@ struct ScanArgs {
     /// Read lines for context as a source's `parse`: none, syslog, auto, json.
     #[arg(long, value_name = "FORMAT", default_value = "none", value_parser = parse_line_format)]
     parse: iocd::context::LineFormat,
-    /// Print no load summary on stderr.
-    #[arg(long, short = 'q')]
-    quiet: bool,
     /// Log files to scan; stdin when none (or `-`).
     files: Vec<PathBuf>,
+}
+
+#[derive(clap::Args)]
+/// The feeds `explain` and `lookup` ask about: a config's, or `-i`'s.
+struct InspectArgs {
+    /// Load the feeds and allowlists of this configuration instead of `-i`.
+    #[arg(long, short = 'c', value_name = "FILE", conflicts_with = "indicators")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    feeds: FeedArgs,
+    /// Answer in JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct ExplainArgs {
+    #[command(flatten)]
+    inspect: InspectArgs,
+    /// The line to explain, or `-` for every line of stdin.
+    line: String,
+}
+
+#[derive(clap::Args)]
+struct LookupArgs {
+    #[command(flatten)]
+    inspect: InspectArgs,
+    /// The value: an address, network, domain, URL, email or hash (defanged is fine).
+    value: String,
 }
 
 fn main() -> ExitCode {
@@ -119,6 +160,8 @@ fn main() -> ExitCode {
         Command::Scan(args) => scan(args),
         Command::Run(args) => run(args),
         Command::Check(args) => check(args),
+        Command::Explain(args) => explain(args),
+        Command::Lookup(args) => lookup(args),
     }
 }
 
@@ -299,7 +342,8 @@ fn scan_feed_name(path: &Path, all: &[PathBuf]) -> String {
     }
 }
 
-fn scan(args: ScanArgs) -> ExitCode {
+/// Loads the feeds `args` name, printing the load summary unless quiet.
+fn load_feeds(args: &FeedArgs) -> Result<iocd::load::Built, ExitCode> {
     let stderr = &mut io::stderr().lock();
     let t0 = Instant::now();
     let mut plan = LoadPlan {
@@ -319,7 +363,7 @@ fn scan(args: ScanArgs) -> ExitCode {
     };
     if let Err(e) = feed(&PathBuf::new()).filter() {
         let _ = writeln!(stderr, "iocd: error: --{e}");
-        return Exit::Usage.into();
+        return Err(Exit::Usage.into());
     }
     if args.indicators.is_empty() {
         if !args.quiet {
@@ -344,7 +388,7 @@ fn scan(args: ScanArgs) -> ExitCode {
                 };
                 if let Err(e) = fc.validate() {
                     let _ = writeln!(stderr, "iocd: error: --indicators {url}: {e}");
-                    return Exit::Usage.into();
+                    return Err(Exit::Usage.into());
                 }
                 let name = fc.remote().map(|r| r.file_name()).unwrap_or_default();
                 plan.feeds.push((name, fc));
@@ -363,14 +407,14 @@ fn scan(args: ScanArgs) -> ExitCode {
         Ok(built) => built,
         Err(e) => {
             let _ = writeln!(stderr, "iocd: error: {e}");
-            return Exit::DataErr.into();
+            return Err(Exit::DataErr.into());
         }
     };
     // A collection that cannot be polled is an error here: there is no
     // earlier content to fall back on.
     if let Some((feed, why)) = built.polls.iter().find_map(|(f, e)| Some((f, e.as_ref()?))) {
         let _ = writeln!(stderr, "iocd: error: {feed}: {why}");
-        return Exit::DataErr.into();
+        return Err(Exit::DataErr.into());
     }
     if let Some(f) = built
         .failures
@@ -378,12 +422,11 @@ fn scan(args: ScanArgs) -> ExitCode {
         .find(|f| f.reason == iocd::load::FailureReason::Fetch)
     {
         let _ = writeln!(stderr, "iocd: error: feed {}: {}", f.feed, f.message);
-        return Exit::DataErr.into();
+        return Err(Exit::DataErr.into());
     }
-    let (engine, report) = (built.engine, built.report);
     if !args.quiet {
-        let _ = report.write(stderr);
-        let _ = iocd::load::write_engine_summary(stderr, engine.stats(), built.seconds);
+        let _ = built.report.write(stderr);
+        let _ = iocd::load::write_engine_summary(stderr, built.engine.stats(), built.seconds);
         for f in &built.failures {
             let (feed, why) = (&f.feed, &f.message);
             let _ = writeln!(stderr, "iocd: warning: feed {feed}: {why}");
@@ -394,6 +437,15 @@ fn scan(args: ScanArgs) -> ExitCode {
             t0.elapsed().as_secs_f64()
         );
     }
+    Ok(built)
+}
+
+fn scan(args: ScanArgs) -> ExitCode {
+    let engine = match load_feeds(&args.feeds) {
+        Ok(built) => built.engine,
+        Err(code) => return code,
+    };
+    let stderr = &mut io::stderr().lock();
     let mut opts = ScanOptions {
         max_line: args.max_line_bytes.max(1),
         format: args.format,
@@ -433,7 +485,7 @@ fn scan(args: ScanArgs) -> ExitCode {
             Ok(s) => {
                 bytes += s.bytes;
                 hits += s.hits;
-                if !args.quiet {
+                if !args.feeds.quiet {
                     let _ = writeln!(
                         stderr,
                         "iocd: {name}: {} lines, {} hits, {} truncated",
@@ -456,7 +508,7 @@ fn scan(args: ScanArgs) -> ExitCode {
             }
         }
     }
-    if !args.quiet {
+    if !args.feeds.quiet {
         let secs = t1.elapsed().as_secs_f64();
         let _ = writeln!(
             stderr,
@@ -483,4 +535,97 @@ fn parse_grouping(v: &str) -> Result<iocd::hit::Grouping, String> {
 
 fn parse_line_format(v: &str) -> Result<iocd::context::LineFormat, String> {
     parse_config_name(v)
+}
+
+/// The engine and report `explain` and `lookup` ask: a config's feeds or
+/// `-i`'s, with every skipped entry kept so a value's reason is there.
+fn inspect_load(args: &InspectArgs) -> Result<iocd::load::Built, ExitCode> {
+    iocd::feeds::keep_every_skip(true);
+    match &args.config {
+        Some(path) => {
+            let config = load_config(&ConfigArgs {
+                config: Some(path.clone()),
+            })?;
+            Loader::default()
+                .build_catching(&config.load_plan(), true)
+                .map_err(|e| {
+                    eprintln!("iocd: error: {e}");
+                    Exit::DataErr.into()
+                })
+        }
+        None => load_feeds(&args.feeds),
+    }
+}
+
+fn explain(args: ExplainArgs) -> ExitCode {
+    let built = match inspect_load(&args.inspect) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    let lines: Vec<Vec<u8>> = if args.line == "-" {
+        let mut all = Vec::new();
+        if let Err(e) = io::Read::read_to_end(&mut io::stdin().lock(), &mut all) {
+            eprintln!("iocd: error: reading stdin: {e}");
+            return Exit::IoErr.into();
+        }
+        all.split(|&b| b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
+            .filter(|l| !l.is_empty())
+            .collect()
+    } else {
+        vec![args.line.into_bytes()]
+    };
+    let mut out = String::new();
+    for line in &lines {
+        let ex = iocd::explain::explain(&built.engine, Some(&built.report), line);
+        if args.inspect.json {
+            out.push_str(&serde_json::to_string(&ex).expect("serialisable"));
+            out.push('\n');
+        } else {
+            if lines.len() > 1 {
+                out.push_str(&format!("line: {}\n", String::from_utf8_lossy(line)));
+            }
+            ex.write_text(&mut out);
+        }
+    }
+    print_or_exit(&out)
+}
+
+fn lookup(args: LookupArgs) -> ExitCode {
+    let built = match inspect_load(&args.inspect) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    let names = built.allowlist.names().to_vec();
+    let allowed = |ind: &iocd::Indicator| {
+        built
+            .allowlist
+            .allows(ind)
+            .map(|s| format!("allowlist {}", names[s as usize]))
+    };
+    let l = iocd::explain::lookup(&built.engine, &built.report, &args.value, allowed);
+    let mut out = String::new();
+    if args.inspect.json {
+        out = serde_json::to_string(&l).expect("serialisable") + "\n";
+    } else {
+        l.write_text(&mut out);
+    }
+    let code = print_or_exit(&out);
+    if l.active.is_empty() && l.also_matched_by.is_empty() {
+        // grep's convention: 1 when nothing was found.
+        return ExitCode::from(1);
+    }
+    code
+}
+
+/// Writes `out` to stdout; a closed pipe is a normal end.
+fn print_or_exit(out: &str) -> ExitCode {
+    match io::stdout().lock().write_all(out.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("iocd: error: writing: {e}");
+            Exit::IoErr.into()
+        }
+    }
 }

@@ -25,6 +25,7 @@ mod zeek;
 
 pub mod allowlist;
 
+use std::cell::Cell;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -111,6 +112,18 @@ impl TryFrom<String> for Format {
     }
 }
 
+thread_local! {
+    static KEEP_EVERY_SKIP: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Keep every skipped entry with its reason on this thread, not only the
+/// first [`SKIP_EXAMPLES`]: `iocd lookup` and `explain` say why a given
+/// value is not loaded. The daemon never sets it (memory would follow the
+/// size of a bad feed).
+pub fn keep_every_skip(on: bool) {
+    KEEP_EVERY_SKIP.with(|k| k.set(on));
+}
+
 /// An entry a reader could not turn into an indicator.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Skipped {
@@ -191,7 +204,7 @@ impl SkipLog {
     pub fn push_reason(&mut self, line: u32, kind: SkipReason, reason: impl Into<String>) {
         *self.by_reason.entry(kind).or_default() += 1;
         self.count += 1;
-        if self.examples.len() < SKIP_EXAMPLES {
+        if self.examples.len() < SKIP_EXAMPLES || KEEP_EVERY_SKIP.with(Cell::get) {
             let mut reason = reason.into();
             if reason.len() > REASON_MAX {
                 let cut = (0..=REASON_MAX)
@@ -211,7 +224,11 @@ impl SkipLog {
         for (k, n) in later.by_reason {
             *self.by_reason.entry(k).or_default() += n;
         }
-        let room = SKIP_EXAMPLES.saturating_sub(self.examples.len());
+        let room = if KEEP_EVERY_SKIP.with(Cell::get) {
+            usize::MAX
+        } else {
+            SKIP_EXAMPLES.saturating_sub(self.examples.len())
+        };
         self.examples.extend(later.examples.into_iter().take(room));
     }
 }

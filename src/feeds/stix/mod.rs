@@ -108,8 +108,11 @@ pub fn parse_value(ctx: &FeedContext, root: &Value, now: i64) -> (Parsed, Option
     let mut indicators = Vec::new();
     for id in order {
         let o = newest[id];
+        // The pattern goes last: `lookup` finds a skipped value in it, and a
+        // long one is what the reason's length limit cuts.
+        let pattern = o["pattern"].as_str().unwrap_or_default();
         let skip = |reason: SkipReason, why: String, skipped: &mut SkipLog| {
-            skipped.push_reason(0, reason, format!("{id}: {why}"))
+            skipped.push_reason(0, reason, format!("{id}: {why}: {pattern}"))
         };
         if o["revoked"].as_bool() == Some(true) {
             skip(SkipReason::Revoked, "revoked".into(), &mut skipped);
