@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod analyst;
 mod harness;
 mod tests;
 mod url_feeds;
