@@ -235,7 +235,15 @@ mod tests {
     #[test]
     fn bsd_shapes() {
         let now = unix_millis_now();
-        let cases: [(&[u8], bool, Option<&str>, Option<&str>, Option<&str>); 5] = [
+        // (line, need_pri, host, app, pid)
+        type Case = (
+            &'static [u8],
+            bool,
+            Option<&'static str>,
+            Option<&'static str>,
+            Option<&'static str>,
+        );
+        let cases: [Case; 5] = [
             (
                 b"<13>Nov 23 05:10:00 collector1 root: hello 1.2.3.4",
                 true,
