@@ -289,3 +289,54 @@ fn scan_formats_and_grouping_keep_the_pairs() {
     let bad = run(&["scan", "-q", "--group", "feed", "-i", f, l]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// Syslog headers as a real network carried them: Zeek's syslog.log of the
+/// shared WRCCDC capture keeps each message with its facility and severity;
+/// put back behind its `<PRI>`, every one parses, with the host and time
+/// the message itself states.
+#[test]
+fn syslog_headers_of_the_shared_zeek_capture() {
+    let Some(shared) = common::shared_dir() else {
+        eprintln!("syslog_headers_of_the_shared_zeek_capture: no ../shared, not run");
+        return;
+    };
+    let path = shared.join("data/logs/zeek_wrccdc2018_brimdata/json/syslog.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        eprintln!(
+            "syslog_headers_of_the_shared_zeek_capture: no {}, not run",
+            path.display()
+        );
+        return;
+    };
+    let facilities = iocd::context::syslog::FACILITIES;
+    let severities = [
+        "EMERG", "ALERT", "CRIT", "ERR", "WARNING", "NOTICE", "INFO", "DEBUG",
+    ];
+    let mut parsed = 0;
+    for l in text.lines() {
+        let r: serde_json::Value = serde_json::from_str(l).unwrap();
+        let f = facilities
+            .iter()
+            .position(|f| f.eq_ignore_ascii_case(r["facility"].as_str().unwrap()))
+            .unwrap();
+        let s = severities
+            .iter()
+            .position(|s| *s == r["severity"].as_str().unwrap())
+            .unwrap();
+        let message = r["message"].as_str().unwrap();
+        let line = format!("<{}>{message}", f * 8 + s);
+        let h = iocd::context::SyslogHeader::parse(line.as_bytes(), true)
+            .unwrap_or_else(|| panic!("no header: {line}"));
+        let fields: Vec<&str> = message.split(' ').collect();
+        assert_eq!(h.hostname, Some(fields[2]), "{line}");
+        assert_eq!(h.appname, Some(fields[3]), "{line}");
+        assert_eq!(
+            h.timestamp_ms,
+            iocd::time::rfc3339_millis(fields[1]),
+            "{line}"
+        );
+        assert_eq!((h.facility(), h.severity()), (Some(f as u8), Some(s as u8)));
+        parsed += 1;
+    }
+    assert!(parsed > 2000, "{parsed} messages");
+}
