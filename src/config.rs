@@ -48,6 +48,8 @@ pub struct Config {
     pub output: OutputConfig,
     /// Repeats of a hit counted instead of emitted (`[suppress]`).
     pub suppress: Option<SuppressConfig>,
+    /// Lines kept to hunt new indicators in the recent past (`[retro]`).
+    pub retro: Option<crate::retro::RetroConfig>,
     #[serde(default)]
     /// When feeds are reloaded (`[reload]`).
     pub reload: ReloadConfig,
@@ -297,6 +299,9 @@ impl Config {
         }
         if let Some(s) = &self.suppress {
             s.validate().map_err(|e| e.within("suppress"))?;
+        }
+        if let Some(r) = &self.retro {
+            r.validate().map_err(|e| e.within("retro"))?;
         }
         if self.feeds.is_empty() && self.taxii.is_empty() && !self.example_feed {
             return Err(Invalid::new("feeds", "at least one feed is needed"));

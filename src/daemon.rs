@@ -105,7 +105,7 @@ pub async fn run(
         Vec::new(),
         &Default::default(),
     )));
-    reload::install(&engine, &metrics, built, "engine built");
+    reload::install(&engine, &metrics, built, "engine built", None);
 
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -127,11 +127,16 @@ pub async fn run(
         }
         Arc::new(s)
     });
+    let ring = config
+        .retro
+        .as_ref()
+        .map(|rc| start_ring(rc, &config.engine, &metrics));
     let output = pipeline::HitOutput {
         group: config.output.group,
         suppressor: suppressor.clone(),
+        ring: ring.as_ref().map(|r| r.tap.clone()),
     };
-    let (queue, hits, matchers) = pipeline::start_matchers(
+    let (queue, hits, matchers, weak_hits) = pipeline::start_matchers(
         engine.clone(),
         &config.engine,
         formats,
@@ -139,6 +144,33 @@ pub async fn run(
         metrics.clone(),
     );
     let dispatcher = tokio::spawn(pipeline::dispatch(hits, sink_senders));
+    let retro_jobs = match (&config.retro, &ring) {
+        (Some(rc), Some(ring)) => {
+            let (jobs_tx, jobs_rx) = std::sync::mpsc::channel();
+            let hunter = crate::retro::hunt::Hunter {
+                dir: rc.dir.clone(),
+                ring: ring.tap.tx.clone(),
+                engines: ring.tap.engines.clone(),
+                hits: weak_hits,
+                formats,
+                group: config.output.group,
+                threads: rc.threads,
+                rate_bytes_per_sec: rc.rate_mb_per_sec.map(|r| r * 1_000_000),
+                original_max: config.engine.original_max_bytes,
+                metrics: crate::retro::hunt::HuntMetrics {
+                    scan_bytes: metrics.retro_scan_bytes.clone(),
+                    hits: metrics.retro_hits.clone(),
+                    scan_seconds: metrics.retro_scan_seconds.clone(),
+                },
+            };
+            std::thread::Builder::new()
+                .name("iocd-retro".into())
+                .spawn(move || hunter.run(jobs_rx))
+                .map_err(|e| DaemonError::Start(format!("retro: {e}")))?;
+            Some(jobs_tx)
+        }
+        _ => None,
+    };
 
     let admin = match &config.metrics {
         Some(m) => {
@@ -192,6 +224,7 @@ pub async fn run(
         metrics: metrics.clone(),
         watch,
         next_change,
+        retro: retro_jobs,
     };
     let reload_task = {
         // A reload loop that ends before shutdown means feed changes are
@@ -242,6 +275,10 @@ pub async fn run(
         })
         .await
         .expect("joining matchers");
+        if let Some(ring) = ring {
+            // Close the open segment: every line scanned is then kept.
+            let _ = tokio::task::spawn_blocking(move || ring.close()).await;
+        }
         let _ = dispatcher.await;
         for t in sink_tasks {
             let _ = t.await;
@@ -268,5 +305,49 @@ pub async fn run(
 async fn futures_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
     for t in tasks {
         let _ = t.await;
+    }
+}
+
+/// The retro ring's writer and what matchers feed it through.
+struct Ring {
+    tap: crate::retro::RingTap,
+}
+
+impl Ring {
+    /// Closes the open segment and waits for it.
+    fn close(self) {
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+        if self
+            .tap
+            .tx
+            .send(crate::retro::ring::RingMsg::Rotate(done_tx))
+            .is_ok()
+        {
+            let _ = done_rx.recv();
+        }
+    }
+}
+
+fn start_ring(
+    rc: &crate::retro::RetroConfig,
+    engine: &pipeline::EngineConfig,
+    metrics: &Arc<Metrics>,
+) -> Ring {
+    let (tx, rx) = std::sync::mpsc::sync_channel(rc.queue_batches);
+    let limits = rc.limits();
+    let ring_metrics = crate::retro::ring::RingMetrics {
+        bytes_stored: metrics.retro_bytes_stored.clone(),
+        write_errors: metrics.retro_write_errors.clone(),
+    };
+    std::thread::Builder::new()
+        .name("iocd-ring".into())
+        .spawn(move || crate::retro::ring::write_loop(rx, limits, ring_metrics))
+        .expect("spawning the ring writer");
+    Ring {
+        tap: crate::retro::RingTap {
+            tx,
+            engines: Arc::new(crate::retro::MatcherEngines::new(engine.matcher_threads())),
+            dropped: metrics.retro_lines_dropped.clone(),
+        },
     }
 }

@@ -227,6 +227,10 @@ pub struct Event<'a> {
     pub original: Option<(&'a [u8], bool)>,
     /// What was read from the line and its source.
     pub context: &'a LineContext<'a>,
+    /// Found by a retro-hunt in lines seen before the indicator arrived
+    /// (`retro: true`; `iocd.retro` in ECS); `@timestamp` is then when the
+    /// line was seen.
+    pub retro: bool,
 }
 
 impl Event<'_> {
@@ -376,6 +380,9 @@ pub fn write_native(out: &mut Vec<u8>, ev: &Event, found: &[Found], grouped: boo
             out.push(b',');
             native_repeats(out, r);
         }
+    }
+    if ev.retro {
+        out.extend_from_slice(b",\"retro\":true");
     }
     let ingested = ev
         .context
@@ -565,6 +572,9 @@ pub fn write_ecs(out: &mut Vec<u8>, ev: &Event, found: &[Found], grouped: bool) 
             }
         }
     }
+    if ev.retro {
+        iocd.insert("retro".into(), json!(true));
+    }
     iocd.insert(
         "original_truncated".into(),
         json!(ev.original.is_some_and(|(_, t)| t)),
@@ -662,6 +672,7 @@ mod event_tests {
             },
             original: Some((line, false)),
             context: &context,
+            retro: false,
         };
         let hits = [
             found(&a, at("203.0.113.9"), line),
@@ -719,6 +730,7 @@ mod event_tests {
             },
             original: Some((line, false)),
             context: &LineContext::default(),
+            retro: false,
         };
         let f = found(&ind, m, line);
         let mut out = Vec::new();
@@ -746,6 +758,7 @@ mod event_tests {
             },
             original: Some((line, true)),
             context: &LineContext::default(),
+            retro: false,
         };
         let mut out = Vec::new();
         write_ecs(&mut out, &ev, &[found(&ind, m, line)], false);
@@ -796,6 +809,7 @@ mod event_tests {
                 },
                 original: Some((line, false)),
                 context: &LineContext::default(),
+                retro: false,
             };
             let mut out = Vec::new();
             write_ecs(&mut out, &ev, &[found(&ind, m, line)], false);

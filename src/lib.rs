@@ -30,6 +30,7 @@ pub(crate) mod pipeline;
 pub mod probe;
 pub(crate) mod reload;
 pub(crate) mod remote;
+pub(crate) mod retro;
 pub mod scan;
 pub(crate) mod settings;
 pub(crate) mod sinks;

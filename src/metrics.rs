@@ -27,6 +27,18 @@ pub struct Metrics {
     pub hits_suppressed: IntCounterVec,
     /// Suppression keys evicted by `max_keys` (their counts are lost).
     pub suppress_evictions: IntCounter,
+    /// Compressed bytes in the retro ring.
+    pub retro_bytes_stored: IntGauge,
+    /// Lines not stored in the ring (its writer fell behind).
+    pub retro_lines_dropped: IntCounter,
+    /// Ring segment writes that failed.
+    pub retro_write_errors: IntCounter,
+    /// Bytes of lines a retro scan read.
+    pub retro_scan_bytes: IntCounter,
+    /// Hits a retro scan found.
+    pub retro_hits: IntCounter,
+    /// How long a retro scan took.
+    pub retro_scan_seconds: Histogram,
     pub indicators_loaded: IntGaugeVec,
     pub feed_failures: IntCounterVec,
     pub taxii_polls: IntCounterVec,
@@ -119,14 +131,51 @@ impl Metrics {
                 "Hits counted but not emitted inside a suppression window, by indicator type and feed.",
                 &["type", "feed"],
             ),
-            suppress_evictions: {
-                let c = IntCounter::new(
-                    "iocd_suppress_evictions_total",
-                    "Suppression keys evicted because max_keys was reached.",
+            suppress_evictions: plain_counter(
+                &r,
+                "iocd_suppress_evictions_total",
+                "Suppression keys evicted because max_keys was reached.",
+            ),
+            retro_bytes_stored: {
+                let g = IntGauge::new(
+                    "iocd_retro_bytes_stored",
+                    "Compressed bytes of lines kept in the retro-hunt ring.",
                 )
                 .expect("metric");
-                r.register(Box::new(c.clone())).expect("register");
-                c
+                r.register(Box::new(g.clone())).expect("register");
+                g
+            },
+            retro_lines_dropped: plain_counter(
+                &r,
+                "iocd_retro_lines_dropped_total",
+                "Lines not kept in the retro-hunt ring because its writer fell behind.",
+            ),
+            retro_write_errors: plain_counter(
+                &r,
+                "iocd_retro_write_errors_total",
+                "Retro-hunt ring segment writes that failed.",
+            ),
+            retro_scan_bytes: plain_counter(
+                &r,
+                "iocd_retro_scan_bytes_total",
+                "Bytes of stored lines read by retro scans.",
+            ),
+            retro_hits: plain_counter(
+                &r,
+                "iocd_retro_hits_total",
+                "Hits found by retro scans of the ring.",
+            ),
+            retro_scan_seconds: {
+                let h = Histogram::with_opts(
+                    prometheus::HistogramOpts::new(
+                        "iocd_retro_scan_seconds",
+                        "Time a retro scan of the ring took.",
+                    )
+                    .buckets(vec![0.1, 1.0, 10.0, 60.0, 300.0, 1800.0, 7200.0]),
+                )
+                .expect("metric");
+                r.register(Box::new(h.clone())).expect("register");
+                h
             },
             hits_dropped: counter(
                 &r,
@@ -553,4 +602,11 @@ fn respond<B>(
         .header(hyper::header::CONTENT_TYPE, ctype)
         .body(http_body_util::Full::new(bytes::Bytes::from(body)))
         .expect("a valid response")
+}
+
+/// A counter without labels, registered.
+fn plain_counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("metric");
+    r.register(Box::new(c.clone())).expect("register");
+    c
 }

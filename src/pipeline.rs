@@ -25,6 +25,8 @@ use crate::engine::{Engine, ScanState};
 use crate::hit::{self, EncodedHits, Event, Found, Grouping, HitFormat, Origin, Sighting};
 use crate::indicator::IndicatorType;
 use crate::metrics::Metrics;
+use crate::retro::ring::{RingBatch, RingMsg};
+use crate::retro::RingTap;
 use crate::settings::{in_range, Invalid};
 use crate::suppress::{KeyParts, Suppressor, Verdict};
 
@@ -98,6 +100,12 @@ pub const MAX_BATCH_LINES: usize = 1 << 20;
 pub const MAX_QUEUE_BATCHES: usize = 1 << 16;
 
 impl EngineConfig {
+    /// Matcher threads: `threads`, or one per core.
+    pub fn matcher_threads(&self) -> usize {
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
     /// Checks every number against its documented range.
     ///
     /// # Errors
@@ -248,7 +256,8 @@ pub struct HitBatch {
 }
 
 impl HitBatch {
-    fn empty(ack: Option<Arc<Ack>>) -> HitBatch {
+    /// No hit yet; `ack` fires when the last part of its line batch is written.
+    pub(crate) fn empty(ack: Option<Arc<Ack>>) -> HitBatch {
         HitBatch {
             encoded: Default::default(),
             hits: 0,
@@ -259,7 +268,7 @@ impl HitBatch {
     }
 
     /// Bytes of its encoded hits, all formats, and of the lines kept.
-    fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.encoded.iter().map(|e| e.bytes().len()).sum::<usize>() + self.lines.len()
     }
 
@@ -632,10 +641,14 @@ impl Formats {
 pub struct HitOutput {
     pub group: Grouping,
     pub suppressor: Option<Arc<Suppressor>>,
+    /// Where scanned batches go for retro-hunt, if `[retro]` is on.
+    pub ring: Option<RingTap>,
 }
 
 /// Starts the matcher threads. Returns the queue sources send to, the
-/// channel of hit batches for the dispatcher, and the threads to join.
+/// channel of hit batches for the dispatcher, the threads to join, and a
+/// weak sender into that channel for the retro-hunt (which must not keep
+/// it open once the matchers are gone).
 pub fn start_matchers(
     engine: Arc<ArcSwap<Engine>>,
     config: &EngineConfig,
@@ -646,13 +659,13 @@ pub fn start_matchers(
     LineQueue,
     mpsc::Receiver<HitBatch>,
     Vec<std::thread::JoinHandle<()>>,
+    mpsc::WeakSender<HitBatch>,
 ) {
     let (tx, rx) = mpsc::channel::<Batch>(config.queue_batches);
     let (hits_tx, hits_rx) = mpsc::channel::<HitBatch>(config.queue_batches);
     let rx = Arc::new(Mutex::new(rx));
-    let threads = config
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = config.matcher_threads();
+    let weak = hits_tx.downgrade();
     let limits = HitLimits {
         original_max: config.original_max_bytes,
         per_line: config.max_hits_per_line,
@@ -671,6 +684,7 @@ pub fn start_matchers(
                 .name(format!("iocd-match-{i}"))
                 .spawn(move || {
                     let m = Matcher {
+                        index: i,
                         engine: &engine,
                         hits_tx: &hits_tx,
                         metrics: &metrics,
@@ -683,7 +697,7 @@ pub fn start_matchers(
                 .expect("spawning a matcher thread")
         })
         .collect();
-    (LineQueue { tx, metrics }, hits_rx, handles)
+    (LineQueue { tx, metrics }, hits_rx, handles, weak)
 }
 
 /// What one line's hits may hold.
@@ -699,8 +713,51 @@ struct HitLimits {
     batch_bytes: usize,
 }
 
+/// Appends the documents of one line's hits to `out`, in every format in
+/// `formats`, grouped as `group` says; `ev.original` is kept for per-hit
+/// sinks (keys, ids).
+pub(crate) fn push_docs(
+    out: &mut HitBatch,
+    formats: Formats,
+    group: Grouping,
+    ev: &Event,
+    found: &[Found],
+) {
+    let original = ev.original.map_or(&[][..], |(o, _)| o);
+    let kept = out.lines.len()..out.lines.len() + original.len();
+    out.lines.extend_from_slice(original);
+    let docs: Vec<&[Found]> = match group {
+        Grouping::Hit => found.chunks(1).collect(),
+        Grouping::Line => vec![found],
+    };
+    let origin = ev.sighting.origin;
+    for doc in &docs {
+        out.meta.push(HitMeta {
+            kind: doc[0].indicator.kind,
+            feed: doc[0].indicator.provenance.feed.name.clone(),
+            value: match doc {
+                [one] => one.indicator.value.clone(),
+                many => many
+                    .iter()
+                    .map(|f| &*f.indicator.value)
+                    .collect::<Vec<_>>()
+                    .join(",")
+                    .into(),
+            },
+            id: origin.map(|(o, l)| o.hit_id(l, doc.iter().map(|f| f.indicator))),
+            line: kept.clone(),
+        });
+    }
+    for format in formats.iter() {
+        hit::encode(format, group, &mut out.encoded[format.index()], ev, found);
+    }
+    out.hits += docs.len();
+}
+
 /// One matcher thread's view of the pipeline.
 struct Matcher<'a> {
+    /// Its slot in [`RingTap::engines`].
+    index: usize,
     engine: &'a ArcSwap<Engine>,
     hits_tx: &'a mpsc::Sender<HitBatch>,
     metrics: &'a Metrics,
@@ -737,6 +794,9 @@ impl Matcher<'_> {
             .with_label_values(&["max_hits_per_line"]);
         let started = Instant::now();
         let engine = self.engine.load_full();
+        if let Some(tap) = &self.output.ring {
+            tap.engines.set(self.index, engine.build_id());
+        }
         let ack = batch.ack.take().map(Arc::new);
         let mut out = HitBatch::empty(ack.clone());
         let mut timestamp: Option<(String, i64)> = None;
@@ -809,8 +869,6 @@ impl Matcher<'_> {
                 continue;
             }
             let original = &line[..line.len().min(original_max)];
-            let kept = out.lines.len()..out.lines.len() + original.len();
-            out.lines.extend_from_slice(original);
             let ev = Event {
                 sighting: Sighting {
                     timestamp: ts,
@@ -820,38 +878,9 @@ impl Matcher<'_> {
                 },
                 original: Some((original, cut || original.len() < line.len())),
                 context: &context,
+                retro: false,
             };
-            let docs: Vec<&[Found]> = match self.output.group {
-                Grouping::Hit => found.chunks(1).collect(),
-                Grouping::Line => vec![&found[..]],
-            };
-            for doc in &docs {
-                out.meta.push(HitMeta {
-                    kind: doc[0].indicator.kind,
-                    feed: doc[0].indicator.provenance.feed.name.clone(),
-                    value: match doc {
-                        [one] => one.indicator.value.clone(),
-                        many => many
-                            .iter()
-                            .map(|f| &*f.indicator.value)
-                            .collect::<Vec<_>>()
-                            .join(",")
-                            .into(),
-                    },
-                    id: origin.map(|(o, l)| o.hit_id(l, doc.iter().map(|f| f.indicator))),
-                    line: kept.clone(),
-                });
-            }
-            for format in self.formats.iter() {
-                hit::encode(
-                    format,
-                    self.output.group,
-                    &mut out.encoded[format.index()],
-                    &ev,
-                    &found,
-                );
-            }
-            out.hits += docs.len();
+            push_docs(&mut out, self.formats, self.output.group, &ev, &found);
             // Only a line that added hits can have filled the batch.
             if out.bytes() >= batch_bytes {
                 let full = std::mem::replace(&mut out, HitBatch::empty(ack.clone()));
@@ -871,7 +900,26 @@ impl Matcher<'_> {
             .match_latency
             .observe(batch.read_at.elapsed().as_secs_f64());
         // A batch without hits needs no sink: dropping it fires its ack.
-        out.hits == 0 || self.hits_tx.blocking_send(out).is_ok()
+        let sent = out.hits == 0 || self.hits_tx.blocking_send(out).is_ok();
+        if let Some(tap) = &self.output.ring {
+            let lines = batch.ends.len();
+            let record = RingMsg::Batch(RingBatch {
+                time_ms: crate::time::unix_millis_now()
+                    - batch.read_at.elapsed().as_millis() as i64,
+                input: batch.input,
+                first_line: batch.first_line,
+                engine_id: engine.build_id(),
+                data: batch.data,
+                ends: batch.ends,
+                dropped: batch.dropped,
+            });
+            // Never wait for the disk: a full ring queue loses the batch.
+            if tap.tx.try_send(record).is_err() {
+                tap.dropped.inc_by(lines as u64);
+            }
+            tap.engines.set(self.index, 0);
+        }
+        sent
     }
 }
 

@@ -137,6 +137,8 @@ pub struct Reloader {
     pub watch: FeedWatch,
     /// When the loaded content changes by itself; a reload is due then.
     pub next_change: Option<i64>,
+    /// Each reload's engines go here for the retro-hunt (`[retro]`).
+    pub retro: Option<std::sync::mpsc::Sender<crate::retro::hunt::Job>>,
 }
 
 impl Reloader {
@@ -208,7 +210,13 @@ impl Reloader {
             Ok(built) => {
                 m.set_stale_engine(None);
                 self.next_change = built.next_change;
-                install(&self.engine, m, built, "engine reloaded");
+                install(
+                    &self.engine,
+                    m,
+                    built,
+                    "engine reloaded",
+                    self.retro.as_ref(),
+                );
                 m.reloads.with_label_values(&["success"]).inc();
             }
             Err(e) => {
@@ -247,7 +255,13 @@ pub async fn build_off_thread(
 /// Puts a built engine in service: publishes its counts, swaps it in, and
 /// marks the daemon's engine ready. The one way an engine is published, at
 /// start and on every reload.
-pub fn install(engine: &ArcSwap<Engine>, metrics: &Metrics, built: Built, what: &str) {
+pub fn install(
+    engine: &ArcSwap<Engine>,
+    metrics: &Metrics,
+    built: Built,
+    what: &str,
+    retro: Option<&std::sync::mpsc::Sender<crate::retro::hunt::Job>>,
+) {
     publish(metrics, &built);
     let stats = built.engine.stats().clone();
     if !stats.regexes_left_out.is_empty() {
@@ -258,7 +272,12 @@ pub fn install(engine: &ArcSwap<Engine>, metrics: &Metrics, built: Built, what: 
             "regex indicators left out: the regex set would pass its size budget with them"
         );
     }
-    engine.store(Arc::new(built.engine));
+    let new = Arc::new(built.engine);
+    let old = engine.swap(new.clone());
+    if let Some(jobs) = retro {
+        // The hunter may be gone at shutdown; then there is nothing to hunt for.
+        let _ = jobs.send(crate::retro::hunt::Job { old, new });
+    }
     metrics
         .engine_ready
         .store(true, std::sync::atomic::Ordering::Release);

@@ -251,6 +251,7 @@ fn write_in_order(
                         },
                         original: opts.with_line.then_some((text, l.cut)),
                         context: &context,
+                        retro: false,
                     };
                     hit::encode(opts.format, opts.group, &mut buf, &ev, &found);
                 }

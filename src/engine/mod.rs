@@ -124,7 +124,12 @@ pub struct Engine {
     regexes: Option<Regexes>,
     scheme_separator: memchr::memmem::Finder<'static>,
     stats: EngineStats,
+    /// Which build this is: increasing over the process's life.
+    build_id: u64,
 }
+
+/// The next [`Engine::build_id`].
+static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 // Matcher threads share one engine by reference; keep it that way.
 const _: () = {
@@ -300,7 +305,15 @@ impl Engine {
             scheme_separator: tokens::scheme_separator(),
             stats,
             indicators,
+            build_id: BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
+    }
+
+    /// This engine's build number: a later build has a larger one, so a
+    /// line stored with the id of the engine that scanned it tells which
+    /// indicators it was checked against (retro-hunt).
+    pub fn build_id(&self) -> u64 {
+        self.build_id
     }
 
     /// All indicators, indexed by id (duplicates included but never matched).

@@ -7,5 +7,6 @@ mod common;
 
 mod analyst;
 mod harness;
+mod retro;
 mod tests;
 mod url_feeds;
