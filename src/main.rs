@@ -60,7 +60,7 @@ struct CheckArgs {
     connect: bool,
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 /// Which feeds to load, as `scan`, `explain` and `lookup` take them.
 struct FeedArgs {
     /// Indicator feed: a file, a directory of files, or a TAXII 2.1
@@ -103,6 +103,11 @@ struct FeedArgs {
 struct ScanArgs {
     #[command(flatten)]
     feeds: FeedArgs,
+    /// Feeds as they were before (repeatable): scan only for indicators
+    /// of `--indicators` that these do not have (a retro-hunt over
+    /// archived logs; gzip and zstd files are read as they are).
+    #[arg(long = "since-indicators", value_name = "PATH")]
+    since_indicators: Vec<PathBuf>,
     /// Longest line scanned, in bytes; longer lines are scanned up to it.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_LINE)]
     max_line_bytes: usize,
@@ -441,11 +446,35 @@ fn load_feeds(args: &FeedArgs) -> Result<iocd::load::Built, ExitCode> {
 }
 
 fn scan(args: ScanArgs) -> ExitCode {
-    let engine = match load_feeds(&args.feeds) {
+    let mut engine = match load_feeds(&args.feeds) {
         Ok(built) => built.engine,
         Err(code) => return code,
     };
     let stderr = &mut io::stderr().lock();
+    if !args.since_indicators.is_empty() {
+        let before = FeedArgs {
+            indicators: args.since_indicators.clone(),
+            ..args.feeds.clone()
+        };
+        let old = match load_feeds(&before) {
+            Ok(built) => built.engine,
+            Err(code) => return code,
+        };
+        let added = engine.added_since(&old);
+        if !args.feeds.quiet {
+            let _ = writeln!(
+                stderr,
+                "iocd: {} indicators new since --since-indicators; scanning for those only",
+                added.len()
+            );
+        }
+        engine = iocd::Engine::build(
+            added,
+            &EngineOptions {
+                bloom_min_keys: args.feeds.bloom_min_keys,
+            },
+        );
+    }
     let mut opts = ScanOptions {
         max_line: args.max_line_bytes.max(1),
         format: args.format,
@@ -470,9 +499,12 @@ fn scan(args: ScanArgs) -> ExitCode {
     for f in &files {
         let name = f.to_string_lossy();
         let result = if name == "-" {
-            scan_stream(&engine, "-", io::stdin(), &mut out, &opts)
+            match iocd::scan::open_input(io::stdin()) {
+                Ok(input) => scan_stream(&engine, "-", input, &mut out, &opts),
+                Err(e) => Err(ScanError::Read(e)),
+            }
         } else {
-            match std::fs::File::open(f) {
+            match std::fs::File::open(f).and_then(iocd::scan::open_input) {
                 Ok(file) => scan_stream(&engine, &name, file, &mut out, &opts),
                 Err(e) => {
                     let _ = writeln!(stderr, "iocd: error: cannot read {name}: {e}");

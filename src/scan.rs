@@ -118,6 +118,24 @@ impl std::fmt::Display for ScanError {
 
 impl std::error::Error for ScanError {}
 
+/// `input` as lines: decompressed when it starts like a gzip or zstd
+/// stream (archives need no unpacking), as is otherwise.
+///
+/// # Errors
+/// The first bytes cannot be read, or a decoder cannot start.
+pub fn open_input<'a>(input: impl Read + Send + 'a) -> io::Result<Box<dyn Read + Send + 'a>> {
+    use std::io::BufRead;
+    let mut r = io::BufReader::with_capacity(1 << 16, input);
+    let head = r.fill_buf()?;
+    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::bufread::MultiGzDecoder::new(r))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::stream::read::Decoder::with_buffer(r)?)
+    } else {
+        Box::new(r)
+    })
+}
+
 /// Scans `input` (named `name` in hits) and writes hits to `out`.
 ///
 /// # Errors

@@ -309,6 +309,23 @@ impl Engine {
         }
     }
 
+    /// The indicators of this engine whose (type, value) `older` did not
+    /// have: the new values a reload brought (retro-hunt, `scan
+    /// --since-indicators`). A value `older` had from another feed is not
+    /// new: lines holding it were already reported.
+    pub fn added_since(&self, older: &Engine) -> Vec<Indicator> {
+        let before: FxHashSet<(IndicatorType, &str)> = older
+            .indicators
+            .iter()
+            .map(|i| (i.kind, &*i.value))
+            .collect();
+        self.indicators
+            .iter()
+            .filter(|i| !before.contains(&(i.kind, &*i.value)))
+            .cloned()
+            .collect()
+    }
+
     /// This engine's build number: a later build has a larger one, so a
     /// line stored with the id of the engine that scanned it tells which
     /// indicators it was checked against (retro-hunt).

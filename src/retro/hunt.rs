@@ -4,7 +4,6 @@
 //! Jobs queue: a reload during a scan waits for it to end, and its own
 //! indicators (those new since the engine before it) are hunted next.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -18,7 +17,6 @@ use super::MatcherEngines;
 use crate::context::LineContext;
 use crate::engine::{Engine, EngineOptions, ScanState};
 use crate::hit::{Event, Found, Grouping, Sighting};
-use crate::indicator::Indicator;
 use crate::pipeline::{push_docs, Formats, HitBatch};
 
 /// A reload's engines: the one before, and the one it installed.
@@ -50,25 +48,11 @@ pub struct HuntMetrics {
     pub scan_seconds: prometheus::Histogram,
 }
 
-/// The indicators of `new` that `old` did not have, as (type, value, feed).
-pub fn added(old: &Engine, new: &Engine) -> Vec<Indicator> {
-    let before: HashSet<(crate::IndicatorType, &str, &str)> = old
-        .indicators()
-        .iter()
-        .map(|i| (i.kind, &*i.value, &*i.provenance.feed.name))
-        .collect();
-    new.indicators()
-        .iter()
-        .filter(|i| !before.contains(&(i.kind, &*i.value, &*i.provenance.feed.name)))
-        .cloned()
-        .collect()
-}
-
 impl Hunter {
     /// Runs jobs until the queue closes.
     pub fn run(self, jobs: Receiver<Job>) {
         for job in jobs {
-            let fresh = added(&job.old, &job.new);
+            let fresh = job.new.added_since(&job.old);
             if fresh.is_empty() {
                 continue;
             }
