@@ -50,6 +50,8 @@ pub struct Config {
     pub suppress: Option<SuppressConfig>,
     /// Lines kept to hunt new indicators in the recent past (`[retro]`).
     pub retro: Option<crate::retro::RetroConfig>,
+    /// Sightings shared back (`[sightings]`).
+    pub sightings: Option<crate::sightings::SightingsConfig>,
     #[serde(default)]
     /// When feeds are reloaded (`[reload]`).
     pub reload: ReloadConfig,
@@ -302,6 +304,15 @@ impl Config {
         }
         if let Some(r) = &self.retro {
             r.validate().map_err(|e| e.within("retro"))?;
+        }
+        if let Some(s) = &self.sightings {
+            s.validate().map_err(|e| e.within("sightings"))?;
+            if s.taxii.is_some() && self.state_dir.is_none() {
+                return Err(Invalid::new(
+                    "sightings.taxii",
+                    "sightings for TAXII need `state_dir`, where they wait until the server accepts them",
+                ));
+            }
         }
         if self.feeds.is_empty() && self.taxii.is_empty() && !self.example_feed {
             return Err(Invalid::new("feeds", "at least one feed is needed"));

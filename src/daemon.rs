@@ -131,10 +131,15 @@ pub async fn run(
         .retro
         .as_ref()
         .map(|rc| start_ring(rc, &config.engine, &metrics));
+    let tally = config
+        .sightings
+        .as_ref()
+        .map(|_| Arc::new(crate::sightings::Tally::default()));
     let output = pipeline::HitOutput {
         group: config.output.group,
         suppressor: suppressor.clone(),
         ring: ring.as_ref().map(|r| r.tap.clone()),
+        sightings: tally.clone(),
     };
     let (queue, hits, matchers, weak_hits) = pipeline::start_matchers(
         engine.clone(),
@@ -162,6 +167,7 @@ pub async fn run(
                     hits: metrics.retro_hits.clone(),
                     scan_seconds: metrics.retro_scan_seconds.clone(),
                 },
+                sightings: tally.clone(),
             };
             std::thread::Builder::new()
                 .name("iocd-retro".into())
@@ -193,6 +199,27 @@ pub async fn run(
             )))
         }
         None => None,
+    };
+
+    // Sightings export after the drain: spawned with its own stop signal,
+    // given once every matcher has counted its last hit.
+    let (sightings_stop, sightings_task) = match (&config.sightings, &tally) {
+        (Some(sc), Some(t)) => {
+            let (tx, rx) = watch::channel(false);
+            let task = tokio::spawn(crate::sightings::export::run(
+                t.clone(),
+                sc.clone(),
+                config.state_dir.clone(),
+                crate::sightings::export::ExportMetrics {
+                    exported: metrics.sightings_exported.clone(),
+                    withheld: metrics.sightings_withheld.clone(),
+                    pending: metrics.sightings_pending.clone(),
+                },
+                rx,
+            ));
+            (Some(tx), Some(task))
+        }
+        _ => (None, None),
     };
 
     let ctx = SourceContext {
@@ -282,6 +309,10 @@ pub async fn run(
         let _ = dispatcher.await;
         for t in sink_tasks {
             let _ = t.await;
+        }
+        if let (Some(stop), Some(task)) = (sightings_stop, sightings_task) {
+            let _ = stop.send(true);
+            let _ = task.await;
         }
     };
     let drained = tokio::time::timeout(Duration::from_secs(grace), drain).await;

@@ -33,6 +33,7 @@ pub(crate) mod remote;
 pub(crate) mod retro;
 pub mod scan;
 pub(crate) mod settings;
+pub(crate) mod sightings;
 pub(crate) mod sinks;
 pub(crate) mod sources;
 pub(crate) mod state;

@@ -39,6 +39,12 @@ pub struct Metrics {
     pub retro_hits: IntCounter,
     /// How long a retro scan took.
     pub retro_scan_seconds: Histogram,
+    /// Sightings exported, by exporter.
+    pub sightings_exported: IntCounterVec,
+    /// Sightings not exported, by reason.
+    pub sightings_withheld: IntCounterVec,
+    /// Sighting bundles waiting for the TAXII server.
+    pub sightings_pending: IntGauge,
     pub indicators_loaded: IntGaugeVec,
     pub feed_failures: IntCounterVec,
     pub taxii_polls: IntCounterVec,
@@ -176,6 +182,27 @@ impl Metrics {
                 .expect("metric");
                 r.register(Box::new(h.clone())).expect("register");
                 h
+            },
+            sightings_exported: counter(
+                &r,
+                "iocd_sightings_exported_total",
+                "Sightings exported, by exporter (file, misp_file, taxii).",
+                &["exporter"],
+            ),
+            sightings_withheld: counter(
+                &r,
+                "iocd_sightings_withheld_total",
+                "Sightings not exported, by reason (tlp_red, no_pattern).",
+                &["reason"],
+            ),
+            sightings_pending: {
+                let g = IntGauge::new(
+                    "iocd_sightings_pending_bundles",
+                    "Sighting bundles queued in state_dir for the TAXII server.",
+                )
+                .expect("metric");
+                r.register(Box::new(g.clone())).expect("register");
+                g
             },
             hits_dropped: counter(
                 &r,

@@ -28,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::retro::ring::{RingBatch, RingMsg};
 use crate::retro::RingTap;
 use crate::settings::{in_range, Invalid};
+use crate::sightings::Tally;
 use crate::suppress::{KeyParts, Suppressor, Verdict};
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -643,6 +644,8 @@ pub struct HitOutput {
     pub suppressor: Option<Arc<Suppressor>>,
     /// Where scanned batches go for retro-hunt, if `[retro]` is on.
     pub ring: Option<RingTap>,
+    /// Where hits are counted for sightings, if `[sightings]` is on.
+    pub sightings: Option<Arc<Tally>>,
 }
 
 /// Starts the matcher threads. Returns the queue sources send to, the
@@ -828,6 +831,10 @@ impl Matcher<'_> {
             let mut found = Vec::with_capacity(scanned.len().min(per_line));
             for m in &scanned[..scanned.len().min(per_line)] {
                 let ind = engine.indicator(m.indicator);
+                if let Some(t) = &self.output.sightings {
+                    // Every sighting counts, suppressed or not.
+                    t.count(ind, *now_ms);
+                }
                 let repeats = match &self.output.suppressor {
                     None => None,
                     Some(sup) => {

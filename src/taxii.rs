@@ -613,6 +613,57 @@ fn check(
     Ok(())
 }
 
+/// Adds `objects` to the collection (`POST .../objects/`, a TAXII 2.1
+/// envelope). Accepted means a 2xx whose status resource reports no
+/// failure.
+///
+/// # Errors
+/// No answer, an error status, or a status resource with failures.
+pub async fn post_objects(
+    client: &reqwest::Client,
+    c: &Collection,
+    objects: &[Value],
+) -> Result<(), TaxiiError> {
+    let url = format!("{}/objects/", c.url.trim_end_matches('/'));
+    let body = serde_json::to_vec(&serde_json::json!({ "objects": objects }))
+        .expect("serialisable objects");
+    let req = client
+        .post(&url)
+        .header(reqwest::header::ACCEPT, MEDIA_TYPE)
+        .header(reqwest::header::CONTENT_TYPE, MEDIA_TYPE)
+        .body(body);
+    let resp = c
+        .auth
+        .apply(req)
+        .send()
+        .await
+        .map_err(|e| TaxiiError::transport(&url, &e))?;
+    let status = resp.status().as_u16();
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| TaxiiError::transport(&url, &e))?;
+    if !(200..300).contains(&status) {
+        return Err(TaxiiError::Status {
+            url,
+            status,
+            body: text.chars().take(200).collect(),
+        });
+    }
+    let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    match answer["failure_count"].as_u64() {
+        Some(n) if n > 0 => Err(TaxiiError::Protocol {
+            url,
+            message: format!(
+                "{n} of {} objects refused: {}",
+                objects.len(),
+                answer["failures"]
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 type Response = (u16, HashMap<String, String>, Vec<u8>);
 
 /// One GET: the status, the headers (names lowercase) and the body.

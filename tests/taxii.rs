@@ -460,3 +460,171 @@ fn sigterm_while_a_poll_hangs_at_start_exits_at_once() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// Every object of type `kind` in collection c1, following `next` pages.
+fn read_back(port: u16, kind: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut next: Option<String> = None;
+    for _ in 0..1000 {
+        // medallion wants `limit` beside `next`.
+        let mut path = format!("/api1/collections/c1/objects/?match[type]={kind}&limit=2");
+        if let Some(n) = &next {
+            path.push_str(&format!("&next={n}"));
+        }
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic dTpw\r\nAccept: application/taxii+json;version=2.1\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut resp = String::new();
+        std::io::Read::read_to_string(&mut s, &mut resp).unwrap();
+        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        if body.trim().is_empty() {
+            return out;
+        }
+        let page: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {resp}"));
+        out.extend(page["objects"].as_array().cloned().unwrap_or_default());
+        match (page["more"].as_bool(), page["next"].as_str()) {
+            (Some(true), Some(n)) => next = Some(n.to_owned()),
+            _ => return out,
+        }
+    }
+    panic!("more than 1000 pages");
+}
+
+const AMBER: &str = "marking-definition--f88d31f6-486f-44da-b317-01333bde0b82";
+const RED: &str = "marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed";
+
+/// Runs the daemon on `lines` from stdin to its end (sightings are
+/// exported at the drain).
+fn run_lines(dir: &Path, config: &str, lines: &str) {
+    let mut d = Daemon::start(dir, config);
+    let mut stdin = d.child.stdin.take().unwrap();
+    stdin.write_all(lines.as_bytes()).unwrap();
+    drop(stdin);
+    let (status, _) = d.finish();
+    assert!(status.success(), "{status}");
+}
+
+fn sightings_config(dir: &Path, intel: Option<&str>, taxii_port: u16) -> String {
+    std::fs::create_dir_all(dir.join("feeds")).unwrap();
+    std::fs::write(dir.join("feeds/plain.txt"), "198.51.100.7\n").unwrap();
+    let intel = intel.map_or(String::new(), |url| {
+        format!(
+            "[taxii.intel]\nurl = \"{url}\"\nusername = \"u\"\npassword = \"p\"\npage_size = 2\n"
+        )
+    });
+    format!(
+        "state_dir = {:?}\n[feeds.plain]\npath = {:?}\n{intel}[sources.in]\ntype = \"stdin\"\n[sinks.out]\ntype = \"stdout\"\n[sightings]\ninterval_secs = 3600\nidentity = \"ACME SOC\"\nfile = {:?}\nmisp_file = {:?}\n[sightings.taxii]\nurl = \"http://127.0.0.1:{taxii_port}/api1/collections/c1/\"\nusername = \"u\"\npassword = \"p\"\ntimeout_secs = 5\n",
+        dir.join("state").display().to_string(),
+        dir.join("feeds/plain.txt").display().to_string(),
+        dir.join("sightings.jsonl").display().to_string(),
+        dir.join("misp-sightings.jsonl").display().to_string(),
+    )
+}
+
+/// Sightings go to a writable collection of the real server and are read
+/// back over TAXII; TLP:RED is withheld, TLP:AMBER kept on the sighting.
+#[test]
+fn sightings_are_posted_and_read_back() {
+    let dir = test_dir("taxii-sightings");
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    let mport = free_port();
+    let objects = vec![
+        indicator(1, "c2.example", json!({"object_marking_refs": [AMBER]})),
+        indicator(2, "red.example", json!({"object_marking_refs": [RED]})),
+    ];
+    let Some(m) = medallion(&dir, mport, &objects) else {
+        return;
+    };
+    let conf = sightings_config(&dir, Some(&m.url()), mport);
+    run_lines(
+        &dir,
+        &conf,
+        "a c2.example\nb red.example\nc 198.51.100.7\nd c2.example\ne c2.example red.example\n",
+    );
+    let sightings = read_back(mport, "sighting");
+    assert_eq!(sightings.len(), 2, "{sightings:?}");
+    let of = |id: &str| sightings.iter().find(|s| s["sighting_of_ref"] == id);
+    let c2 = of("indicator--00000001-0000-4000-8000-000000000000").expect("sighting of c2.example");
+    assert_eq!(c2["count"], 3);
+    assert_eq!(c2["object_marking_refs"], json!([AMBER]));
+    assert!(
+        of("indicator--00000002-0000-4000-8000-000000000000").is_none(),
+        "TLP:RED withheld"
+    );
+    let made: Vec<Value> = read_back(mport, "indicator")
+        .into_iter()
+        .filter(|i| i["pattern"] == "[ipv4-addr:value = '198.51.100.7']")
+        .collect();
+    assert_eq!(made.len(), 1, "an indicator for the plain feed's value");
+    let plain = of(made[0]["id"].as_str().unwrap()).expect("sighting of 198.51.100.7");
+    assert_eq!(plain["count"], 1);
+    let identity = &read_back(mport, "identity")[0];
+    assert_eq!(identity["name"], "ACME SOC");
+    assert_eq!(plain["where_sighted_refs"], json!([identity["id"]]));
+    assert!(plain.get("observed_data_refs").is_none());
+    // The same bundle went to the file; MISP sightings to theirs.
+    let bundle: Value = serde_json::from_str(
+        std::fs::read_to_string(dir.join("sightings.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(bundle["type"], "bundle");
+    assert!(!bundle.to_string().contains("red.example"));
+    let misp: Vec<Value> = std::fs::read_to_string(dir.join("misp-sightings.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(misp.len(), 2);
+    for s in &misp {
+        // MISP's Sighting: value, source, timestamp (epoch seconds as a
+        // string), type "0" (a sighting; 1 false positive, 2 expiration).
+        assert_eq!(s["type"], "0");
+        assert_eq!(s["source"], "ACME SOC");
+        assert!(s["timestamp"].as_str().unwrap().parse::<u64>().unwrap() > 1_600_000_000);
+        assert_ne!(s["value"], "red.example");
+    }
+    assert!(
+        std::fs::read_dir(dir.join("state/sightings"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "queue empty"
+    );
+}
+
+/// With the server down the sightings wait in state_dir; once it is up
+/// they are sent exactly once.
+#[test]
+fn sightings_wait_for_the_server_and_are_not_duplicated() {
+    let dir = test_dir("taxii-sightings-down");
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    let mport = free_port();
+    let conf = sightings_config(&dir, None, mport);
+    // Nothing listens on mport yet.
+    run_lines(&dir, &conf, "x 198.51.100.7\ny 198.51.100.7\n");
+    let queued: Vec<_> = std::fs::read_dir(dir.join("state/sightings"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(queued.len(), 1, "one bundle kept: {queued:?}");
+    let Some(_m) = medallion(&dir, mport, &[]) else {
+        return;
+    };
+    // A restart with no new line sends what waited, once.
+    run_lines(&dir, &conf, "");
+    run_lines(&dir, &conf, "");
+    let sightings = read_back(mport, "sighting");
+    assert_eq!(sightings.len(), 1, "{sightings:?}");
+    assert_eq!(sightings[0]["count"], 2);
+    assert!(std::fs::read_dir(dir.join("state/sightings"))
+        .unwrap()
+        .next()
+        .is_none());
+}

@@ -38,6 +38,8 @@ pub struct Hunter {
     pub rate_bytes_per_sec: Option<u64>,
     pub original_max: usize,
     pub metrics: HuntMetrics,
+    /// Retro hits are sightings too (at the line's own time).
+    pub sightings: Option<Arc<crate::sightings::Tally>>,
 }
 
 /// The metrics a retro scan moves.
@@ -199,6 +201,11 @@ impl Hunter {
                 context: &context,
                 retro: true,
             };
+            if let Some(t) = &self.sightings {
+                for f in &found {
+                    t.count(f.indicator, rec.time_ms);
+                }
+            }
             n += found.len() as u64;
             push_docs(out, self.formats, self.group, &ev, &found);
         }

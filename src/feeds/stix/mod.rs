@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::{FeedContext, Parsed, SkipLog, SkipReason};
 
 /// TLP marking-definition ids fixed by the STIX 2.0/2.1 specifications.
-const TLP_IDS: [(&str, &str); 4] = [
+pub const TLP_IDS: [(&str, &str); 4] = [
     (
         "marking-definition--613f2e26-407d-48c7-9eca-b8e91df99dc9",
         "white",
