@@ -108,7 +108,7 @@ pub fn export_once(
         "objects": ex.objects,
     });
     if let Some(path) = &config.file {
-        match append(path, &[bundle.clone()]) {
+        match append(path, std::slice::from_ref(&bundle)) {
             Ok(()) => m.exported.with_label_values(&["file"]).inc_by(sightings),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "sightings: cannot append the bundle")

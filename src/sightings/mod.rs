@@ -89,10 +89,13 @@ pub struct Seen {
     pub last_seen_ms: i64,
 }
 
-/// The hits of the current interval, by (type, value, feed).
+/// An indicator as sightings count it: (type, value, feed).
+type SeenKey = (IndicatorType, Box<str>, std::sync::Arc<str>);
+
+/// The hits of the current interval, by indicator.
 #[derive(Default)]
 pub struct Tally {
-    seen: Mutex<HashMap<(IndicatorType, Box<str>, std::sync::Arc<str>), Seen>>,
+    seen: Mutex<HashMap<SeenKey, Seen>>,
 }
 
 impl Tally {
