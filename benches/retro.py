@@ -68,9 +68,10 @@ def run(corpus, log, size, lines, retro, hunt=False):
             # Let the writer catch up, then add them.
             time.sleep(1)
             out["ring_bytes"] = ring_bytes(wd)
-            with open(os.path.join(feeds, ".new.tmp"), "w") as f:
+            # Written beside the feed folder and renamed in: one change, one reload.
+            with open(os.path.join(wd, "new.tmp"), "w") as f:
                 f.write("\n".join(new) + "\n")
-            os.rename(os.path.join(feeds, ".new.tmp"), os.path.join(feeds, "new.txt"))
+            os.rename(os.path.join(wd, "new.tmp"), os.path.join(feeds, "new.txt"))
             # Live traffic while the scan runs.
             while metrics(mport).get("iocd_reloads_total{result=\"success\"}", 0) < 1:
                 time.sleep(0.05)
