@@ -420,6 +420,12 @@ fn context_json(c: &LineContext) -> serde_json::Map<String, serde_json::Value> {
             json!({ "address": peer.ip().to_string(), "ip": peer.ip().to_string(), "port": peer.port() }),
         );
     }
+    if let Some(subject) = c.tls_client {
+        top.insert(
+            "tls".into(),
+            json!({ "client": { "subject": subject, "x509": { "subject": { "distinguished_name": subject } } } }),
+        );
+    }
     let mut log = Map::new();
     if let Some((path, offset)) = c.file {
         log.insert("file".into(), json!({ "path": path }));

@@ -193,6 +193,8 @@ pub struct Batch {
     pub file: Option<Arc<str>>,
     /// For a file: the byte offset of each line in it.
     pub offsets: Vec<u64>,
+    /// The subject of the TLS client certificate the lines came with.
+    pub tls_client: Option<Arc<str>>,
 }
 
 /// Where the lines of one broker message start in a [`Batch`].
@@ -336,6 +338,7 @@ pub struct LineBatcher {
     file: Option<Arc<str>>,
     position: u64,
     line_start: u64,
+    tls_client: Option<Arc<str>>,
     bytes: prometheus::IntCounter,
     received: prometheus::IntCounter,
     truncated: prometheus::IntCounter,
@@ -367,6 +370,7 @@ impl LineBatcher {
             file: None,
             position: 0,
             line_start: 0,
+            tls_client: None,
             input,
         }
     }
@@ -383,6 +387,11 @@ impl LineBatcher {
             self.peer = Some(peer);
             self.peer_begun = true;
         }
+    }
+
+    /// The lines come over TLS from a client whose certificate has this subject.
+    pub fn set_tls_client(&mut self, subject: Arc<str>) {
+        self.tls_client = Some(subject);
     }
 
     /// The bytes pushed from now on are those of file `path` from byte
@@ -485,6 +494,7 @@ impl LineBatcher {
             peers: Vec::new(),
             file: self.file.clone(),
             offsets: Vec::new(),
+            tls_client: self.tls_client.clone(),
         });
         // Dropped lines still take a number; a batch's numbers stay contiguous
         // because a drop inside a batch is recorded as an empty, unscanned slot.
@@ -823,7 +833,8 @@ impl Matcher<'_> {
             }
             let origin = batch.origin_of(i, &mut message);
             let peer = batch.peer_of(i, &mut peer_cursor);
-            let context = LineContext::read(line, batch.format, peer, batch.file_of(i));
+            let mut context = LineContext::read(line, batch.format, peer, batch.file_of(i));
+            context.tls_client = batch.tls_client.as_deref();
             let (ts, now_ms) = timestamp.get_or_insert_with(|| {
                 let ms = crate::time::unix_millis_now();
                 (crate::time::rfc3339_ms(ms), ms)

@@ -43,6 +43,8 @@ pub struct LineContext<'a> {
     pub syslog: Option<SyslogHeader<'a>>,
     /// Its JSON fields, when the source parses JSON and it is an object.
     pub json: Option<JsonLeaves>,
+    /// The subject of the TLS client certificate it came with (mTLS).
+    pub tls_client: Option<&'a str>,
 }
 
 impl<'a> LineContext<'a> {
@@ -64,6 +66,7 @@ impl<'a> LineContext<'a> {
             file,
             syslog,
             json,
+            tls_client: None,
         }
     }
 

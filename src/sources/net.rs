@@ -471,6 +471,17 @@ async fn accept_loop(
                         tokio::time::timeout(Duration::from_secs(10), acceptor.accept(s));
                     match handshake.await {
                         Ok(Ok(s)) => {
+                            let mut batcher = batcher;
+                            // mTLS: the client's certificate names the sender in hits.
+                            if let Some(subject) = s
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                                .and_then(|c| super::tls::subject(c))
+                            {
+                                batcher.set_tls_client(Arc::from(subject));
+                            }
                             read_stream(s, batcher, framing, &ctx.queue, &mut shutdown, guard).await
                         }
                         _ => {

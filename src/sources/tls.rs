@@ -104,3 +104,10 @@ impl Acceptor {
         self.current.clone()
     }
 }
+
+/// The subject of a client certificate (DER), as a distinguished name
+/// (`CN=collector1,O=ACME`): what hits say in `tls.client.subject`.
+pub fn subject(cert: &[u8]) -> Option<String> {
+    let (_, c) = x509_parser::parse_x509_certificate(cert).ok()?;
+    Some(c.subject().to_string().replace(", ", ","))
+}

@@ -1578,6 +1578,9 @@ fn syslog_over_tls_with_client_certificates() {
     let sender = std::thread::spawn(move || send(true));
     let h = d.read_hits(1);
     assert_eq!(h[0]["indicator"]["value"], "198.51.100.7");
+    // The client's certificate names it in the hit.
+    assert_eq!(h[0]["tls"]["client"]["subject"], "CN=iocd client");
+    assert_eq!(h[0]["source"]["ip"], "127.0.0.1");
     assert!(sender.join().unwrap().status.success());
     let (status, rest) = d.stop();
     assert!(status.success() && rest.is_empty(), "{rest:?}");
