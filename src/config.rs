@@ -80,6 +80,10 @@ pub struct MetricsConfig {
     /// a value, `{ env = "VAR" }` or `{ file = "PATH" }`. Never logged.
     #[serde(default)]
     pub token: Option<crate::settings::Secret>,
+    /// Serve over HTTPS: `{ cert_file, key_file }`, and `client_ca_file`
+    /// to require client certificates (re-read when the files change).
+    #[serde(default)]
+    pub tls: Option<crate::sources::tls::ServerTls>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -298,6 +302,10 @@ impl Config {
                 f.validate()
                     .map_err(|e| e.within(&format!("{table}.{name}")))?;
             }
+        }
+        if let Some(tls) = self.metrics.as_ref().and_then(|m| m.tls.as_ref()) {
+            tls.server_config()
+                .map_err(|e| Invalid::new("metrics.tls", e))?;
         }
         if let Some(s) = &self.suppress {
             s.validate().map_err(|e| e.within("suppress"))?;

@@ -190,11 +190,20 @@ pub async fn run(
                 ),
                 None => None,
             };
-            tracing::info!(address = %m.address, token = token.is_some(), "serving /metrics, /live, /ready");
+            let tls: Option<metrics::AdminTls> = match &m.tls {
+                Some(t) => {
+                    let mut acceptor = crate::sources::tls::Acceptor::new(t.clone())
+                        .map_err(|e| DaemonError::Start(format!("metrics.tls: {e}")))?;
+                    Some(Box::new(move || acceptor.current()))
+                }
+                None => None,
+            };
+            tracing::info!(address = %m.address, token = token.is_some(), tls = tls.is_some(), "serving /metrics, /live, /ready");
             Some(tokio::spawn(metrics::serve(
                 listener,
                 metrics.clone(),
                 token.map(Arc::from),
+                tls,
                 stop_rx.clone(),
             )))
         }

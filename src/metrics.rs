@@ -524,10 +524,15 @@ impl Metrics {
 /// with hyper (HTTP/1.1). `/ready` answers 503 with the reasons, one a line.
 /// With a `token`, a request without `Authorization: Bearer TOKEN` is
 /// answered 401.
+/// Gives the TLS acceptor for the next admin connection (the certificate
+/// re-read when its files changed); none: plain HTTP.
+pub type AdminTls = Box<dyn FnMut() -> tokio_rustls::TlsAcceptor + Send>;
+
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     token: Option<Arc<str>>,
+    mut tls: Option<AdminTls>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     use hyper::service::service_fn;
@@ -544,6 +549,7 @@ pub async fn serve(
             _ = shutdown.changed() => return,
         };
         let (metrics, token) = (metrics.clone(), token.clone());
+        let acceptor = tls.as_mut().map(|next| next());
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let (metrics, token) = (metrics.clone(), token.clone());
@@ -554,12 +560,28 @@ pub async fn serve(
                     })
                 }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
+            let builder = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(5))
-                .serve_connection(hyper_util::rt::TokioIo::new(conn), service);
-            // A client that holds a connection open cannot hold a task for long.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), conn).await;
+                .clone();
+            let limit = std::time::Duration::from_secs(30);
+            // A client that holds a connection open (or a handshake) cannot
+            // hold a task for long.
+            let _ = tokio::time::timeout(limit, async move {
+                match acceptor {
+                    Some(acceptor) => {
+                        if let Ok(s) = acceptor.accept(conn).await {
+                            let io = hyper_util::rt::TokioIo::new(s);
+                            let _ = builder.serve_connection(io, service).await;
+                        }
+                    }
+                    None => {
+                        let io = hyper_util::rt::TokioIo::new(conn);
+                        let _ = builder.serve_connection(io, service).await;
+                    }
+                }
+            })
+            .await;
         });
     }
 }

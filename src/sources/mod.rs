@@ -11,7 +11,7 @@ mod framing;
 pub mod kafka;
 pub mod nats;
 mod net;
-mod tls;
+pub(crate) mod tls;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1614,3 +1614,58 @@ fn hit_batches_split_by_bytes_keep_order_and_acks() {
         serde_json::from_slice(&std::fs::read(dir.join("state/file-app.json")).unwrap()).unwrap();
     assert_eq!(state["offset"].as_u64(), Some(lines.len() as u64));
 }
+
+/// The admin endpoints over HTTPS (`[metrics] tls`), with a client
+/// certificate required: curl with the CA and a client certificate gets
+/// `/ready`; plain HTTP and a client without a certificate get nothing.
+#[test]
+fn admin_endpoints_over_tls() {
+    const TEST: &str = "admin_endpoints_over_tls";
+    if !common::installed("openssl", TEST) || !common::installed("curl", TEST) {
+        return;
+    }
+    let dir = test_dir("admin-tls");
+    throwaway_pki(&dir);
+    let (port, mport) = (free_port(), free_port());
+    let config = tcp_config(
+        &dir,
+        port,
+        &format!(
+            "[metrics]\naddress = \"127.0.0.1:{mport}\"\ntls = {{ cert_file = \"server.pem\", key_file = \"server.key\", client_ca_file = \"ca.pem\" }}\n"
+        ),
+    );
+    let d = Daemon::start(&dir, &config);
+    let curl = |args: &[&str]| {
+        Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "10",
+            ])
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap()
+    };
+    let url = format!("https://127.0.0.1:{mport}/ready");
+    let ok = curl(&[
+        "--cacert",
+        "ca.pem",
+        "--cert",
+        "client.pem",
+        "--key",
+        "client.key",
+        &url,
+    ]);
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "200", "{ok:?}");
+    let no_cert = curl(&["--cacert", "ca.pem", &url]);
+    assert_ne!(String::from_utf8_lossy(&no_cert.stdout), "200");
+    let plain = curl(&[&format!("http://127.0.0.1:{mport}/ready")]);
+    assert_ne!(String::from_utf8_lossy(&plain.stdout), "200");
+    let (status, _) = d.stop();
+    assert!(status.success());
+}
