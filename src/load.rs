@@ -199,6 +199,8 @@ pub struct FileSummary {
     pub by_type: [usize; IndicatorType::ALL.len()],
     /// Entries skipped, with reasons.
     pub skipped: SkipLog,
+    /// Its slowest regex: measured MB/s on ordinary log lines, and line.
+    pub slowest_regex: Option<(f64, u32)>,
 }
 
 /// One configured feed in the load summary: its files, and their sums.
@@ -952,6 +954,7 @@ pub fn apply_allowlists(
             format: feed.format,
             by_type,
             skipped: feed.skipped,
+            slowest_regex: feed.slowest_regex,
         });
         indicators.append(&mut feed.indicators);
     }
@@ -1021,6 +1024,19 @@ impl LoadReport {
                     } else {
                         ": every entry was skipped"
                     }
+                )?;
+            }
+            let slowest = f
+                .files
+                .iter()
+                .filter_map(|file| file.slowest_regex.map(|(s, l)| (s, l, &file.file)))
+                .min_by(|a, b| a.0.total_cmp(&b.0));
+            if let Some((mb_s, line, file)) = slowest {
+                writeln!(
+                    w,
+                    "iocd: feed {}: {} regexes; the slowest ({file}:{line}) scans ordinary log lines at {mb_s:.0} MB/s",
+                    f.name,
+                    f.by_type[IndicatorType::Regex.index()],
                 )?;
             }
             let mut shown = 0;

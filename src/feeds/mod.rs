@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::indicator::canon::Canonical;
-use crate::indicator::guard::{costly_regex, too_broad, GuardPolicy};
+use crate::indicator::guard::{regex_cost, too_broad, GuardPolicy, MIN_REGEX_MB_PER_S};
 use crate::indicator::{FeedId, Indicator, IndicatorType, Provenance};
 
 /// How many skipped entries per feed are kept with their line and reason.
@@ -298,6 +298,9 @@ pub struct Feed {
     /// When the feed's content changes by itself (a STIX indicator becomes
     /// valid or expires), in Unix seconds: the engine must be rebuilt then.
     pub next_change: Option<i64>,
+    /// The slowest regex kept: its measured MB/s on ordinary log lines and
+    /// its line (`iocd check` shows it).
+    pub slowest_regex: Option<(f64, u32)>,
 }
 
 impl Feed {
@@ -456,6 +459,7 @@ pub fn parse_with(id: FeedId, path: &Path, text: &str, options: &ParseOptions, n
             warninglist: None,
             failure: None,
             next_change: None,
+            slowest_regex: None,
         };
     }
     // A file that is not a usable feed at all: one skip naming why, and a
@@ -543,7 +547,7 @@ pub fn parse_with(id: FeedId, path: &Path, text: &str, options: &ParseOptions, n
     }
     // After the failure verdict: a feed of nothing but private addresses is
     // a feed that loads nothing, not a broken download to fall back from.
-    drop_too_broad(&mut parsed, options.guard);
+    let slowest_regex = drop_too_broad(&mut parsed, options.guard);
     let skipped = std::mem::take(&mut parsed.skipped);
     Feed {
         id: ctx.feed,
@@ -554,22 +558,34 @@ pub fn parse_with(id: FeedId, path: &Path, text: &str, options: &ParseOptions, n
         warninglist,
         failure,
         next_change,
+        slowest_regex,
     }
 }
 
 /// Removes the indicators too broad to match (`MATCHING.md`, "Indicators
 /// too broad to match") and the regexes too costly to run, each a skipped
 /// entry with its line and reason.
-fn drop_too_broad(parsed: &mut Parsed, policy: GuardPolicy) {
+///
+/// Returns the slowest regex kept: its measured MB/s and line.
+fn drop_too_broad(parsed: &mut Parsed, policy: GuardPolicy) -> Option<(f64, u32)> {
     if policy == GuardPolicy::Off {
-        return;
+        return None;
     }
     let skipped = &mut parsed.skipped;
+    let mut slowest: Option<(f64, u32)> = None;
     parsed.indicators.retain(|i| {
         let why = match too_broad(i.kind, &i.value, policy) {
             Some(why) => Some((SkipReason::TooBroad, why.to_string())),
             None if i.kind == IndicatorType::Regex => {
-                costly_regex(&i.value).map(|why| (SkipReason::TooCostly, why))
+                match regex_cost(&i.value, MIN_REGEX_MB_PER_S) {
+                    Ok(mb_s) => {
+                        if slowest.is_none_or(|(s, _)| mb_s < s) {
+                            slowest = Some((mb_s, i.provenance.line));
+                        }
+                        None
+                    }
+                    Err(why) => Some((SkipReason::TooCostly, why)),
+                }
             }
             None => None,
         };
@@ -585,6 +601,7 @@ fn drop_too_broad(parsed: &mut Parsed, policy: GuardPolicy) {
             }
         }
     });
+    slowest
 }
 
 /// A binary file (a NUL byte in the first KiB): an archive, an executable,

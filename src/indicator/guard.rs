@@ -48,17 +48,83 @@ pub const MAX_REGEX_BYTES: usize = 256 << 10;
 /// narrow a feed's regex to ASCII by itself, which would miss matches in
 /// non-ASCII lines without a word.
 pub fn costly_regex(value: &str) -> Option<String> {
-    match regex::bytes::RegexBuilder::new(value)
+    regex_cost(value, MIN_REGEX_MB_PER_S).err()
+}
+
+/// Slowest a regex may scan [`sample_lines`], in MB/s, before it is left
+/// out: every line goes through it. Far below what ordinary regexes do
+/// (hundreds of MB/s to GB/s), so a loaded machine does not push a sound
+/// regex under it.
+pub const MIN_REGEX_MB_PER_S: f64 = 10.0;
+
+/// About 16 KB of ordinary log lines (syslog, web, Zeek, Windows shapes):
+/// what a regex's cost is measured on.
+pub fn sample_lines() -> &'static [u8] {
+    static SAMPLE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    SAMPLE.get_or_init(|| {
+        let shapes = [
+            "Nov 23 05:10:{s:02} web{i} sshd[{p}]: Failed password for invalid user admin{i} from 10.{a}.{b}.{c} port {p} ssh2",
+            "10.{a}.{b}.{c} - - [23/Nov/2026:05:10:{s:02} +0000] \"GET /static/app{i}.js?v={p} HTTP/1.1\" 200 {p} \"-\" \"Mozilla/5.0 (X11; Linux x86_64)\"",
+            "{{\"ts\":1700000{p}.{s},\"uid\":\"C{p}x{i}\",\"id.orig_h\":\"10.{a}.{b}.{c}\",\"id.resp_h\":\"192.0.2.{c}\",\"query\":\"host{i}.corp.example\",\"qtype_name\":\"A\"}}",
+            "<13>1 2026-11-23T05:10:{s:02}Z dc{i} Microsoft-Windows-Security-Auditing {p} 4624 - An account was successfully logged on. Account Name: user{i} Workstation: WS{p}",
+        ];
+        let mut out = Vec::with_capacity(17 << 10);
+        let mut i = 0u32;
+        while out.len() < 16 << 10 {
+            let shape = shapes[i as usize % shapes.len()];
+            let line = shape
+                .replace("{i}", &(i % 97).to_string())
+                .replace("{p}", &(1000 + i * 37 % 60000).to_string())
+                .replace("{a}", &(i % 256).to_string())
+                .replace("{b}", &(i * 7 % 256).to_string())
+                .replace("{c}", &(i * 13 % 256).to_string())
+                .replace("{s:02}", &format!("{:02}", i % 60))
+                .replace("{{", "{")
+                .replace("}}", "}");
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
+            i += 1;
+        }
+        out
+    })
+}
+
+/// A regex's cost: its scan speed over [`sample_lines`] in MB/s (line by
+/// line, best of three), or why it is not loaded: it does not compile,
+/// compiles past [`MAX_REGEX_BYTES`], or scans slower than `floor_mb_s`.
+///
+/// # Errors
+/// The reason it is left out.
+pub fn regex_cost(value: &str, floor_mb_s: f64) -> Result<f64, String> {
+    let re = match regex::bytes::RegexBuilder::new(value)
         .size_limit(MAX_REGEX_BYTES)
         .build()
     {
-        Ok(_) => None,
-        Err(regex::Error::CompiledTooBig(_)) => Some(format!(
+        Ok(re) => re,
+        Err(regex::Error::CompiledTooBig(_)) => return Err(format!(
             "regex compiles past {} KiB: Unicode classes in counted repetitions (\\w{{60}}) do; (?-u:\\w) is ASCII-only and small",
             MAX_REGEX_BYTES >> 10
         )),
-        Err(e) => Some(format!("regex does not compile: {e}")),
+        Err(e) => return Err(format!("regex does not compile: {e}")),
+    };
+    let sample = sample_lines();
+    let mut best = std::time::Duration::MAX;
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let mut found = 0usize;
+        for line in sample.split(|&b| b == b'\n') {
+            found += re.find_iter(line).count();
+        }
+        std::hint::black_box(found);
+        best = best.min(started.elapsed());
     }
+    let mb_s = sample.len() as f64 / 1e6 / best.as_secs_f64().max(1e-9);
+    if mb_s < floor_mb_s {
+        return Err(format!(
+            "regex scans ordinary log lines at {mb_s:.1} MB/s, under the {floor_mb_s} MB/s every line could bear"
+        ));
+    }
+    Ok(mb_s)
 }
 
 /// Shortest `string` indicator loaded, in bytes.
@@ -142,6 +208,19 @@ pub fn too_broad(kind: IndicatorType, value: &str, policy: GuardPolicy) -> Optio
 mod tests {
     use super::*;
     use IndicatorType::*;
+
+    #[test]
+    fn regex_cost_is_measured_against_a_floor() {
+        let mb_s = regex_cost("(?i)mimikatz", 0.0).expect("compiles");
+        assert!(mb_s > 0.0);
+        // No timing is asserted: an impossible floor shows the refusal.
+        let why = regex_cost("(?i)mimikatz", f64::INFINITY).unwrap_err();
+        assert!(why.contains("MB/s"), "{why}");
+        assert!(sample_lines().len() >= 16 << 10);
+        assert!(std::str::from_utf8(sample_lines())
+            .unwrap()
+            .contains("sshd["));
+    }
 
     #[test]
     fn costly_regexes_are_named_and_ordinary_ones_pass() {
