@@ -58,7 +58,7 @@ def quantile(m, name, q):
     return float("nan")
 
 
-def start(workdir, feed, port, mport):
+def start(workdir, feed, port, mport, extra=""):
     feeds = os.path.join(workdir, "feeds")
     os.makedirs(feeds, exist_ok=True)
     shutil.copy(feed, os.path.join(feeds, "feed.txt"))
@@ -66,7 +66,7 @@ def start(workdir, feed, port, mport):
     with open(conf, "w") as f:
         f.write(f'[feeds.bench]\npath = "{feeds}"\n[sources.tcp]\ntype = "tcp"\naddress = "127.0.0.1:{port}"\n'
                 f'[sinks.hits]\ntype = "file"\npath = "{workdir}/hits.jsonl"\n[metrics]\naddress = "127.0.0.1:{mport}"\n'
-                f'[reload]\ninterval_secs = 3600\ndebounce_ms = 200\n[log]\nlevel = "warn"\n')
+                f'[reload]\ninterval_secs = 3600\ndebounce_ms = 200\n[log]\nlevel = "warn"\n{extra}')
     p = subprocess.Popen([IOCD, "run", "-c", conf], stderr=subprocess.PIPE)
     for _ in range(600):
         try:

@@ -13,35 +13,18 @@
    scan runs; its throughput against (1).
 """
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon import IOCD, SENT, free_port, metrics, stream, wait_scanned  # noqa: E402
-import urllib.request  # noqa: E402
+import daemon  # noqa: E402
+from daemon import IOCD, free_port, metrics, stream, wait_scanned  # noqa: E402
 
 
 def start(workdir, feed, port, mport, retro):
-    feeds = os.path.join(workdir, "feeds")
-    os.makedirs(feeds, exist_ok=True)
-    shutil.copy(feed, os.path.join(feeds, "feed.txt"))
-    conf = os.path.join(workdir, "iocd.toml")
     extra = f'[retro]\ndir = "{workdir}/ring"\nmax_bytes = 4294967296\n' if retro else ""
-    with open(conf, "w") as f:
-        f.write(f'[feeds.bench]\npath = "{feeds}"\n[sources.tcp]\ntype = "tcp"\naddress = "127.0.0.1:{port}"\n'
-                f'[sinks.hits]\ntype = "file"\npath = "{workdir}/hits.jsonl"\n[metrics]\naddress = "127.0.0.1:{mport}"\n'
-                f'[reload]\ninterval_secs = 3600\ndebounce_ms = 200\n[log]\nlevel = "warn"\n{extra}')
-    p = subprocess.Popen([IOCD, "run", "-c", conf], stderr=subprocess.PIPE)
-    for _ in range(600):
-        try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{mport}/ready", timeout=1).status == 200:
-                return p, feeds
-        except Exception:
-            time.sleep(0.05)
-    raise SystemExit("iocd did not become ready")
+    return daemon.start(workdir, feed, port, mport, extra)
 
 
 def ring_bytes(wd):

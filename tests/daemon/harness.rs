@@ -55,9 +55,16 @@ impl Daemon {
     pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Daemon {
         let path = dir.join("iocd.toml");
         std::fs::write(&path, config).unwrap();
-        let mut child = crate::common::iocd()
-            .envs(env.iter().copied())
-            .args(["run", "--config", path.to_str().unwrap()])
+        let mut cmd = crate::common::iocd();
+        cmd.envs(env.iter().copied())
+            .args(["run", "--config", path.to_str().unwrap()]);
+        Daemon::spawn(cmd, dir)
+    }
+
+    /// Runs `cmd` (an `iocd run`, perhaps behind a shell) in `dir` with
+    /// piped stdio, and waits until it says it is running.
+    pub fn spawn(mut cmd: std::process::Command, dir: &Path) -> Daemon {
+        let mut child = cmd
             .current_dir(dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

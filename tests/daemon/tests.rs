@@ -1716,23 +1716,13 @@ fn out_of_descriptors_backs_off_and_recovers() {
     let config = tcp_config(&dir, port, "");
     let path = dir.join("iocd.toml");
     std::fs::write(&path, &config).unwrap();
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -n 64 && exec {} run --config {}",
-            env!("CARGO_BIN_EXE_iocd"),
-            path.display()
-        ))
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let hits = lines_of(child.stdout.take().unwrap());
-    let log = lines_of(child.stderr.take().unwrap());
-    let mut d = Daemon { child, hits, log };
-    d.wait_log("iocd running");
+    let mut shell = Command::new("sh");
+    shell.arg("-c").arg(format!(
+        "ulimit -n 64 && exec {} run --config {}",
+        env!("CARGO_BIN_EXE_iocd"),
+        path.display()
+    ));
+    let mut d = Daemon::spawn(shell, &dir);
     // Hold more connections than there are descriptors left.
     let held: Vec<TcpStream> = (0..80)
         .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
