@@ -806,6 +806,10 @@ impl Matcher<'_> {
             .hits_dropped
             .with_label_values(&["max_hits_per_line"]);
         let started = Instant::now();
+        if let Some(tap) = &self.output.ring {
+            tap.engines
+                .set(self.index, crate::retro::MatcherEngines::LOADING);
+        }
         let engine = self.engine.load_full();
         if let Some(tap) = &self.output.ring {
             tap.engines.set(self.index, engine.build_id());

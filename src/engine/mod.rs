@@ -128,8 +128,9 @@ pub struct Engine {
     build_id: u64,
 }
 
-/// The next [`Engine::build_id`].
-static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+/// The next [`Engine::build_id`]. From 2: 0 and 1 mean "no engine" and
+/// "loading one" to the retro-hunt's bookkeeping.
+static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(2);
 
 // Matcher threads share one engine by reference; keep it that way.
 const _: () = {

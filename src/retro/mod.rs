@@ -99,17 +99,25 @@ impl MatcherEngines {
         MatcherEngines((0..n).map(|_| AtomicU64::new(0)).collect())
     }
 
-    /// Matcher `i` works with engine `id` (0: idle).
+    /// Matcher `i` works with engine `id` (0: idle; [`Self::LOADING`]:
+    /// about to load one, which counts as older than any).
+    ///
+    /// A matcher sets `LOADING` *before* it loads the engine: a job that
+    /// saw its slot idle after the swap knows the matcher will load the
+    /// new engine (sequentially consistent store and load).
     pub fn set(&self, i: usize, id: u64) {
         if let Some(s) = self.0.get(i) {
-            s.store(id, Ordering::Release);
+            s.store(id, Ordering::SeqCst);
         }
     }
 
-    /// True when no matcher holds an engine older than `id`.
+    /// A slot value older than every engine: a matcher about to load one.
+    pub const LOADING: u64 = 1;
+
+    /// True when no matcher holds (or is loading) an engine older than `id`.
     pub fn none_older_than(&self, id: u64) -> bool {
         self.0.iter().all(|s| {
-            let v = s.load(Ordering::Acquire);
+            let v = s.load(Ordering::SeqCst);
             v == 0 || v >= id
         })
     }
