@@ -88,12 +88,15 @@ pub async fn run(
     let metrics = Metrics::new();
     let watch = reload::FeedWatch::start(&config);
     tokio::pin!(shutdown);
+    // TAXII polls never hold a build: they run beside it and wake a reload.
+    let mut loader = Loader::default();
+    loader.detached_polls = Some(watch.waker());
     // A stop asked for while the first engine is built (millions of
     // indicators, a TAXII server that answers a byte at a time) is obeyed
     // at once: there is nothing to drain yet. The build's thread is left
     // behind; the process exits without waiting for it.
     let (loader, built) = tokio::select! {
-        done = reload::build_off_thread(Loader::default(), config.load_plan(), true) => done,
+        done = reload::build_off_thread(loader, config.load_plan(), true) => done,
         () = &mut shutdown => {
             tracing::info!("stopped while loading feeds: nothing to drain");
             return Ok(());

@@ -294,6 +294,9 @@ pub struct Loader {
     /// Parsed MISP events of URL feeds, by (feed, file), with the text
     /// they were parsed from: reused while that text is held.
     remote_parsed: HashMap<(String, String), (Arc<str>, Feed)>,
+    /// The daemon's: TAXII polls run on their own threads, and this is
+    /// called when one ends. None (`scan`, `check`): polls run in the build.
+    pub detached_polls: Option<crate::taxii::PollDone>,
 }
 
 /// A feed (or one of its files) that did not load as read: what it is,
@@ -668,7 +671,7 @@ impl Loader {
             .taxii
             .entry(name.to_owned())
             .or_insert_with(|| Subscription::resume(tc, state_file, now));
-        match t.poll_if_due(name, tc, state_file, now) {
+        match t.poll_if_due(name, tc, state_file, now, self.detached_polls.as_ref()) {
             None => {}
             Some(Ok(())) => polls.push((name.to_owned(), None)),
             Some(Err(e)) => {

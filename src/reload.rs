@@ -109,6 +109,16 @@ pub struct FeedWatch {
 }
 
 impl FeedWatch {
+    /// Something that asks for a reload as a feed change does (a TAXII
+    /// poll that ended).
+    pub fn waker(&self) -> crate::taxii::PollDone {
+        let tx = self.tx.clone();
+        Arc::new(move || {
+            // A reload already pending covers this one.
+            let _ = tx.try_send(());
+        })
+    }
+
     pub fn start(config: &Config) -> FeedWatch {
         let (tx, events) = mpsc::channel::<()>(1);
         let mut watcher = new_watcher(tx.clone(), Relevant::of(config));

@@ -312,7 +312,14 @@ pub struct Subscription {
     next_poll: i64,
     /// The wait after a failed poll: from 5 s, doubling, up to the interval.
     backoff: Backoff,
+    /// A poll running on its own thread (daemon): its copy of the state,
+    /// and what the poll said, once it ends.
+    inflight: Option<std::thread::JoinHandle<(State, Result<Poll, TaxiiError>)>>,
 }
+
+/// Called when a detached poll ends: the daemon reloads then, so the
+/// poll's objects are applied as soon as they are in.
+pub type PollDone = std::sync::Arc<dyn Fn() + Send + Sync>;
 
 impl Subscription {
     /// Starts from the state persisted in `state_file` (if any), due now.
@@ -328,6 +335,7 @@ impl Subscription {
                 Duration::from_secs(5),
                 Duration::from_secs(tc.poll_interval_secs.max(1)),
             ),
+            inflight: None,
         }
     }
 
@@ -341,25 +349,85 @@ impl Subscription {
         self.next_poll = i64::MIN;
     }
 
-    /// Unix time the next poll is due.
+    /// Unix time the next poll is due; never while one runs detached (its
+    /// end wakes the daemon instead).
     pub fn next_poll(&self) -> i64 {
-        self.next_poll
+        if self.inflight.is_some() {
+            i64::MAX
+        } else {
+            self.next_poll
+        }
     }
 
     /// Polls when due (`None` when not), persisting the state after a
     /// complete poll and scheduling the next one.
+    ///
+    /// With `detach` (the daemon) a due poll runs on its own thread on a
+    /// copy of the state, and `done` is called when it ends; the call
+    /// that finds it ended applies it. Start-up and reloads never wait
+    /// for a server: they use the state held until then.
     pub fn poll_if_due(
         &mut self,
         name: &str,
         tc: &TaxiiConfig,
         state_file: Option<&std::path::Path>,
         now: i64,
+        detach: Option<&PollDone>,
     ) -> Option<Result<(), TaxiiError>> {
+        if let Some(h) = &self.inflight {
+            if !h.is_finished() {
+                return None;
+            }
+            let h = self.inflight.take().expect("checked above");
+            let result = match h.join() {
+                Ok((state, result)) => {
+                    self.state = state;
+                    result
+                }
+                Err(panic) => Err(TaxiiError::Protocol {
+                    url: tc.url.clone(),
+                    message: format!("the poll panicked: {}", crate::load::panic_message(&*panic)),
+                }),
+            };
+            return Some(self.finish(name, tc, state_file, now, result));
+        }
         if self.next_poll > now {
             return None;
         }
+        if let Some(done) = detach {
+            let (mut state, collection, done) = (self.state.clone(), tc.collection(), done.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("iocd-taxii-{name}"))
+                .spawn(move || {
+                    let result = poll(&collection, &mut state);
+                    done();
+                    (state, result)
+                });
+            match spawned {
+                Ok(h) => {
+                    self.inflight = Some(h);
+                    return None;
+                }
+                Err(e) => {
+                    tracing::warn!(feed = name, error = %e, "cannot start a poll thread; polling here")
+                }
+            }
+        }
+        let result = poll(&tc.collection(), &mut self.state);
+        Some(self.finish(name, tc, state_file, now, result))
+    }
+
+    /// Saves and schedules after a poll that ended with `result`.
+    fn finish(
+        &mut self,
+        name: &str,
+        tc: &TaxiiConfig,
+        state_file: Option<&std::path::Path>,
+        now: i64,
+        result: Result<Poll, TaxiiError>,
+    ) -> Result<(), TaxiiError> {
         let interval = tc.poll_interval_secs.max(1) as i64;
-        Some(match poll(&tc.collection(), &mut self.state) {
+        match result {
             Ok(p) => {
                 tracing::info!(
                     feed = name,
@@ -378,7 +446,7 @@ impl Subscription {
                 self.next_poll = now + self.backoff.next_wait().as_secs() as i64;
                 Err(e)
             }
-        })
+        }
     }
 }
 

@@ -202,6 +202,10 @@ fn daemon_follows_revocation_expiry_outage_and_restart() {
     };
     let conf = config(&dir, &m.url(), port);
     let mut d = Daemon::start(&dir, &conf);
+    // Start-up does not wait for the server: the first poll runs beside
+    // the daemon and its objects are applied by a reload when it ends.
+    d.wait_log("objects=5");
+    d.wait_log("engine reloaded");
     send(port, "1 d1.example");
     assert_eq!(d.read_hits(1)[0]["indicator"]["value"], "d1.example");
 
@@ -497,9 +501,12 @@ const AMBER: &str = "marking-definition--f88d31f6-486f-44da-b317-01333bde0b82";
 const RED: &str = "marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed";
 
 /// Runs the daemon on `lines` from stdin to its end (sightings are
-/// exported at the drain).
-fn run_lines(dir: &Path, config: &str, lines: &str) {
+/// exported at the drain), writing them once it logged `after`.
+fn run_lines(dir: &Path, config: &str, after: Option<&str>, lines: &str) {
     let mut d = Daemon::start(dir, config);
+    if let Some(needle) = after {
+        d.wait_log(needle);
+    }
     let mut stdin = d.child.stdin.take().unwrap();
     stdin.write_all(lines.as_bytes()).unwrap();
     drop(stdin);
@@ -539,9 +546,11 @@ fn sightings_are_posted_and_read_back() {
         return;
     };
     let conf = sightings_config(&dir, Some(&m.url()), mport);
+    // The collection's first poll is applied by a reload after start-up.
     run_lines(
         &dir,
         &conf,
+        Some("engine reloaded"),
         "a c2.example\nb red.example\nc 198.51.100.7\nd c2.example\ne c2.example red.example\n",
     );
     let sightings = read_back(mport, "sighting");
@@ -608,7 +617,7 @@ fn sightings_wait_for_the_server_and_are_not_duplicated() {
     let mport = free_port();
     let conf = sightings_config(&dir, None, mport);
     // Nothing listens on mport yet.
-    run_lines(&dir, &conf, "x 198.51.100.7\ny 198.51.100.7\n");
+    run_lines(&dir, &conf, None, "x 198.51.100.7\ny 198.51.100.7\n");
     let queued: Vec<_> = std::fs::read_dir(dir.join("state/sightings"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -618,8 +627,8 @@ fn sightings_wait_for_the_server_and_are_not_duplicated() {
         return;
     };
     // A restart with no new line sends what waited, once.
-    run_lines(&dir, &conf, "");
-    run_lines(&dir, &conf, "");
+    run_lines(&dir, &conf, None, "");
+    run_lines(&dir, &conf, None, "");
     let sightings = read_back(mport, "sighting");
     assert_eq!(sightings.len(), 1, "{sightings:?}");
     assert_eq!(sightings[0]["count"], 2);
@@ -627,4 +636,41 @@ fn sightings_wait_for_the_server_and_are_not_duplicated() {
         .unwrap()
         .next()
         .is_none());
+}
+
+/// A TAXII server that never answers holds neither start-up nor the
+/// reloads of the other feeds: the poll runs on its own.
+#[test]
+fn a_hanging_poll_does_not_hold_start_up_or_reloads() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taxii = listener.local_addr().unwrap().port();
+    let (accepted_tx, accepted) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+            let _ = accepted_tx.send(());
+        }
+    });
+    let dir = test_dir("taxii-hang-reload");
+    let port = free_port();
+    std::fs::create_dir_all(dir.join("feeds")).unwrap();
+    std::fs::write(dir.join("feeds/local.txt"), "198.51.100.7\n").unwrap();
+    let conf = format!(
+        "state_dir = \"state\"\n[feeds.local]\npath = {:?}\n[taxii.slow]\nurl = \"http://127.0.0.1:{taxii}/api/collections/c/\"\ntimeout_secs = 3600\n[sources.in]\ntype = \"tcp\"\naddress = \"127.0.0.1:{port}\"\n[sinks.out]\ntype = \"stdout\"\n[reload]\ninterval_secs = 3600\ndebounce_ms = 100\n",
+        dir.join("feeds").display().to_string()
+    );
+    let mut d = Daemon::start(&dir, &conf);
+    accepted
+        .recv_timeout(WAIT)
+        .expect("the daemon polls the server");
+    send(port, "1 198.51.100.7");
+    assert_eq!(d.read_hits(1)[0]["indicator"]["value"], "198.51.100.7");
+    // The poll still hangs; a change to another feed is loaded all the same.
+    std::fs::write(dir.join("feeds/local.txt"), "198.51.100.7\nlate.example\n").unwrap();
+    d.wait_log("engine reloaded");
+    send(port, "2 late.example");
+    assert_eq!(d.read_hits(1)[0]["indicator"]["value"], "late.example");
+    let (status, _) = d.stop();
+    assert!(status.success());
 }
