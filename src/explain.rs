@@ -370,7 +370,7 @@ impl Explanation {
                         let _ = writeln!(out, "no indicator; {}", n.rule);
                     }
                     None => {
-                        let _ = writeln!(out, "no indicator");
+                        let _ = writeln!(out, "no indicator; {}", no_hit(t.kind));
                     }
                 }
             } else {
@@ -396,6 +396,19 @@ impl Explanation {
             self.hits,
             if self.hits == 1 { "" } else { "s" }
         );
+    }
+}
+
+/// Why a token without a near miss has no hit: what was looked for.
+fn no_hit(kind: &str) -> &'static str {
+    match kind {
+        "ipv4" => "no address indicator equals it and no network indicator contains it",
+        "ipv6" => "no IPv6 address indicator equals it and no network indicator contains it",
+        "host" => "no domain indicator equals it or one of its parent domains",
+        "url" => "no URL indicator equals it after canonicalisation, with or without its scheme",
+        "email" => "no email indicator equals it",
+        "hash" => "no hash indicator of its length equals it",
+        _ => "nothing loaded matches it",
     }
 }
 

@@ -545,6 +545,18 @@ impl LineBatcher {
             .is_some_and(|b| b.ends.len() >= self.batch_lines || b.data.len() >= 1 << 20)
     }
 
+    /// True while a batch is in progress.
+    pub fn holds_batch(&self) -> bool {
+        self.current.is_some()
+    }
+
+    /// Takes back a batch [`Self::take`] gave that could not be sent, to
+    /// keep filling it. Only valid while no batch is in progress.
+    pub fn put_back(&mut self, batch: Batch) {
+        debug_assert!(self.current.is_none());
+        self.current = Some(batch);
+    }
+
     /// The batch in progress, if it holds any line.
     pub fn take(&mut self) -> Option<Batch> {
         // Counted per batch, not per line: one atomic add instead of thousands.
@@ -602,16 +614,19 @@ impl LineQueue {
     }
 
     /// Sends without waiting (for sources that cannot push back, like UDP).
-    /// When the queue is full the batch is dropped and the number of its
-    /// lines returned, for the caller to count.
-    pub fn try_send(&self, batch: Batch) -> Result<(), usize> {
+    /// When the queue is full the batch comes back, for the caller to keep
+    /// filling or to drop and count.
+    // The refused batch comes back whole, to be filled on: boxing it would
+    // allocate on every refusal for nothing.
+    #[allow(clippy::result_large_err)]
+    pub fn try_send(&self, batch: Batch) -> Result<(), Batch> {
         match self.tx.try_send(batch) {
             Ok(()) => {
                 self.metrics.queue_depth.inc();
                 Ok(())
             }
             Err(mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b)) => {
-                Err(b.ends.len())
+                Err(b)
             }
         }
     }

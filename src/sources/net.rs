@@ -535,10 +535,32 @@ async fn datagrams(name: Arc<str>, ctx: SourceContext, socket: DatagramSocket, p
         .lines_dropped
         .with_label_values(&[&name, "peer_not_allowed"]);
     let mut shutdown = ctx.shutdown.clone();
+    // A batch the full queue refused is kept and filled on (a datagram
+    // sender cannot be slowed down, but one growing batch takes a burst
+    // where a batch per datagram overflowed the queue); only a full batch
+    // the queue still refuses is dropped and counted.
+    let hand_over = |batcher: &mut LineBatcher| {
+        if let Some(batch) = batcher.take() {
+            if let Err(batch) = ctx.queue.try_send(batch) {
+                batcher.put_back(batch);
+                if batcher.is_full() {
+                    if let Some(lost) = batcher.take() {
+                        dropped.inc_by(lost.ends.len() as u64);
+                    }
+                }
+            }
+        }
+    };
     loop {
         let (n, peer) = tokio::select! {
             biased;
             _ = shutdown_signalled(&mut shutdown) => break,
+            // While a refused batch waits, offer it again soon, not only
+            // when the next datagram comes.
+            _ = tokio::time::sleep(Duration::from_millis(1)), if batcher.holds_batch() => {
+                hand_over(&mut batcher);
+                continue;
+            }
             r = socket.recv(&mut buf) => match r {
                 Ok(got) => got,
                 Err(e) => {
@@ -574,11 +596,8 @@ async fn datagrams(name: Arc<str>, ctx: SourceContext, socket: DatagramSocket, p
                 next = socket.try_recv(&mut buf).ok();
             }
         }
-        if let Some(batch) = batcher.take() {
-            if let Err(lines) = ctx.queue.try_send(batch) {
-                // A datagram sender cannot be slowed down: count the loss.
-                dropped.inc_by(lines as u64);
-            }
-        }
+        hand_over(&mut batcher);
     }
+    // At shutdown what is held goes out with waiting: the pipeline drains it.
+    let _ = ctx.queue.flush(&mut batcher).await;
 }
