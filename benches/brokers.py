@@ -29,16 +29,8 @@ import urllib.request
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IOCD = os.environ.get("IOCD_BIN", os.path.join(ROOT, "target", "release", "iocd"))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from daemon import IOCD, free_port  # noqa: E402
 
 
 def metric(port, name):

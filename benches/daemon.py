@@ -92,12 +92,17 @@ def wait_scanned(mport, lines):
         time.sleep(0.01)
 
 
-def main():
-    corpus = sys.argv[1]
+def corpus_log(corpus):
+    """The corpus's logs.txt: its path, bytes and lines."""
     log = os.path.join(corpus, "logs.txt")
-    size = os.path.getsize(log)
     with open(log, "rb") as f:
         lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 24), b""))
+    return log, os.path.getsize(log), lines
+
+
+def main():
+    corpus = sys.argv[1]
+    log, size, lines = corpus_log(corpus)
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     print(f"# corpus {size} bytes, {lines} lines; {os.cpu_count()} cores")
 

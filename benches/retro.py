@@ -76,10 +76,7 @@ def run(corpus, log, size, lines, retro, hunt=False):
 
 def main():
     corpus = sys.argv[1]
-    log = os.path.join(corpus, "logs.txt")
-    size = os.path.getsize(log)
-    with open(log, "rb") as f:
-        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 24), b""))
+    log, size, lines = daemon.corpus_log(corpus)
     print(f"# corpus {size} bytes, {lines} lines; {os.cpu_count()} cores; {IOCD}")
     base = run(corpus, log, size, lines, retro=False)
     print(f"without [retro]: {base['wall']:.2f} s = {base['mbps']:.0f} MB/s")

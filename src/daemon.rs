@@ -103,7 +103,7 @@ pub async fn run(
         }
     };
     let built = built.map_err(|e| DaemonError::Feeds(e.to_string()))?;
-    let next_change = built.next_change;
+    let (next_change, next_poll) = (built.next_change, built.next_poll);
     let engine = Arc::new(ArcSwap::from_pointee(crate::engine::Engine::build(
         Vec::new(),
         &Default::default(),
@@ -141,7 +141,7 @@ pub async fn run(
     let output = pipeline::HitOutput {
         group: config.output.group,
         suppressor: suppressor.clone(),
-        ring: ring.as_ref().map(|r| r.tap.clone()),
+        ring: ring.clone(),
         sightings: tally.clone(),
     };
     let (queue, hits, matchers, weak_hits) = pipeline::start_matchers(
@@ -157,8 +157,8 @@ pub async fn run(
             let (jobs_tx, jobs_rx) = std::sync::mpsc::channel();
             let hunter = crate::retro::hunt::Hunter {
                 dir: rc.dir.clone(),
-                ring: ring.tap.tx.clone(),
-                engines: ring.tap.engines.clone(),
+                ring: ring.tx.clone(),
+                engines: ring.engines.clone(),
                 hits: weak_hits,
                 formats,
                 group: config.output.group,
@@ -263,6 +263,7 @@ pub async fn run(
         metrics: metrics.clone(),
         watch,
         next_change,
+        next_poll,
         retro: retro_jobs,
     };
     let reload_task = {
@@ -316,7 +317,7 @@ pub async fn run(
         .expect("joining matchers");
         if let Some(ring) = ring {
             // Close the open segment: every line scanned is then kept.
-            let _ = tokio::task::spawn_blocking(move || ring.close()).await;
+            let _ = tokio::task::spawn_blocking(move || crate::retro::ring::rotate(&ring.tx)).await;
         }
         let _ = dispatcher.await;
         for t in sink_tasks {
@@ -351,31 +352,11 @@ async fn futures_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
     }
 }
 
-/// The retro ring's writer and what matchers feed it through.
-struct Ring {
-    tap: crate::retro::RingTap,
-}
-
-impl Ring {
-    /// Closes the open segment and waits for it.
-    fn close(self) {
-        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
-        if self
-            .tap
-            .tx
-            .send(crate::retro::ring::RingMsg::Rotate(done_tx))
-            .is_ok()
-        {
-            let _ = done_rx.recv();
-        }
-    }
-}
-
 fn start_ring(
     rc: &crate::retro::RetroConfig,
     engine: &pipeline::EngineConfig,
     metrics: &Arc<Metrics>,
-) -> Ring {
+) -> crate::retro::RingTap {
     let (tx, rx) = std::sync::mpsc::sync_channel(rc.queue_batches);
     let limits = rc.limits();
     let ring_metrics = crate::retro::ring::RingMetrics {
@@ -386,11 +367,9 @@ fn start_ring(
         .name("iocd-ring".into())
         .spawn(move || crate::retro::ring::write_loop(rx, limits, ring_metrics))
         .expect("spawning the ring writer");
-    Ring {
-        tap: crate::retro::RingTap {
-            tx,
-            engines: Arc::new(crate::retro::MatcherEngines::new(engine.matcher_threads())),
-            dropped: metrics.retro_lines_dropped.clone(),
-        },
+    crate::retro::RingTap {
+        tx,
+        engines: Arc::new(crate::retro::MatcherEngines::new(engine.matcher_threads())),
+        dropped: metrics.retro_lines_dropped.clone(),
     }
 }

@@ -325,6 +325,16 @@ fn native_matched(out: &mut Vec<u8>, ev: &Event, f: &Found) {
     out.push(b'}');
 }
 
+/// `"matched":{...}` and, when it closes suppressed repeats, their count
+/// and first sighting: the same inside a group as alone.
+fn native_match_and_repeats(out: &mut Vec<u8>, ev: &Event, f: &Found) {
+    native_matched(out, ev, f);
+    if let Some(r) = &f.repeats {
+        out.push(b',');
+        native_repeats(out, r);
+    }
+}
+
 fn native_repeats(out: &mut Vec<u8>, r: &Repeats) {
     let _ = write!(out, "\"suppressed\":{},\"first_seen\":", r.suppressed);
     json_str(out, &crate::time::rfc3339_ms(r.first_seen_ms));
@@ -363,11 +373,7 @@ pub fn write_native(out: &mut Vec<u8>, ev: &Event, found: &[Found], grouped: boo
             }
             native_indicator(out, f.indicator);
             out.push(b',');
-            native_matched(out, ev, f);
-            if let Some(r) = &f.repeats {
-                out.push(b',');
-                native_repeats(out, r);
-            }
+            native_match_and_repeats(out, ev, f);
             out.push(b'}');
         }
         out.push(b']');
@@ -375,11 +381,7 @@ pub fn write_native(out: &mut Vec<u8>, ev: &Event, found: &[Found], grouped: boo
         out.extend_from_slice(b",\"indicator\":");
         native_indicator(out, f.indicator);
         out.extend_from_slice(b"},");
-        native_matched(out, ev, f);
-        if let Some(r) = &f.repeats {
-            out.push(b',');
-            native_repeats(out, r);
-        }
+        native_match_and_repeats(out, ev, f);
     }
     if ev.retro {
         out.extend_from_slice(b",\"retro\":true");

@@ -421,6 +421,8 @@ pub struct Built {
     pub fetches: Vec<(String, FetchResult)>,
     /// The next moment a feed's content changes by itself (STIX validity).
     pub next_change: Option<i64>,
+    /// The next moment a URL feed fetch or a TAXII poll is due.
+    pub next_poll: Option<i64>,
     /// The allowlists as loaded, for `iocd lookup`.
     pub allowlist: Allowlist,
 }
@@ -520,7 +522,6 @@ impl Loader {
             .iter()
             .chain(&allow_feeds)
             .filter_map(|f| f.next_change)
-            .chain(next_poll)
             .min();
         let allowlist = Allowlist::new(&allow_feeds);
         let (indicators, report) = apply_allowlists(&names, feeds, &allowlist);
@@ -533,6 +534,7 @@ impl Loader {
             polls,
             fetches,
             next_change,
+            next_poll,
             allowlist,
         })
     }

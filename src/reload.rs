@@ -147,6 +147,8 @@ pub struct Reloader {
     pub watch: FeedWatch,
     /// When the loaded content changes by itself; a reload is due then.
     pub next_change: Option<i64>,
+    /// When a URL feed fetch or a TAXII poll is due next.
+    pub next_poll: Option<i64>,
     /// Each reload's engines go here for the retro-hunt (`[retro]`).
     pub retro: Option<std::sync::mpsc::Sender<crate::retro::hunt::Job>>,
 }
@@ -168,6 +170,11 @@ impl Reloader {
                     false
                 }
                 _ = ticker.tick(), if periodic => false,
+                // A fetch or poll falls due (its own schedule, not a validity change).
+                _ = until_unix(self.next_poll.unwrap_or(i64::MAX)), if self.next_poll.is_some() => {
+                    tracing::debug!("a feed fetch or poll is due");
+                    false
+                }
                 // An indicator expires or becomes valid: rebuild without any file event.
                 _ = until_unix(self.next_change.unwrap_or(i64::MAX)), if self.next_change.is_some() => {
                     tracing::info!("an indicator's validity changes now: rebuilding the engine");
@@ -220,6 +227,7 @@ impl Reloader {
             Ok(built) => {
                 m.set_stale_engine(None);
                 self.next_change = built.next_change;
+                self.next_poll = built.next_poll;
                 install(
                     &self.engine,
                     m,

@@ -38,26 +38,21 @@ fn docs(o: &Output) -> Vec<serde_json::Value> {
 /// it, or says the entry was not loaded and why.
 #[test]
 fn explain_names_the_rule_of_every_near_miss_case() {
-    let Some(shared) = common::shared_dir() else {
+    let Some(cases) = common::shared_cases() else {
         eprintln!("explain_names_the_rule_of_every_near_miss_case: no ../shared, not run");
         return;
     };
-    let text = std::fs::read_to_string(shared.join("spec/cases.jsonl")).unwrap();
     let mut checked = 0;
-    for (n, l) in text.lines().enumerate() {
-        let case: serde_json::Value = serde_json::from_str(l).unwrap();
-        if !case["hits"].as_array().unwrap().is_empty() {
+    for (n, case) in cases.iter().enumerate() {
+        if !case.hits.is_empty() {
             continue;
         }
-        let name = case["name"].as_str().unwrap();
-        let feed: Vec<&str> = case["feed"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect();
-        let feed_file = tmp(&format!("case{n}.txt"), (feed.join("\n") + "\n").as_bytes());
-        let line = case["line"].as_str().unwrap();
+        let name = case.name.as_str();
+        let feed_file = tmp(
+            &format!("case{n}.txt"),
+            (case.feed.join("\n") + "\n").as_bytes(),
+        );
+        let line = case.line.as_str();
         let out = run(&["explain", "-q", "-i", feed_file.to_str().unwrap(), line]);
         assert!(out.status.success(), "{name}: {out:?}");
         let said = stdout(&out);

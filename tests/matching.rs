@@ -544,26 +544,14 @@ fn bloom_fronted_sets_find_the_same_hits() {
 /// The shared worked cases, when `../shared` is present.
 #[test]
 fn shared_worked_cases() {
-    let Some(shared) = common::shared_dir() else {
+    let Some(cases) = common::shared_cases() else {
         return common::skipped("shared_worked_cases", "../shared/spec is not present");
     };
-    let text = std::fs::read_to_string(shared.join("spec/cases.jsonl")).unwrap();
     let mut n = 0;
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let case: serde_json::Value = serde_json::from_str(line).unwrap();
-        let feed: Vec<&str> = case["feed"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect();
-        let got = hits(
-            &engine(&feed.join("\n")),
-            case["line"].as_str().unwrap().as_bytes(),
-        );
-        let mut want: Vec<(String, String)> = case["hits"]
-            .as_array()
-            .unwrap()
+    for case in cases {
+        let got = hits(&engine(&case.feed.join("\n")), case.line.as_bytes());
+        let mut want: Vec<(String, String)> = case
+            .hits
             .iter()
             .map(|h| {
                 (
@@ -573,7 +561,7 @@ fn shared_worked_cases() {
             })
             .collect();
         want.sort();
-        assert_eq!(got, want, "case {}", case["name"]);
+        assert_eq!(got, want, "case {}", case.name);
         n += 1;
     }
     assert!(n >= 60, "only {n} cases read");

@@ -42,15 +42,6 @@ impl fmt::Display for TooBroad {
 /// about 1,150 to 13-21 MB/s).
 pub const MAX_REGEX_BYTES: usize = 256 << 10;
 
-/// Why the regex `value` costs too much to run on every line (its compiled
-/// size passes [`MAX_REGEX_BYTES`]), or `None`. The remedy is named: ASCII
-/// classes (`(?-u:\w)`) compile a thousand times smaller. iocd does not
-/// narrow a feed's regex to ASCII by itself, which would miss matches in
-/// non-ASCII lines without a word.
-pub fn costly_regex(value: &str) -> Option<String> {
-    regex_cost(value, MIN_REGEX_MB_PER_S).err()
-}
-
 /// Slowest a regex may scan [`sample_lines`], in MB/s, before it is left
 /// out: every line goes through it. Far below what ordinary regexes do
 /// (hundreds of MB/s to GB/s), so a loaded machine does not push a sound
@@ -92,6 +83,9 @@ pub fn sample_lines() -> &'static [u8] {
 /// A regex's cost: its scan speed over [`sample_lines`] in MB/s (line by
 /// line, best of three), or why it is not loaded: it does not compile,
 /// compiles past [`MAX_REGEX_BYTES`], or scans slower than `floor_mb_s`.
+/// For the size, the remedy is named: ASCII classes (`(?-u:\w)`) compile a
+/// thousand times smaller. iocd does not narrow a feed's regex to ASCII by
+/// itself, which would miss matches in non-ASCII lines without a word.
 ///
 /// # Errors
 /// The reason it is left out.
@@ -231,14 +225,16 @@ mod tests {
             ".{200}x",
             "(?i)malware[0-9]+\\.exe",
         ] {
-            assert_eq!(costly_regex(ok), None, "{ok}");
+            assert_eq!(regex_cost(ok, MIN_REGEX_MB_PER_S).err(), None, "{ok}");
         }
-        let why = costly_regex("\\w{60}q").expect("3 MiB compiled");
+        let why = regex_cost("\\w{60}q", MIN_REGEX_MB_PER_S).expect_err("3 MiB compiled");
         assert!(why.contains("(?-u:"), "{why}");
         // A STIX LIKE of 10 KB became one anchored regex of that size.
-        assert!(
-            costly_regex(&format!("^{}$", "a_".repeat(5000).replace('_', ".{1,100}"))).is_some()
-        );
+        assert!(regex_cost(
+            &format!("^{}$", "a_".repeat(5000).replace('_', ".{1,100}")),
+            MIN_REGEX_MB_PER_S
+        )
+        .is_err());
     }
 
     #[test]

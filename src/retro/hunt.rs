@@ -72,8 +72,7 @@ impl Hunter {
                 std::thread::sleep(Duration::from_millis(5));
             }
             // ...then close the open segment behind what they sent.
-            let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
-            if self.ring.send(RingMsg::Rotate(done_tx)).is_err() || done_rx.recv().is_err() {
+            if !super::ring::rotate(&self.ring) {
                 return;
             }
             let started = Instant::now();

@@ -45,6 +45,13 @@ pub enum RingMsg {
     Rotate(SyncSender<()>),
 }
 
+/// Has the writer close its open segment and waits until it has: what
+/// was sent before is then in a closed segment. False when the writer is gone.
+pub fn rotate(tx: &SyncSender<RingMsg>) -> bool {
+    let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+    tx.send(RingMsg::Rotate(done_tx)).is_ok() && done_rx.recv().is_ok()
+}
+
 /// Where and how much to keep.
 #[derive(Clone, Debug)]
 pub struct RingLimits {

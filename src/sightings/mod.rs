@@ -89,50 +89,52 @@ pub struct Seen {
     pub last_seen_ms: i64,
 }
 
-/// An indicator as sightings count it: (type, value, feed).
-type SeenKey = (IndicatorType, Box<str>, std::sync::Arc<str>);
-
-/// The hits of the current interval, by indicator.
+/// The hits of the current interval, by value; the few indicators of one
+/// value (other types or feeds) share its entry, so a repeated hit finds
+/// its count with the borrowed value and allocates nothing.
 #[derive(Default)]
 pub struct Tally {
-    seen: Mutex<HashMap<SeenKey, Seen>>,
+    seen: Mutex<HashMap<Box<str>, Vec<Seen>>>,
 }
 
 impl Tally {
     /// Counts one hit of `ind` on a line seen at `at_ms`.
     pub fn count(&self, ind: &Indicator, at_ms: i64) {
-        let feed = ind.provenance.feed.name.clone();
+        let feed = &ind.provenance.feed.name;
         let mut t = self.seen.lock().expect("sightings");
-        let e = t
-            .entry((ind.kind, ind.value.clone(), feed.clone()))
-            .or_insert_with(|| {
-                let meta = |k: &str| {
-                    ind.provenance
-                        .meta
-                        .iter()
-                        .find(|(m, _)| &**m == k)
-                        .map(|(_, v)| v.clone())
-                };
-                Seen {
-                    kind: ind.kind,
-                    value: ind.value.clone(),
-                    feed,
-                    stix_id: meta("stix_id").filter(|v| v.starts_with("indicator--")),
-                    tlp: meta("tlp").map(|t| t.to_ascii_lowercase().into()),
-                    count: 0,
-                    first_seen_ms: at_ms,
-                    last_seen_ms: at_ms,
-                }
-            });
-        e.count += 1;
-        e.first_seen_ms = e.first_seen_ms.min(at_ms);
-        e.last_seen_ms = e.last_seen_ms.max(at_ms);
+        let same = |s: &Seen| s.kind == ind.kind && s.feed == *feed;
+        if let Some(e) = t
+            .get_mut(&*ind.value)
+            .and_then(|v| v.iter_mut().find(|s| same(s)))
+        {
+            e.count += 1;
+            e.first_seen_ms = e.first_seen_ms.min(at_ms);
+            e.last_seen_ms = e.last_seen_ms.max(at_ms);
+            return;
+        }
+        let meta = |k: &str| {
+            ind.provenance
+                .meta
+                .iter()
+                .find(|(m, _)| &**m == k)
+                .map(|(_, v)| v.clone())
+        };
+        t.entry(ind.value.clone()).or_default().push(Seen {
+            kind: ind.kind,
+            value: ind.value.clone(),
+            feed: feed.clone(),
+            stix_id: meta("stix_id").filter(|v| v.starts_with("indicator--")),
+            tlp: meta("tlp").map(|t| t.to_ascii_lowercase().into()),
+            count: 1,
+            first_seen_ms: at_ms,
+            last_seen_ms: at_ms,
+        });
     }
 
     /// Everything counted since the last call, emptied.
     pub fn take(&self) -> Vec<Seen> {
         let mut t = self.seen.lock().expect("sightings");
-        let mut out: Vec<Seen> = std::mem::take(&mut *t).into_values().collect();
+        let mut out: Vec<Seen> = std::mem::take(&mut *t).into_values().flatten().collect();
         out.sort_by(|a, b| (a.kind, &a.value, &a.feed).cmp(&(b.kind, &b.value, &b.feed)));
         out
     }

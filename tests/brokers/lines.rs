@@ -172,6 +172,29 @@ impl HitReader {
         }
     }
 
+    /// The hits of a stream whose feed was reloaded from [`FEED`] to `full`
+    /// while `first` streamed, then `second` after: every hit the old set
+    /// gives on `first` and the full set on `second` arrives, and any other
+    /// is one the full set gives on `first` (lines in flight at the swap
+    /// may be matched by either engine).
+    pub fn assert_reload_hits(
+        &mut self,
+        dir: &Path,
+        full: &str,
+        (first, second): (&[String], &[String]),
+        daemons: &[&crate::harness::Daemon],
+    ) {
+        let mut want = expected(dir, FEED, first);
+        want.extend(expected(dir, full, second));
+        self.read_until_all_or_show(&want, Duration::from_secs(90), daemons);
+        let full_set = expected(dir, full, first);
+        let extra = self.unexpected(&want);
+        assert!(
+            extra.iter().all(|k| full_set.contains_key(k)),
+            "hits no indicator set gives: {extra:?}"
+        );
+    }
+
     /// Hits seen more than once (at-least-once: reported, not failed).
     pub fn duplicates(&self) -> usize {
         self.seen.values().map(|n| n - 1).sum()

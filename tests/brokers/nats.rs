@@ -415,15 +415,7 @@ fn nats_reload_under_load_loses_nothing() {
     publisher.join().unwrap();
     let second = lines::lines(20_000..22_000);
     publish(&server.url(), &second, 100);
-    let mut want = expected(&dir, lines::FEED, &first);
-    want.extend(expected(&dir, &full, &second));
-    hits.read_until_all_or_show(&want, Duration::from_secs(90), &[&d]);
-    let full_set = expected(&dir, &full, &first);
-    let extra = hits.unexpected(&want);
-    assert!(
-        extra.iter().all(|k| full_set.contains_key(k)),
-        "hits no indicator set gives: {extra:?}"
-    );
+    hits.assert_reload_hits(&dir, &full, (&first, &second), &[&d]);
     assert!(d.stop().0.success());
 }
 

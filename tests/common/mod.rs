@@ -36,6 +36,37 @@ pub fn shared_dir() -> Option<PathBuf> {
     p.join("spec/MATCHING.md").exists().then_some(p)
 }
 
+#[allow(dead_code)] // not every test binary reads them
+/// One worked case of `../shared/spec/cases.jsonl`: its name, feed lines,
+/// log line and expected hits (as JSON).
+pub struct Case {
+    pub name: String,
+    pub feed: Vec<String>,
+    pub line: String,
+    pub hits: Vec<serde_json::Value>,
+}
+
+/// The shared worked cases, in file order, when `../shared` is present.
+#[allow(dead_code)] // not every test binary reads them
+pub fn shared_cases() -> Option<Vec<Case>> {
+    let text = std::fs::read_to_string(shared_dir()?.join("spec/cases.jsonl")).unwrap();
+    let str_ = |v: &serde_json::Value| v.as_str().unwrap().to_owned();
+    Some(
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let c: serde_json::Value = serde_json::from_str(l).unwrap();
+                Case {
+                    name: str_(&c["name"]),
+                    feed: c["feed"].as_array().unwrap().iter().map(str_).collect(),
+                    line: str_(&c["line"]),
+                    hits: c["hits"].as_array().unwrap().clone(),
+                }
+            })
+            .collect(),
+    )
+}
+
 /// Says loudly that a test did not run its body, and why; under
 /// `IOCD_REQUIRE_SERVERS=1` (set by `.ci/run`) a test that cannot run fails.
 pub fn skipped(test: &str, why: &str) {

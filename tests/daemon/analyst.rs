@@ -272,15 +272,12 @@ fn file_path_offset_and_json_field() {
         "not json but 198.51.100.7",
     ];
     std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    // Top-level keys before the tables: state_dir first.
     let config = format!(
-        "{}[sources.app]\ntype = \"file\"\npath = {:?}\nstart_at = \"beginning\"\nparse = \"json\"\n[sinks.out]\ntype = \"stdout\"\nstate_dir = \"state\"\n",
+        "state_dir = {:?}\n{}[sources.app]\ntype = \"file\"\npath = {:?}\nstart_at = \"beginning\"\nparse = \"json\"\n[sinks.out]\ntype = \"stdout\"\n",
+        dir.join("state").display().to_string(),
         feed_config(&dir.join("feeds")),
         log.display().to_string()
-    )
-    .replace("state_dir = \"state\"\n", "");
-    let config = format!(
-        "state_dir = {:?}\n{config}",
-        dir.join("state").display().to_string()
     );
     std::fs::create_dir_all(dir.join("state")).unwrap();
     let d = Daemon::start(&dir, &config);
