@@ -14,6 +14,7 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
+use crate::engine::classify::LineMasks;
 use crate::engine::{tokens, Engine, Match, ScanState};
 use crate::indicator::canon::{canon_url, classify, refang};
 use crate::indicator::guard::{too_broad, GuardPolicy};
@@ -112,7 +113,9 @@ pub fn explain(engine: &Engine, report: Option<&LoadReport>, line: &[u8]) -> Exp
         })
     };
     use IndicatorType as T;
-    tokens::dotted_runs(line, |s, e| {
+    let mut masks = LineMasks::new();
+    masks.classify(line);
+    tokens::dotted_runs(&masks, |s, e| {
         if let Some((ts, te)) = tokens::host_token(line, s, e) {
             push(
                 "host",
@@ -126,7 +129,7 @@ pub fn explain(engine: &Engine, report: Option<&LoadReport>, line: &[u8]) -> Exp
             push("ipv4", ts, te, Ipv4Addr::from(addr).to_string(), &[T::Ipv4]);
         });
     });
-    tokens::ipv6_tokens(line, |addr, ts, te| {
+    tokens::ipv6_tokens(line, &masks, |addr, ts, te| {
         push("ipv6", ts, te, addr.to_string(), &[T::Ipv6])
     });
     tokens::url_tokens(line, &tokens::scheme_separator(), |ts, te| {
@@ -139,7 +142,7 @@ pub fn explain(engine: &Engine, report: Option<&LoadReport>, line: &[u8]) -> Exp
         let te = ts + t.len();
         push("email", ts, te, t, &[T::Email]);
     });
-    tokens::hash_tokens(line, |ts, te| {
+    tokens::hash_tokens(&masks, |ts, te| {
         let kinds = [T::Md5, T::Sha1, T::Sha256, T::Sha512];
         push("hash", ts, te, text(ts, te).to_ascii_lowercase(), &kinds);
     });

@@ -15,6 +15,7 @@
 #![doc = include_str!("DESIGN.md")]
 
 mod cidr;
+pub mod classify;
 mod literals;
 mod regexes;
 mod sets;
@@ -59,6 +60,7 @@ pub struct Match {
 pub struct ScanState {
     hits: Vec<Match>,
     buf: Vec<u8>,
+    masks: classify::LineMasks,
 }
 
 impl ScanState {
@@ -351,12 +353,16 @@ impl Engine {
 
     /// Every indicator that matches `line`, once each, in line order.
     pub fn scan<'s>(&self, line: &[u8], st: &'s mut ScanState) -> &'s [Match] {
-        let ScanState { hits, buf } = st;
+        let ScanState { hits, buf, masks } = st;
         hits.clear();
         let want_v4 = !self.ipv4.is_empty() || self.has_cidr4;
         let want_hosts = !self.domains.is_empty();
+        let want_v6 = !self.ipv6.is_empty() || self.has_cidr6;
+        if want_v4 || want_hosts || want_v6 || !self.hashes.is_empty() {
+            masks.classify(line);
+        }
         if want_v4 || want_hosts {
-            tokens::dotted_runs(line, |s, e| {
+            tokens::dotted_runs(masks, |s, e| {
                 if want_hosts {
                     if let Some((ts, te)) = tokens::host_token(line, s, e) {
                         self.domain_hits(line, ts, te, hits);
@@ -370,15 +376,15 @@ impl Engine {
             });
         }
         if !self.hashes.is_empty() {
-            tokens::hash_tokens(line, |ts, te| {
+            tokens::hash_tokens(masks, |ts, te| {
                 let tok = &line[ts..te];
                 self.chain(self.hashes.get(&hash_key(tok)), ts, te, hits, |v| {
                     v.eq_ignore_ascii_case(tok)
                 });
             });
         }
-        if !self.ipv6.is_empty() || self.has_cidr6 {
-            tokens::ipv6_tokens(line, |addr, ts, te| {
+        if want_v6 {
+            tokens::ipv6_tokens(line, masks, |addr, ts, te| {
                 let a = u128::from(addr);
                 self.chain(self.ipv6.get(&a), ts, te, hits, |_| true);
                 for &id in self.cidr6.lookup(a) {

@@ -19,6 +19,8 @@
 
 use std::net::Ipv6Addr;
 
+use super::classify::{bit, count, next_set, run_end, run_start, LineMasks};
+
 const HOST: u8 = 1; // [A-Za-z0-9_.-]
 const WORD: u8 = 2; // [A-Za-z0-9_]
 const ALNUM: u8 = 4; // [A-Za-z0-9]
@@ -69,6 +71,7 @@ fn is(c: u8, class: u8) -> bool {
 }
 
 /// The maximal run of `class` bytes around `line[at]` (which is one).
+#[cfg(test)]
 #[inline(always)]
 fn run_around(line: &[u8], at: usize, class: u8) -> (usize, usize) {
     let mut s = at;
@@ -84,17 +87,15 @@ fn run_around(line: &[u8], at: usize, class: u8) -> (usize, usize) {
 
 /// Calls `visit(start, end)` for every maximal run of host bytes
 /// `[A-Za-z0-9_.-]` that holds a dot: the only runs that can hold host and
-/// IPv4 tokens. Runs are found from their dots with a SIMD `memchr`, so the
-/// bytes between dotted runs are never looked at one by one.
+/// IPv4 tokens. Runs come from the masks of the line (`classify.rs`): the
+/// dot bits give the runs, the host bits their edges, so no byte of the
+/// line is looked at here.
 #[inline]
-pub fn dotted_runs(line: &[u8], mut visit: impl FnMut(usize, usize)) {
-    let mut next = 0;
-    for dot in memchr::memchr_iter(b'.', line) {
-        if dot < next {
-            continue; // inside the run already visited
-        }
-        let (s, e) = run_around(line, dot, HOST);
-        next = e;
+pub fn dotted_runs(m: &LineMasks, mut visit: impl FnMut(usize, usize)) {
+    let mut from = 0;
+    while let Some(dot) = next_set(&m.dot, from) {
+        let (s, e) = (run_start(&m.host, dot), run_end(&m.host, dot));
+        from = e;
         visit(s, e);
     }
 }
@@ -182,56 +183,48 @@ fn parse_ipv4(line: &[u8], p: usize) -> Option<(u32, usize)> {
 /// length. `visit(start, end)`.
 ///
 /// Every such run is at least 32 bytes long, so it covers a position that
-/// is a multiple of 16 holding a hex digit: only those positions are looked
-/// at, and the run around one is expanded only when it is hex.
+/// is a multiple of 16 holding a hex digit: only those bits of the hex mask
+/// are looked at, and the run around one is measured on the masks.
 #[inline]
-pub fn hash_tokens(line: &[u8], mut visit: impl FnMut(usize, usize)) {
-    const STRIDE: usize = 16;
-    let n = line.len();
-    let mut i = 0;
-    while i < n {
-        if !is(line[i], HEX) {
-            i += STRIDE;
-            continue;
+pub fn hash_tokens(m: &LineMasks, mut visit: impl FnMut(usize, usize)) {
+    const EVERY_16TH: u64 = 0x0001_0001_0001_0001;
+    let mut from = 0;
+    for (w, &hex) in m.hex.iter().enumerate() {
+        let mut starts = hex & EVERY_16TH;
+        while starts != 0 {
+            let i = w * 64 + starts.trailing_zeros() as usize;
+            starts &= starts - 1;
+            if i < from {
+                continue; // inside the run already measured
+            }
+            let (s, e) = (run_start(&m.alnum, i), run_end(&m.alnum, i));
+            from = e;
+            if matches!(e - s, 32 | 40 | 64 | 128) && count(&m.hex, s, e) == e - s {
+                visit(s, e);
+            }
         }
-        let (s, e) = run_around(line, i, ALNUM);
-        if matches!(e - s, 32 | 40 | 64 | 128) && line[s..e].iter().all(|&c| is(c, HEX)) {
-            visit(s, e);
-        }
-        i = e.next_multiple_of(STRIDE).max(i + STRIDE);
     }
 }
 
-/// IPv6 tokens: `visit(addr, start, end)`. Cost is proportional to the runs
-/// around each colon, so lines without `:` cost one memchr.
+/// IPv6 tokens: `visit(addr, start, end)`. Runs come from the colon and
+/// `[0-9A-Fa-f:.]` masks; only a run with two colons or more is parsed, so
+/// the `"key":"value"` colons of JSON cost a few bit operations each.
 #[inline]
-pub fn ipv6_tokens(line: &[u8], mut visit: impl FnMut(Ipv6Addr, usize, usize)) {
+pub fn ipv6_tokens(line: &[u8], m: &LineMasks, mut visit: impl FnMut(Ipv6Addr, usize, usize)) {
     let n = line.len();
-    let mut next = 0;
-    for colon in memchr::memchr_iter(b':', line) {
-        if colon < next {
-            continue;
-        }
-        let mut s = colon;
-        while s > 0 && is(line[s - 1], V6) {
-            s -= 1;
-        }
-        let mut e = colon + 1;
-        let mut colons = 1;
-        while e < n && is(line[e], V6) {
-            colons += (line[e] == b':') as u32;
-            e += 1;
-        }
-        next = e;
-        if colons < 2 {
+    let mut from = 0;
+    while let Some(colon) = next_set(&m.colon, from) {
+        let (s, e) = (run_start(&m.v6, colon), run_end(&m.v6, colon));
+        from = e;
+        if e - s < 2 || count(&m.colon, s, e) < 2 {
             continue;
         }
         let mut te = e;
         while te > s && line[te - 1] == b'.' {
             te -= 1;
         }
-        let before_ok = s == 0 || !is(line[s - 1], WORD);
-        let after_ok = te >= n || !is(line[te], WORD);
+        let before_ok = s == 0 || !bit(&m.word, s - 1);
+        let after_ok = te >= n || !bit(&m.word, te);
         if before_ok && after_ok && te - s >= 2 {
             if let Some(addr) = crate::indicator::canon::parse_ipv6(&line[s..te]) {
                 visit(addr, s, te);
@@ -331,13 +324,119 @@ pub fn hex_prefix(h: &[u8]) -> u64 {
     v
 }
 
+/// The byte-at-a-time token finders the masks replaced: the reference the
+/// property tests hold every classifier's tokens to.
+#[cfg(test)]
+mod reference {
+    use super::*;
+
+    /// Calls `visit(start, end)` for every maximal run of host bytes
+    /// `[A-Za-z0-9_.-]` that holds a dot: the only runs that can hold host and
+    /// IPv4 tokens. Runs are found from their dots with a SIMD `memchr`, so the
+    /// bytes between dotted runs are never looked at one by one.
+    #[inline]
+    pub(super) fn dotted_runs(line: &[u8], mut visit: impl FnMut(usize, usize)) {
+        let mut next = 0;
+        for dot in memchr::memchr_iter(b'.', line) {
+            if dot < next {
+                continue; // inside the run already visited
+            }
+            let (s, e) = run_around(line, dot, HOST);
+            next = e;
+            visit(s, e);
+        }
+    }
+
+    /// Hash tokens: maximal alphanumeric runs that are all hex and of a digest
+    /// length. `visit(start, end)`.
+    ///
+    /// Every such run is at least 32 bytes long, so it covers a position that
+    /// is a multiple of 16 holding a hex digit: only those positions are looked
+    /// at, and the run around one is expanded only when it is hex.
+    #[inline]
+    pub(super) fn hash_tokens(line: &[u8], mut visit: impl FnMut(usize, usize)) {
+        const STRIDE: usize = 16;
+        let n = line.len();
+        let mut i = 0;
+        while i < n {
+            if !is(line[i], HEX) {
+                i += STRIDE;
+                continue;
+            }
+            let (s, e) = run_around(line, i, ALNUM);
+            if matches!(e - s, 32 | 40 | 64 | 128) && line[s..e].iter().all(|&c| is(c, HEX)) {
+                visit(s, e);
+            }
+            i = e.next_multiple_of(STRIDE).max(i + STRIDE);
+        }
+    }
+
+    /// IPv6 tokens: `visit(addr, start, end)`. Cost is proportional to the runs
+    /// around each colon, so lines without `:` cost one memchr.
+    #[inline]
+    pub(super) fn ipv6_tokens(line: &[u8], mut visit: impl FnMut(Ipv6Addr, usize, usize)) {
+        let n = line.len();
+        let mut next = 0;
+        for colon in memchr::memchr_iter(b':', line) {
+            if colon < next {
+                continue;
+            }
+            let mut s = colon;
+            while s > 0 && is(line[s - 1], V6) {
+                s -= 1;
+            }
+            let mut e = colon + 1;
+            let mut colons = 1;
+            while e < n && is(line[e], V6) {
+                colons += (line[e] == b':') as u32;
+                e += 1;
+            }
+            next = e;
+            if colons < 2 {
+                continue;
+            }
+            let mut te = e;
+            while te > s && line[te - 1] == b'.' {
+                te -= 1;
+            }
+            let before_ok = s == 0 || !is(line[s - 1], WORD);
+            let after_ok = te >= n || !is(line[te], WORD);
+            if before_ok && after_ok && te - s >= 2 {
+                if let Some(addr) = crate::indicator::canon::parse_ipv6(&line[s..te]) {
+                    visit(addr, s, te);
+                }
+            }
+        }
+    }
+}
+
+/// Every token the mask-driven finders give for `line`, in one list.
+#[cfg(test)]
+fn all_tokens(line: &[u8], m: &LineMasks) -> Vec<(&'static str, usize, usize)> {
+    let mut out = Vec::new();
+    dotted_runs(m, |s, e| {
+        out.push(("run", s, e));
+        ipv4_in_run(line, s, e, |_, s, e| out.push(("ipv4", s, e)));
+    });
+    hash_tokens(m, |s, e| out.push(("hash", s, e)));
+    ipv6_tokens(line, m, |_, s, e| out.push(("ipv6", s, e)));
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    use super::super::classify::Classifier;
     use super::*;
+
+    fn masks(line: &[u8]) -> LineMasks {
+        let mut m = LineMasks::new();
+        m.classify(line);
+        m
+    }
 
     fn ipv4s(line: &str) -> Vec<String> {
         let mut out = Vec::new();
-        dotted_runs(line.as_bytes(), |s, e| {
+        dotted_runs(&masks(line.as_bytes()), |s, e| {
             ipv4_in_run(line.as_bytes(), s, e, |a, ts, te| {
                 assert_eq!(std::net::Ipv4Addr::from(a).to_string(), &line[ts..te]);
                 out.push(line[ts..te].to_owned())
@@ -379,7 +478,7 @@ mod tests {
 
     fn hosts(line: &str) -> Vec<&str> {
         let mut out = Vec::new();
-        dotted_runs(line.as_bytes(), |s, e| {
+        dotted_runs(&masks(line.as_bytes()), |s, e| {
             if let Some((s, e)) = host_token(line.as_bytes(), s, e) {
                 out.push(&line[s..e]);
             }
@@ -402,7 +501,9 @@ mod tests {
 
     fn v6(line: &str) -> Vec<String> {
         let mut out = Vec::new();
-        ipv6_tokens(line.as_bytes(), |a, _, _| out.push(a.to_string()));
+        ipv6_tokens(line.as_bytes(), &masks(line.as_bytes()), |a, _, _| {
+            out.push(a.to_string())
+        });
         out
     }
 
@@ -470,7 +571,7 @@ mod tests {
     fn hash_runs() {
         let line = "md5=D41D8CD98F00B204E9800998ECF8427E x d41d8cd98f00b204e9800998ecf8427e0 zd41d8cd98f00b204e9800998ecf8427e";
         let mut out = Vec::new();
-        hash_tokens(line.as_bytes(), |s, e| out.push(&line[s..e]));
+        hash_tokens(&masks(line.as_bytes()), |s, e| out.push(&line[s..e]));
         assert_eq!(out, ["D41D8CD98F00B204E9800998ECF8427E"]);
         // At every offset against the sampling stride, and at the line's ends.
         let h = "3395856ce81f2b7382dee72602f798b642f14140";
@@ -482,10 +583,109 @@ mod tests {
             ];
             for (line, hit) in cases {
                 let mut got = Vec::new();
-                hash_tokens(line.as_bytes(), |s, e| got.push(line[s..e].to_owned()));
+                hash_tokens(&masks(line.as_bytes()), |s, e| {
+                    got.push(line[s..e].to_owned())
+                });
                 assert_eq!(got, if hit { vec![h.to_owned()] } else { vec![] }, "{line}");
             }
         }
         assert_eq!(hex_prefix(b"d41d8cd98f00b204"), 0xd41d8cd98f00b204);
+    }
+
+    /// The byte loops' tokens for `line`, in the order of [`all_tokens`].
+    fn reference_tokens(line: &[u8]) -> Vec<(&'static str, usize, usize)> {
+        let mut out = Vec::new();
+        reference::dotted_runs(line, |s, e| {
+            out.push(("run", s, e));
+            ipv4_in_run(line, s, e, |_, s, e| out.push(("ipv4", s, e)));
+        });
+        reference::hash_tokens(line, |s, e| out.push(("hash", s, e)));
+        reference::ipv6_tokens(line, |_, s, e| out.push(("ipv6", s, e)));
+        out
+    }
+
+    /// Every classifier of this CPU gives the reference's tokens for `line`.
+    fn same_tokens(line: &[u8]) {
+        let want = reference_tokens(line);
+        for how in Classifier::available() {
+            let mut m = LineMasks::new();
+            m.classify_with(line, how);
+            assert_eq!(
+                all_tokens(line, &m),
+                want,
+                "{how:?} on {:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
+    fn every_token_kind_at_every_alignment() {
+        let kinds = [
+            "1.2.3.4",
+            "evil.example.com",
+            "d41d8cd98f00b204e9800998ecf8427e",
+            "3395856ce81f2b7382dee72602f798b642f14140",
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            "2001:db8::1",
+            "::ffff:10.0.0.1",
+            "fe80::1%eth0",
+            "10.0.0.1-192.168.1.1",
+        ];
+        for kind in kinds {
+            for pad in 0..130 {
+                for (before, after) in [(" ", " "), ("x", ""), ("\"", "\":"), (".", ".x")] {
+                    let line = format!("{}{before}{kind}{after} tail", "a".repeat(pad));
+                    same_tokens(line.as_bytes());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn real_logs_give_the_reference_tokens() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/logs");
+        if !root.is_dir() {
+            let why = "../shared/data/logs not found";
+            assert!(
+                std::env::var("IOCD_REQUIRE_SERVERS").as_deref() != Ok("1"),
+                "{why}"
+            );
+            eprintln!("SKIPPED: real-log token test: {why}");
+            return;
+        }
+        let (mut dirs, mut lines) = (vec![root], 0);
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(dir).expect("logs dir") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let data = std::fs::read(&path).expect("log");
+                for line in data.split(|&c| c == b'\n').take(2_000) {
+                    same_tokens(line);
+                    lines += 1;
+                }
+            }
+        }
+        assert!(lines > 1_000, "{lines} lines");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 3000, ..Default::default() })]
+        #[test]
+        fn random_bytes_give_the_reference_tokens(
+            line in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            same_tokens(&line);
+        }
+
+        #[test]
+        fn token_alphabet_gives_the_reference_tokens(
+            line in proptest::collection::vec(proptest::sample::select(b"0123456789abcdefABCxyz.:-_ \"@/".to_vec()), 0..400),
+        ) {
+            same_tokens(&line);
+        }
     }
 }

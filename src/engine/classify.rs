@@ -1,0 +1,562 @@
+//! Byte classes as bitmasks: one pass over a line turns every byte into a
+//! bit in each class mask it belongs to, 64 bytes to a `u64`, so the token
+//! finders in `tokens.rs` find runs, dots and colons with bit operations
+//! instead of a loop per byte (the approach of simdjson's structural index).
+//!
+//! Three classifiers give identical masks: AVX2 (32 bytes per step, chosen
+//! at run time when the CPU has it), SSE2 (16 bytes, always present on
+//! x86-64) and a portable table-driven one. The property tests in
+//! `tokens.rs` hold them to that on random and real input at every
+//! alignment.
+//!
+//! Invariants of [`LineMasks`] after [`LineMasks::classify`]:
+//! - bit `i % 64` of word `i / 64` of a mask is set iff `line[i]` is in the
+//!   class;
+//! - bits at and past `line.len()` are clear in every mask, so a run never
+//!   extends past the line and "the byte after the end" is in no class;
+//! - every mask has `line.len().div_ceil(64)` words.
+
+/// The classes the token finders need, as masks over one line.
+#[derive(Default, Debug, Clone, PartialEq, Eq)]
+pub struct LineMasks {
+    /// `[A-Za-z0-9_.-]`: host runs.
+    pub host: Vec<u64>,
+    /// `.`
+    pub dot: Vec<u64>,
+    /// `:`
+    pub colon: Vec<u64>,
+    /// `[0-9A-Fa-f:.]`: IPv6 runs.
+    pub v6: Vec<u64>,
+    /// `[A-Za-z0-9]`: hash runs.
+    pub alnum: Vec<u64>,
+    /// `[0-9A-Fa-f]`
+    pub hex: Vec<u64>,
+    /// `[A-Za-z0-9_]`: token boundaries.
+    pub word: Vec<u64>,
+    len: usize,
+}
+
+/// Which classifier computes the masks. All give identical masks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Classifier {
+    /// A table lookup per byte; runs everywhere.
+    Scalar,
+    /// 16 bytes per step (x86-64 only).
+    Sse2,
+    /// 32 bytes per step (x86-64 CPUs with AVX2).
+    Avx2,
+}
+
+impl Classifier {
+    /// The fastest classifier this CPU supports.
+    pub fn best() -> Classifier {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return Classifier::Avx2;
+            }
+            Classifier::Sse2
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Classifier::Scalar
+    }
+
+    /// Every classifier this CPU can run (for the tests).
+    pub fn available() -> Vec<Classifier> {
+        let mut all = vec![Classifier::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            all.push(Classifier::Sse2);
+            if std::arch::is_x86_feature_detected!("avx2") {
+                all.push(Classifier::Avx2);
+            }
+        }
+        all
+    }
+}
+
+/// One 64-byte chunk's masks, in the field order of [`LineMasks`].
+type Chunk = [u64; 7];
+
+impl LineMasks {
+    /// Empty masks; they grow to the longest line once.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The length of the line last classified.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the line last classified was empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Classifies `line` with the fastest classifier of this CPU.
+    #[inline]
+    pub fn classify(&mut self, line: &[u8]) {
+        self.classify_with(line, best_cached());
+    }
+
+    /// Classifies `line` with `how`.
+    ///
+    /// # Panics
+    /// When `how` is not in [`Classifier::available`].
+    pub fn classify_with(&mut self, line: &[u8], how: Classifier) {
+        let words = line.len().div_ceil(64);
+        self.len = line.len();
+        for m in self.masks_mut() {
+            // Every word is written below; resizing only grows the vector.
+            m.resize(words, 0);
+        }
+        let out = self.masks_mut();
+        match how {
+            Classifier::Scalar => fill!(line, out, chunk_scalar),
+            #[cfg(target_arch = "x86_64")]
+            Classifier::Sse2 => fill!(line, out, chunk_sse2),
+            #[cfg(target_arch = "x86_64")]
+            Classifier::Avx2 => {
+                assert!(std::arch::is_x86_feature_detected!("avx2"));
+                // SAFETY: the CPU has AVX2 (checked above).
+                unsafe { fill_avx2(line, out) }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => panic!("{how:?} needs x86-64"),
+        }
+    }
+
+    fn masks_mut(&mut self) -> [&mut Vec<u64>; 7] {
+        [
+            &mut self.host,
+            &mut self.dot,
+            &mut self.colon,
+            &mut self.v6,
+            &mut self.alnum,
+            &mut self.hex,
+            &mut self.word,
+        ]
+    }
+}
+
+/// Runs a chunk classifier over `line` into the seven masks `out` (each
+/// `line.len().div_ceil(64)` words). A macro so the classifier inlines into
+/// the loop, in the AVX2 case inside a function compiled for AVX2.
+macro_rules! fill {
+    ($line:expr, $out:expr, $chunk:expr) => {{
+        let (line, out): (&[u8], [&mut Vec<u64>; 7]) = ($line, $out);
+        let mut chunks = line.chunks_exact(64);
+        let mut w = 0;
+        for c in &mut chunks {
+            let c = $chunk(c.try_into().expect("64 bytes"));
+            for k in 0..7 {
+                out[k][w] = c[k];
+            }
+            w += 1;
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            // Zero padding: NUL is in no class, so bits past the end stay clear.
+            let mut pad = [0u8; 64];
+            pad[..rest.len()].copy_from_slice(rest);
+            let c = $chunk(&pad);
+            for k in 0..7 {
+                out[k][w] = c[k];
+            }
+        }
+    }};
+}
+use fill;
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn fill_avx2(line: &[u8], out: [&mut Vec<u64>; 7]) {
+    fill!(line, out, chunk_avx2)
+}
+
+fn best_cached() -> Classifier {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static BEST: AtomicU8 = AtomicU8::new(0);
+    match BEST.load(Ordering::Relaxed) {
+        1 => Classifier::Scalar,
+        2 => Classifier::Sse2,
+        3 => Classifier::Avx2,
+        _ => {
+            let b = Classifier::best();
+            BEST.store(
+                match b {
+                    Classifier::Scalar => 1,
+                    Classifier::Sse2 => 2,
+                    Classifier::Avx2 => 3,
+                },
+                Ordering::Relaxed,
+            );
+            b
+        }
+    }
+}
+
+const HOST: u8 = 1;
+const DOT: u8 = 2;
+const COLON: u8 = 4;
+const V6: u8 = 8;
+const ALNUM: u8 = 16;
+const HEX: u8 = 32;
+const WORD: u8 = 64;
+
+const fn table() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        let mut f = 0;
+        if c.is_ascii_alphanumeric() {
+            f |= HOST | ALNUM | WORD;
+        }
+        if c.is_ascii_hexdigit() {
+            f |= HEX | V6;
+        }
+        match c {
+            b'_' => f |= HOST | WORD,
+            b'-' => f |= HOST,
+            b'.' => f |= HOST | DOT | V6,
+            b':' => f |= COLON | V6,
+            _ => {}
+        }
+        t[i] = f;
+        i += 1;
+    }
+    t
+}
+
+static TABLE: [u8; 256] = table();
+
+#[inline(always)]
+fn chunk_scalar(bytes: &[u8; 64]) -> Chunk {
+    let mut out = [0u64; 7];
+    for (i, &b) in bytes.iter().enumerate() {
+        let f = TABLE[b as usize];
+        for (k, w) in out.iter_mut().enumerate() {
+            *w |= u64::from(f >> k & 1) << i;
+        }
+    }
+    out
+}
+
+/// The class vectors of one SIMD register of bytes, built from the same
+/// few range tests on both widths, given that width's intrinsics.
+#[cfg(target_arch = "x86_64")]
+macro_rules! classes {
+    ($x:expr, $set1:ident, $or:ident, $sub:ident, $min:ident, $eq:ident, $mask:ident) => {{
+        let x = $x;
+        // t <= hi - lo (unsigned) after t = x - lo (wrapping): lo <= x <= hi.
+        // Macros, not closures: a closure would not inherit the caller's
+        // target features and would not inline into the AVX2 body.
+        macro_rules! range {
+            ($v:expr, $lo:expr, $hi:expr) => {{
+                let t = $sub($v, $set1($lo as i8));
+                $eq($min(t, $set1(($hi - $lo) as i8)), t)
+            }};
+        }
+        macro_rules! m {
+            ($v:expr) => {
+                $mask($v) as u32 as u64
+            };
+        }
+        let lower = $or(x, $set1(0x20));
+        let digit = m!(range!(x, b'0', b'9'));
+        let alpha = m!(range!(lower, b'a', b'z'));
+        let hexalpha = m!(range!(lower, b'a', b'f'));
+        let dot = m!($eq(x, $set1(b'.' as i8)));
+        let colon = m!($eq(x, $set1(b':' as i8)));
+        let under = m!($eq(x, $set1(b'_' as i8)));
+        let hyphen = m!($eq(x, $set1(b'-' as i8)));
+        // Combined as integers: OR-ing the compare vectors first makes LLVM
+        // scalarise them byte by byte (measured 10x slower).
+        let alnum = alpha | digit;
+        let hex = hexalpha | digit;
+        let word = alnum | under;
+        [
+            word | dot | hyphen,
+            dot,
+            colon,
+            hex | colon | dot,
+            alnum,
+            hex,
+            word,
+        ]
+    }};
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn chunk_sse2(bytes: &[u8; 64]) -> Chunk {
+    use std::arch::x86_64::*;
+    let mut out = [0u64; 7];
+    for q in 0..4 {
+        // SAFETY: SSE2 is part of x86-64; the load reads 16 of the 64 bytes.
+        let bits = unsafe {
+            let x = _mm_loadu_si128(bytes.as_ptr().add(q * 16) as *const __m128i);
+            classes!(
+                x,
+                _mm_set1_epi8,
+                _mm_or_si128,
+                _mm_sub_epi8,
+                _mm_min_epu8,
+                _mm_cmpeq_epi8,
+                _mm_movemask_epi8
+            )
+        };
+        for (w, b) in out.iter_mut().zip(bits) {
+            *w |= b << (q * 16);
+        }
+    }
+    out
+}
+
+// AVX2 classifies with two nibble lookups (`vpshufb`), as simdjson does:
+// each byte's class bits are lo[byte & 15] & hi[byte >> 4], where every bit
+// below is a product of a set of low nibbles and a set of high nibbles.
+// (The range compares of the SSE2 path, OR-ed as vectors or as masks, make
+// LLVM rebuild the vectors byte by byte under AVX2: 4x slower than SSE2.)
+const N_DIGIT: u8 = 1; // hi 3, lo 0-9
+const N_A_O: u8 = 2; // hi 4 and 6, lo 1-F
+const N_P_Z: u8 = 4; // hi 5 and 7, lo 0-A
+const N_HEXL: u8 = 8; // hi 4 and 6, lo 1-6
+const N_DOT: u8 = 16; // 0x2E
+const N_HYPHEN: u8 = 32; // 0x2D
+const N_COLON: u8 = 64; // 0x3A
+const N_UNDER: u8 = 128; // 0x5F
+
+const fn nibble_lo() -> [u8; 16] {
+    let mut t = [0u8; 16];
+    let mut l = 0;
+    while l < 16 {
+        let mut f = 0;
+        if l <= 9 {
+            f |= N_DIGIT;
+        }
+        if l >= 1 {
+            f |= N_A_O;
+        }
+        if l <= 0xA {
+            f |= N_P_Z;
+        }
+        if l >= 1 && l <= 6 {
+            f |= N_HEXL;
+        }
+        f |= match l {
+            0xE => N_DOT,
+            0xD => N_HYPHEN,
+            0xA => N_COLON,
+            0xF => N_UNDER,
+            _ => 0,
+        };
+        t[l] = f;
+        l += 1;
+    }
+    t
+}
+
+const NIBBLE_LO: [u8; 16] = nibble_lo();
+const NIBBLE_HI: [u8; 16] = [
+    0,
+    0,
+    N_DOT | N_HYPHEN,
+    N_DIGIT | N_COLON,
+    N_A_O | N_HEXL,
+    N_P_Z | N_UNDER,
+    N_A_O | N_HEXL,
+    N_P_Z,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+];
+
+/// The nibble bits of each mask, in the order of [`Chunk`].
+const NIBBLE_CLASSES: [u8; 7] = [
+    N_DIGIT | N_A_O | N_P_Z | N_UNDER | N_DOT | N_HYPHEN,
+    N_DOT,
+    N_COLON,
+    N_DIGIT | N_HEXL | N_COLON | N_DOT,
+    N_DIGIT | N_A_O | N_P_Z,
+    N_DIGIT | N_HEXL,
+    N_DIGIT | N_A_O | N_P_Z | N_UNDER,
+];
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn chunk_avx2(bytes: &[u8; 64]) -> Chunk {
+    use std::arch::x86_64::*;
+    let table = |t: &[u8; 16]| {
+        let lane = _mm_loadu_si128(t.as_ptr() as *const __m128i);
+        _mm256_broadcastsi128_si256(lane)
+    };
+    let (lo_t, hi_t) = (table(&NIBBLE_LO), table(&NIBBLE_HI));
+    let low = _mm256_set1_epi8(0x0f);
+    let zero = _mm256_setzero_si256();
+    let mut out = [0u64; 7];
+    for half in 0..2 {
+        let x = _mm256_loadu_si256(bytes.as_ptr().add(half * 32) as *const __m256i);
+        let lo = _mm256_shuffle_epi8(lo_t, _mm256_and_si256(x, low));
+        let hi = _mm256_shuffle_epi8(hi_t, _mm256_and_si256(_mm256_srli_epi16(x, 4), low));
+        let class = _mm256_and_si256(lo, hi);
+        for (w, k) in out.iter_mut().zip(NIBBLE_CLASSES) {
+            let none = _mm256_cmpeq_epi8(_mm256_and_si256(class, _mm256_set1_epi8(k as i8)), zero);
+            *w |= u64::from(!(_mm256_movemask_epi8(none) as u32)) << (half * 32);
+        }
+    }
+    out
+}
+
+/// Bit `i` of a mask.
+#[inline(always)]
+pub fn bit(m: &[u64], i: usize) -> bool {
+    m.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 != 0)
+}
+
+/// The first set bit at or after `from`.
+#[inline(always)]
+pub fn next_set(m: &[u64], from: usize) -> Option<usize> {
+    let mut w = from / 64;
+    if w >= m.len() {
+        return None;
+    }
+    let mut x = m[w] & (u64::MAX << (from % 64));
+    loop {
+        if x != 0 {
+            return Some(w * 64 + x.trailing_zeros() as usize);
+        }
+        w += 1;
+        if w == m.len() {
+            return None;
+        }
+        x = m[w];
+    }
+}
+
+/// Start of the run of set bits holding bit `at` (which is set).
+#[inline(always)]
+pub fn run_start(m: &[u64], at: usize) -> usize {
+    let mut w = at / 64;
+    // Clear bits below `at`, as positions: the highest one is the run's edge.
+    let mut gaps = !m[w] & ((1u64 << (at % 64)) - 1);
+    loop {
+        if gaps != 0 {
+            return w * 64 + 64 - gaps.leading_zeros() as usize;
+        }
+        if w == 0 {
+            return 0;
+        }
+        w -= 1;
+        gaps = !m[w];
+    }
+}
+
+/// End (exclusive) of the run of set bits holding bit `at` (which is set).
+#[inline(always)]
+pub fn run_end(m: &[u64], at: usize) -> usize {
+    let mut w = at / 64;
+    let mut gaps = !m[w] & (u64::MAX << (at % 64) << 1);
+    loop {
+        if gaps != 0 {
+            return w * 64 + gaps.trailing_zeros() as usize;
+        }
+        w += 1;
+        if w == m.len() {
+            return w * 64;
+        }
+        gaps = !m[w];
+    }
+}
+
+/// Number of set bits in `[s, e)`.
+#[inline(always)]
+pub fn count(m: &[u64], s: usize, e: usize) -> usize {
+    if s >= e {
+        return 0;
+    }
+    let (ws, we) = (s / 64, (e - 1) / 64);
+    let lo = u64::MAX << (s % 64);
+    let hi = u64::MAX >> (63 - (e - 1) % 64);
+    if ws == we {
+        return (m[ws] & lo & hi).count_ones() as usize;
+    }
+    let mut n = (m[ws] & lo).count_ones() + (m[we] & hi).count_ones();
+    for &w in &m[ws + 1..we] {
+        n += w.count_ones();
+    }
+    n as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(line: &[u8], class: impl Fn(u8) -> bool) -> Vec<u64> {
+        let mut m = vec![0u64; line.len().div_ceil(64)];
+        for (i, &c) in line.iter().enumerate() {
+            if class(c) {
+                m[i / 64] |= 1 << (i % 64);
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn every_byte_value_in_every_lane() {
+        // Each byte value at each position of a 64-byte chunk, and a tail.
+        for shift in 0..64usize {
+            let line: Vec<u8> = (0..=255u8).cycle().skip(shift).take(256 + shift).collect();
+            let want = [
+                reference(&line, |c| c.is_ascii_alphanumeric() || b"_.-".contains(&c)),
+                reference(&line, |c| c == b'.'),
+                reference(&line, |c| c == b':'),
+                reference(&line, |c| c.is_ascii_hexdigit() || c == b':' || c == b'.'),
+                reference(&line, |c| c.is_ascii_alphanumeric()),
+                reference(&line, |c| c.is_ascii_hexdigit()),
+                reference(&line, |c| c.is_ascii_alphanumeric() || c == b'_'),
+            ];
+            for how in Classifier::available() {
+                let mut m = LineMasks::new();
+                m.classify_with(&line, how);
+                let got = [&m.host, &m.dot, &m.colon, &m.v6, &m.alnum, &m.hex, &m.word];
+                for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(*g, w, "{how:?} mask {k} shift {shift}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn runs_and_counts() {
+        // Runs: [3, 70), [130, 192) (ends at a word boundary), [200, 201).
+        let mut m = vec![0u64; 4];
+        for i in (3..70).chain(130..192).chain(200..201) {
+            m[i / 64] |= 1 << (i % 64);
+        }
+        for (at, s, e) in [(3, 3, 70), (64, 3, 70), (69, 3, 70), (130, 130, 192)] {
+            assert_eq!((run_start(&m, at), run_end(&m, at)), (s, e), "{at}");
+        }
+        assert_eq!((run_start(&m, 191), run_end(&m, 191)), (130, 192));
+        assert_eq!((run_start(&m, 200), run_end(&m, 200)), (200, 201));
+        assert_eq!(next_set(&m, 0), Some(3));
+        assert_eq!(next_set(&m, 70), Some(130));
+        assert_eq!(next_set(&m, 192), Some(200));
+        assert_eq!(next_set(&m, 201), None);
+        assert_eq!(next_set(&m, 400), None);
+        assert_eq!(count(&m, 0, 256), 67 + 62 + 1);
+        assert_eq!(count(&m, 60, 140), 10 + 10);
+        assert_eq!(count(&m, 5, 5), 0);
+        let full = vec![u64::MAX; 2];
+        assert_eq!((run_start(&full, 100), run_end(&full, 100)), (0, 128));
+        assert!(bit(&m, 3) && !bit(&m, 2) && !bit(&m, 10_000));
+    }
+}
