@@ -116,7 +116,7 @@ pub fn explain(engine: &Engine, report: Option<&LoadReport>, line: &[u8]) -> Exp
     let mut masks = LineMasks::new();
     masks.classify(line);
     tokens::dotted_runs(&masks, |s, e| {
-        if let Some((ts, te)) = tokens::host_token(line, s, e) {
+        if let Some((ts, te)) = tokens::host_token(&masks, s, e) {
             push(
                 "host",
                 ts,
@@ -125,18 +125,18 @@ pub fn explain(engine: &Engine, report: Option<&LoadReport>, line: &[u8]) -> Exp
                 &[T::Domain],
             );
         }
-        tokens::ipv4_in_run(line, s, e, |addr, ts, te| {
+        tokens::ipv4_in_run(line, &masks, s, e, |addr, ts, te| {
             push("ipv4", ts, te, Ipv4Addr::from(addr).to_string(), &[T::Ipv4]);
         });
     });
     tokens::ipv6_tokens(line, &masks, |addr, ts, te| {
         push("ipv6", ts, te, addr.to_string(), &[T::Ipv6])
     });
-    tokens::url_tokens(line, &tokens::scheme_separator(), |ts, te| {
+    tokens::url_tokens(line, &masks, |ts, te| {
         let canonical = canon_url(&text(ts, te)).unwrap_or_else(|| text(ts, te));
         push("url", ts, te, canonical, &[T::Url]);
     });
-    tokens::email_tokens(line, |ts, _, te| {
+    tokens::email_tokens(line, &masks, |ts, _, te| {
         let t = text(ts, te).to_ascii_lowercase();
         let t = t.trim_end_matches(['.', '-']).to_owned();
         let te = ts + t.len();

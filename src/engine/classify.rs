@@ -33,6 +33,10 @@ pub struct LineMasks {
     pub hex: Vec<u64>,
     /// `[A-Za-z0-9_]`: token boundaries.
     pub word: Vec<u64>,
+    /// `@`: email tokens.
+    pub at: Vec<u64>,
+    /// `/`: with the colons, a URL's `://`.
+    pub slash: Vec<u64>,
     len: usize,
 }
 
@@ -76,7 +80,7 @@ impl Classifier {
 }
 
 /// One 64-byte chunk's masks, in the field order of [`LineMasks`].
-type Chunk = [u64; 7];
+type Chunk = [u64; 9];
 
 impl LineMasks {
     /// Empty masks; they grow to the longest line once.
@@ -127,7 +131,7 @@ impl LineMasks {
         }
     }
 
-    fn masks_mut(&mut self) -> [&mut Vec<u64>; 7] {
+    fn masks_mut(&mut self) -> [&mut Vec<u64>; 9] {
         [
             &mut self.host,
             &mut self.dot,
@@ -136,22 +140,26 @@ impl LineMasks {
             &mut self.alnum,
             &mut self.hex,
             &mut self.word,
+            &mut self.at,
+            &mut self.slash,
         ]
     }
 }
 
-/// Runs a chunk classifier over `line` into the seven masks `out` (each
+/// Runs a chunk classifier over `line` into the nine masks `out` (each
 /// `line.len().div_ceil(64)` words). A macro so the classifier inlines into
 /// the loop, in the AVX2 case inside a function compiled for AVX2.
 macro_rules! fill {
     ($line:expr, $out:expr, $chunk:expr) => {{
-        let (line, out): (&[u8], [&mut Vec<u64>; 7]) = ($line, $out);
+        let (line, out): (&[u8], [&mut Vec<u64>; 9]) = ($line, $out);
         let mut chunks = line.chunks_exact(64);
         let mut w = 0;
         for c in &mut chunks {
             let c = $chunk(c.try_into().expect("64 bytes"));
-            for k in 0..7 {
-                out[k][w] = c[k];
+            for k in 0..9 {
+                // SAFETY: every mask was resized to `line.len().div_ceil(64)`
+                // words and `w` counts the full chunks, fewer than that.
+                unsafe { *out[k].get_unchecked_mut(w) = c[k] };
             }
             w += 1;
         }
@@ -161,7 +169,7 @@ macro_rules! fill {
             let mut pad = [0u8; 64];
             pad[..rest.len()].copy_from_slice(rest);
             let c = $chunk(&pad);
-            for k in 0..7 {
+            for k in 0..9 {
                 out[k][w] = c[k];
             }
         }
@@ -171,7 +179,7 @@ use fill;
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn fill_avx2(line: &[u8], out: [&mut Vec<u64>; 7]) {
+unsafe fn fill_avx2(line: &[u8], out: [&mut Vec<u64>; 9]) {
     fill!(line, out, chunk_avx2)
 }
 
@@ -197,16 +205,18 @@ fn best_cached() -> Classifier {
     }
 }
 
-const HOST: u8 = 1;
-const DOT: u8 = 2;
-const COLON: u8 = 4;
-const V6: u8 = 8;
-const ALNUM: u8 = 16;
-const HEX: u8 = 32;
-const WORD: u8 = 64;
+const HOST: u16 = 1;
+const DOT: u16 = 2;
+const COLON: u16 = 4;
+const V6: u16 = 8;
+const ALNUM: u16 = 16;
+const HEX: u16 = 32;
+const WORD: u16 = 64;
+const AT: u16 = 256;
+const SLASH: u16 = 512;
 
-const fn table() -> [u8; 256] {
-    let mut t = [0u8; 256];
+const fn table() -> [u16; 256] {
+    let mut t = [0u16; 256];
     let mut i = 0;
     while i < 256 {
         let c = i as u8;
@@ -222,6 +232,8 @@ const fn table() -> [u8; 256] {
             b'-' => f |= HOST,
             b'.' => f |= HOST | DOT | V6,
             b':' => f |= COLON | V6,
+            b'@' => f |= AT,
+            b'/' => f |= SLASH,
             _ => {}
         }
         t[i] = f;
@@ -230,15 +242,31 @@ const fn table() -> [u8; 256] {
     t
 }
 
-static TABLE: [u8; 256] = table();
+static TABLE: [u16; 256] = table();
 
 #[inline(always)]
 fn chunk_scalar(bytes: &[u8; 64]) -> Chunk {
-    let mut out = [0u64; 7];
-    for (i, &b) in bytes.iter().enumerate() {
-        let f = TABLE[b as usize];
-        for (k, w) in out.iter_mut().enumerate() {
-            *w |= u64::from(f >> k & 1) << i;
+    let mut out = [0u64; 9];
+    for (g, eight) in bytes.chunks_exact(8).enumerate() {
+        // Eight bytes' class bits as an 8x8 bit matrix (row = byte), then
+        // transposed (Hacker's Delight 7-3) so that row k holds class k's
+        // bits for the eight bytes.
+        let mut x = 0u64;
+        for (j, &b) in eight.iter().enumerate() {
+            x |= u64::from(TABLE[b as usize] as u8) << (8 * j);
+            // The two classes past the matrix's eight, one bit each.
+            let high = TABLE[b as usize] >> 8;
+            out[7] |= u64::from(high & 1) << (8 * g + j);
+            out[8] |= u64::from(high >> 1 & 1) << (8 * g + j);
+        }
+        let t = (x ^ (x >> 7)) & 0x00AA_00AA_00AA_00AA;
+        x ^= t ^ (t << 7);
+        let t = (x ^ (x >> 14)) & 0x0000_CCCC_0000_CCCC;
+        x ^= t ^ (t << 14);
+        let t = (x ^ (x >> 28)) & 0x0000_0000_F0F0_F0F0;
+        x ^= t ^ (t << 28);
+        for (k, w) in out.iter_mut().take(7).enumerate() {
+            *w |= (x >> (8 * k) & 0xff) << (8 * g);
         }
     }
     out
@@ -272,6 +300,8 @@ macro_rules! classes {
         let colon = m!($eq(x, $set1(b':' as i8)));
         let under = m!($eq(x, $set1(b'_' as i8)));
         let hyphen = m!($eq(x, $set1(b'-' as i8)));
+        let at = m!($eq(x, $set1(b'@' as i8)));
+        let slash = m!($eq(x, $set1(b'/' as i8)));
         // Combined as integers: OR-ing the compare vectors first makes LLVM
         // scalarise them byte by byte (measured 10x slower).
         let alnum = alpha | digit;
@@ -285,6 +315,8 @@ macro_rules! classes {
             alnum,
             hex,
             word,
+            at,
+            slash,
         ]
     }};
 }
@@ -293,7 +325,7 @@ macro_rules! classes {
 #[inline(always)]
 fn chunk_sse2(bytes: &[u8; 64]) -> Chunk {
     use std::arch::x86_64::*;
-    let mut out = [0u64; 7];
+    let mut out = [0u64; 9];
     for q in 0..4 {
         // SAFETY: SSE2 is part of x86-64; the load reads 16 of the 64 bytes.
         let bits = unsafe {
@@ -379,7 +411,8 @@ const NIBBLE_HI: [u8; 16] = [
     0,
 ];
 
-/// The nibble bits of each mask, in the order of [`Chunk`].
+/// The nibble bits of each mask, in the order of [`Chunk`] (the last two,
+/// `@` and `/`, are single bytes compared directly).
 const NIBBLE_CLASSES: [u8; 7] = [
     N_DIGIT | N_A_O | N_P_Z | N_UNDER | N_DOT | N_HYPHEN,
     N_DOT,
@@ -402,7 +435,7 @@ unsafe fn chunk_avx2(bytes: &[u8; 64]) -> Chunk {
     let (lo_t, hi_t) = (table(&NIBBLE_LO), table(&NIBBLE_HI));
     let low = _mm256_set1_epi8(0x0f);
     let zero = _mm256_setzero_si256();
-    let mut out = [0u64; 7];
+    let mut out = [0u64; 9];
     for half in 0..2 {
         let x = _mm256_loadu_si256(bytes.as_ptr().add(half * 32) as *const __m256i);
         let lo = _mm256_shuffle_epi8(lo_t, _mm256_and_si256(x, low));
@@ -411,6 +444,10 @@ unsafe fn chunk_avx2(bytes: &[u8; 64]) -> Chunk {
         for (w, k) in out.iter_mut().zip(NIBBLE_CLASSES) {
             let none = _mm256_cmpeq_epi8(_mm256_and_si256(class, _mm256_set1_epi8(k as i8)), zero);
             *w |= u64::from(!(_mm256_movemask_epi8(none) as u32)) << (half * 32);
+        }
+        for (k, byte) in [(7, b'@'), (8, b'/')] {
+            let eq = _mm256_cmpeq_epi8(x, _mm256_set1_epi8(byte as i8));
+            out[k] |= u64::from(_mm256_movemask_epi8(eq) as u32) << (half * 32);
         }
     }
     out
@@ -438,6 +475,27 @@ pub fn next_set(m: &[u64], from: usize) -> Option<usize> {
         if w == m.len() {
             return None;
         }
+        x = m[w];
+    }
+}
+
+/// The last set bit before `before`.
+#[inline(always)]
+pub fn prev_set(m: &[u64], before: usize) -> Option<usize> {
+    if before == 0 {
+        return None;
+    }
+    let last = before - 1;
+    let mut w = last / 64;
+    let mut x = m[w] & (u64::MAX >> (63 - last % 64));
+    loop {
+        if x != 0 {
+            return Some(w * 64 + 63 - x.leading_zeros() as usize);
+        }
+        if w == 0 {
+            return None;
+        }
+        w -= 1;
         x = m[w];
     }
 }
@@ -523,11 +581,15 @@ mod tests {
                 reference(&line, |c| c.is_ascii_alphanumeric()),
                 reference(&line, |c| c.is_ascii_hexdigit()),
                 reference(&line, |c| c.is_ascii_alphanumeric() || c == b'_'),
+                reference(&line, |c| c == b'@'),
+                reference(&line, |c| c == b'/'),
             ];
             for how in Classifier::available() {
                 let mut m = LineMasks::new();
                 m.classify_with(&line, how);
-                let got = [&m.host, &m.dot, &m.colon, &m.v6, &m.alnum, &m.hex, &m.word];
+                let got = [
+                    &m.host, &m.dot, &m.colon, &m.v6, &m.alnum, &m.hex, &m.word, &m.at, &m.slash,
+                ];
                 for (k, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert_eq!(*g, w, "{how:?} mask {k} shift {shift}");
                 }
@@ -551,6 +613,11 @@ mod tests {
         assert_eq!(next_set(&m, 70), Some(130));
         assert_eq!(next_set(&m, 192), Some(200));
         assert_eq!(next_set(&m, 201), None);
+        assert_eq!(prev_set(&m, 201), Some(200));
+        assert_eq!(prev_set(&m, 200), Some(191));
+        assert_eq!(prev_set(&m, 130), Some(69));
+        assert_eq!(prev_set(&m, 3), None);
+        assert_eq!(prev_set(&m, 0), None);
         assert_eq!(next_set(&m, 400), None);
         assert_eq!(count(&m, 0, 256), 67 + 62 + 1);
         assert_eq!(count(&m, 60, 140), 10 + 10);

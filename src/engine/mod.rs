@@ -119,12 +119,14 @@ pub struct Engine {
     /// Fingerprints of the last labels of every domain indicator: a host
     /// token whose TLD is not here cannot match, whatever its length.
     tlds: FxHashSet<u64>,
+    /// The low 16 bits of every fingerprint in `tlds`, as a bitmap: one
+    /// load answers most host tokens before the set is probed.
+    tld_bits: Box<[u64]>,
     urls: ExactSet<u64>,
     emails: ExactSet<u64>,
     hashes: ExactSet<u64>,
     literals: Option<Literals>,
     regexes: Option<Regexes>,
-    scheme_separator: memchr::memmem::Finder<'static>,
     stats: EngineStats,
     /// Which build this is: increasing over the process's life.
     build_id: u64,
@@ -286,10 +288,15 @@ impl Engine {
                 + cidr6.heap_bytes()
                 + literals.as_ref().map_or(0, Literals::heap_bytes)
                 + next.capacity() * 4
-                + tlds.capacity() * 9,
+                + tlds.capacity() * 9
+                + (1 << 13),
         };
         drop(strings);
         drop(regex_heads);
+        let mut tld_bits = vec![0u64; 1 << 10].into_boxed_slice();
+        for &t in &tlds {
+            tld_bits[(t as usize & 0xffff) >> 6] |= 1 << (t & 63);
+        }
         Engine {
             next,
             ipv4,
@@ -300,12 +307,12 @@ impl Engine {
             cidr6,
             domains,
             tlds,
+            tld_bits,
             urls,
             emails,
             hashes,
             literals,
             regexes,
-            scheme_separator: tokens::scheme_separator(),
             stats,
             indicators,
             build_id: BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -358,18 +365,24 @@ impl Engine {
         let want_v4 = !self.ipv4.is_empty() || self.has_cidr4;
         let want_hosts = !self.domains.is_empty();
         let want_v6 = !self.ipv6.is_empty() || self.has_cidr6;
-        if want_v4 || want_hosts || want_v6 || !self.hashes.is_empty() {
+        let want_tokens = want_v4
+            || want_hosts
+            || want_v6
+            || !self.hashes.is_empty()
+            || !self.urls.is_empty()
+            || !self.emails.is_empty();
+        if want_tokens {
             masks.classify(line);
         }
         if want_v4 || want_hosts {
             tokens::dotted_runs(masks, |s, e| {
                 if want_hosts {
-                    if let Some((ts, te)) = tokens::host_token(line, s, e) {
+                    if let Some((ts, te)) = tokens::host_token(masks, s, e) {
                         self.domain_hits(line, ts, te, hits);
                     }
                 }
                 if want_v4 {
-                    tokens::ipv4_in_run(line, s, e, |addr, ts, te| {
+                    tokens::ipv4_in_run(line, masks, s, e, |addr, ts, te| {
                         self.ipv4_hits(addr, ts, te, hits)
                     });
                 }
@@ -397,12 +410,12 @@ impl Engine {
             });
         }
         if !self.urls.is_empty() {
-            tokens::url_tokens(line, &self.scheme_separator, |ts, te| {
+            tokens::url_tokens(line, masks, |ts, te| {
                 self.url_hits(&line[ts..te], ts, te, buf, hits)
             });
         }
         if !self.emails.is_empty() {
-            tokens::email_tokens(line, |ts, at, te| {
+            tokens::email_tokens(line, masks, |ts, at, te| {
                 buf.clear();
                 buf.extend(line[ts..=at].iter().map(u8::to_ascii_lowercase));
                 let host = &line[at + 1..te];
@@ -496,7 +509,8 @@ impl Engine {
             if c == b'.' {
                 let fp = finish(h);
                 if !seen_dot {
-                    if !self.tlds.contains(&fp) {
+                    let b = self.tld_bits[(fp as usize & 0xffff) >> 6] >> (fp & 63) & 1;
+                    if b == 0 || !self.tlds.contains(&fp) {
                         return;
                     }
                     seen_dot = true;

@@ -19,7 +19,7 @@
 
 use std::net::Ipv6Addr;
 
-use super::classify::{bit, count, next_set, run_end, run_start, LineMasks};
+use super::classify::{bit, count, next_set, prev_set, run_end, run_start, LineMasks};
 
 const HOST: u8 = 1; // [A-Za-z0-9_.-]
 const WORD: u8 = 2; // [A-Za-z0-9_]
@@ -100,24 +100,21 @@ pub fn dotted_runs(m: &LineMasks, mut visit: impl FnMut(usize, usize)) {
     }
 }
 
-/// The host token of a host run: dots and hyphens trimmed, `None` without a dot.
+/// The host token of a host run: dots and hyphens trimmed, `None` without a
+/// dot. The trimmed ends are the first and last word bytes of the run.
 #[inline]
-pub fn host_token(line: &[u8], start: usize, end: usize) -> Option<(usize, usize)> {
-    let (mut s, mut e) = (start, end);
-    while s < e && matches!(line[s], b'.' | b'-') {
-        s += 1;
-    }
-    while e > s && matches!(line[e - 1], b'.' | b'-') {
-        e -= 1;
-    }
+pub fn host_token(m: &LineMasks, start: usize, end: usize) -> Option<(usize, usize)> {
+    let s = next_set(&m.word, start).filter(|&s| s < end)?;
+    let e = prev_set(&m.word, end).expect("the run holds a word byte at s") + 1;
     // An untrimmed run from `dotted_runs` holds its dot: no need to look.
-    (s == start && e == end || line[s..e].contains(&b'.')).then_some((s, e))
+    (s == start && e == end || count(&m.dot, s, e) > 0).then_some((s, e))
 }
 
 /// IPv4 tokens inside the host run `[start, end)`: `visit(addr, start, end)`.
 #[inline]
 pub fn ipv4_in_run(
     line: &[u8],
+    m: &LineMasks,
     start: usize,
     end: usize,
     mut visit: impl FnMut(u32, usize, usize),
@@ -126,7 +123,8 @@ pub fn ipv4_in_run(
         return;
     }
     // A token starts where the previous byte is not [A-Za-z0-9_.]: at the
-    // run's start or right after a hyphen inside it.
+    // run's start or right after a hyphen inside it (the run's bytes that
+    // are neither word bytes nor dots).
     let mut p = start;
     while p < end {
         if line[p].is_ascii_digit() {
@@ -134,9 +132,18 @@ pub fn ipv4_in_run(
                 visit(addr, p, e);
             }
         }
-        match line[p..end].iter().position(|&c| c == b'-') {
-            Some(d) => p += d + 1,
-            None => return,
+        let mut w = p / 64;
+        let mut hyphens = (m.host[w] & !m.word[w] & !m.dot[w]) & (u64::MAX << (p % 64));
+        while hyphens == 0 {
+            w += 1;
+            if w * 64 >= end {
+                return;
+            }
+            hyphens = m.host[w] & !m.word[w] & !m.dot[w];
+        }
+        p = w * 64 + hyphens.trailing_zeros() as usize + 1;
+        if p > end {
+            return;
         }
     }
 }
@@ -182,15 +189,25 @@ fn parse_ipv4(line: &[u8], p: usize) -> Option<(u32, usize)> {
 /// Hash tokens: maximal alphanumeric runs that are all hex and of a digest
 /// length. `visit(start, end)`.
 ///
-/// Every such run is at least 32 bytes long, so it covers a position that
-/// is a multiple of 16 holding a hex digit: only those bits of the hex mask
-/// are looked at, and the run around one is measured on the masks.
+/// Every such run is at least 32 bytes long: a word of the alphanumeric
+/// mask is looked at only when a run of 32 set bits starts in it (found by
+/// shifting and AND-ing the word with the next), so ordinary text costs a
+/// few bit operations per 64 bytes.
 #[inline]
 pub fn hash_tokens(m: &LineMasks, mut visit: impl FnMut(usize, usize)) {
-    const EVERY_16TH: u64 = 0x0001_0001_0001_0001;
     let mut from = 0;
-    for (w, &hex) in m.hex.iter().enumerate() {
-        let mut starts = hex & EVERY_16TH;
+    for w in 0..m.alnum.len() {
+        let next = m.alnum.get(w + 1).copied().unwrap_or(0);
+        let mut r = u128::from(m.alnum[w]) | u128::from(next) << 64;
+        // Bit i stays set iff bits i..i+32 are all set.
+        for k in [1, 2, 4, 8, 16] {
+            r &= r >> k;
+        }
+        let mut starts = r as u64;
+        if from > w * 64 {
+            // Starts inside the run measured from the word before.
+            starts &= u64::MAX.checked_shl((from - w * 64) as u32).unwrap_or(0);
+        }
         while starts != 0 {
             let i = w * 64 + starts.trailing_zeros() as usize;
             starts &= starts - 1;
@@ -199,6 +216,8 @@ pub fn hash_tokens(m: &LineMasks, mut visit: impl FnMut(usize, usize)) {
             }
             let (s, e) = (run_start(&m.alnum, i), run_end(&m.alnum, i));
             from = e;
+            // The run's other starts in this word are inside it.
+            starts &= u64::MAX.checked_shl((e - w * 64) as u32).unwrap_or(0);
             if matches!(e - s, 32 | 40 | 64 | 128) && count(&m.hex, s, e) == e - s {
                 visit(s, e);
             }
@@ -213,99 +232,130 @@ pub fn hash_tokens(m: &LineMasks, mut visit: impl FnMut(usize, usize)) {
 pub fn ipv6_tokens(line: &[u8], m: &LineMasks, mut visit: impl FnMut(Ipv6Addr, usize, usize)) {
     let n = line.len();
     let mut from = 0;
-    while let Some(colon) = next_set(&m.colon, from) {
-        let (s, e) = (run_start(&m.v6, colon), run_end(&m.v6, colon));
-        from = e;
-        if e - s < 2 || count(&m.colon, s, e) < 2 {
-            continue;
+    for w in 0..m.colon.len() {
+        // An address's groups hold at most four hex digits, so each of its
+        // colons has another within five bytes: only such colons start a
+        // look (the `"key":"value"` colons of JSON have none).
+        let (c, next) = (m.colon[w], m.colon.get(w + 1).copied().unwrap_or(0));
+        let mut near = 0;
+        for k in 1..=5 {
+            near |= c >> k | next << (64 - k);
         }
-        let mut te = e;
-        while te > s && line[te - 1] == b'.' {
-            te -= 1;
-        }
-        let before_ok = s == 0 || !bit(&m.word, s - 1);
-        let after_ok = te >= n || !bit(&m.word, te);
-        if before_ok && after_ok && te - s >= 2 {
-            if let Some(addr) = crate::indicator::canon::parse_ipv6(&line[s..te]) {
-                visit(addr, s, te);
+        let mut cands = c & near;
+        while cands != 0 {
+            let colon = w * 64 + cands.trailing_zeros() as usize;
+            cands &= cands - 1;
+            if colon < from {
+                continue; // inside the run already looked at
+            }
+            let (s, e) = (run_start(&m.v6, colon), run_end(&m.v6, colon));
+            from = e;
+            if count(&m.colon, s, e) < 2 {
+                continue;
+            }
+            let mut te = e;
+            while te > s && line[te - 1] == b'.' {
+                te -= 1;
+            }
+            let before_ok = s == 0 || !bit(&m.word, s - 1);
+            let after_ok = te >= n || !bit(&m.word, te);
+            if before_ok && after_ok && te - s >= 2 {
+                if let Some(addr) = crate::indicator::canon::parse_ipv6(&line[s..te]) {
+                    visit(addr, s, te);
+                }
             }
         }
     }
 }
 
-/// A searcher for `://`, built once (building one per line costs more than
-/// searching a short line).
-pub fn scheme_separator() -> memchr::memmem::Finder<'static> {
-    memchr::memmem::Finder::new(b"://")
-}
-
-/// URL tokens: `visit(start, end)`; `sep` is [`scheme_separator`].
+/// URL tokens: `visit(start, end)`. Each `://` is a colon bit with slash
+/// bits after it in the masks.
 #[inline]
-pub fn url_tokens(
-    line: &[u8],
-    sep_finder: &memchr::memmem::Finder<'_>,
-    mut visit: impl FnMut(usize, usize),
-) {
+pub fn url_tokens(line: &[u8], m: &LineMasks, mut visit: impl FnMut(usize, usize)) {
     let n = line.len();
     let mut last_end = 0;
-    for sep in sep_finder.find_iter(line) {
-        if sep < last_end {
-            continue; // inside the previous URL
-        }
-        // The scheme is the leftmost start in the run of scheme bytes before
-        // `://` that begins with a letter and is not preceded by a letter or
-        // digit (only `+`, `.` or `-` can precede it inside the run).
-        let mut run = sep;
-        while run > last_end && is(line[run - 1], SCHEME) {
-            run -= 1;
-        }
-        let start = (run..sep)
-            .find(|&s| line[s].is_ascii_alphabetic() && (s == 0 || !is(line[s - 1], ALNUM)));
-        let Some(start) = start else { continue };
-        let mut end = sep + 3;
-        while end < n && !is(line[end], URL_END) {
-            end += 1;
-        }
-        last_end = end;
-        while end > sep + 3
-            && matches!(
-                line[end - 1],
-                b'.' | b',' | b';' | b':' | b'!' | b'?' | b')' | b']' | b'}'
-            )
-        {
-            end -= 1;
-        }
-        visit(start, end);
-    }
+    for_each_bit(
+        &m.colon,
+        |w, colons| {
+            let (sl, next) = (m.slash[w], m.slash.get(w + 1).copied().unwrap_or(0));
+            colons & (sl >> 1 | next << 63) & (sl >> 2 | next << 62)
+        },
+        |sep| {
+            if sep < last_end {
+                return; // inside the previous URL
+            }
+            // The scheme is the leftmost start in the run of scheme bytes before
+            // `://` that begins with a letter and is not preceded by a letter or
+            // digit (only `+`, `.` or `-` can precede it inside the run).
+            let mut run = sep;
+            while run > last_end && is(line[run - 1], SCHEME) {
+                run -= 1;
+            }
+            let start = (run..sep)
+                .find(|&s| line[s].is_ascii_alphabetic() && (s == 0 || !is(line[s - 1], ALNUM)));
+            let Some(start) = start else { return };
+            let mut end = sep + 3;
+            while end < n && !is(line[end], URL_END) {
+                end += 1;
+            }
+            last_end = end;
+            while end > sep + 3
+                && matches!(
+                    line[end - 1],
+                    b'.' | b',' | b';' | b':' | b'!' | b'?' | b')' | b']' | b'}'
+                )
+            {
+                end -= 1;
+            }
+            visit(start, end);
+        },
+    );
 }
 
 /// Email tokens: `visit(start, at, end)` with `line[at] == b'@'`; the host
 /// part `[at + 1, end)` still holds the dots and hyphens to trim.
 #[inline]
-pub fn email_tokens(line: &[u8], mut visit: impl FnMut(usize, usize, usize)) {
+pub fn email_tokens(line: &[u8], m: &LineMasks, mut visit: impl FnMut(usize, usize, usize)) {
     let n = line.len();
     let mut last_end = 0;
-    for at in memchr::memchr_iter(b'@', line) {
-        if at < last_end {
-            continue;
+    for_each_bit(
+        &m.at,
+        |_, ats| ats,
+        |at| {
+            if at < last_end {
+                return;
+            }
+            let mut s = at;
+            while s > 0 && is(line[s - 1], LOCAL) {
+                s -= 1;
+            }
+            // The local part must start at a boundary, not inside the previous match.
+            if s == at || s < last_end {
+                return;
+            }
+            let mut e = at + 1;
+            while e < n && is(line[e], HOST) {
+                e += 1;
+            }
+            if e == at + 1 {
+                return;
+            }
+            last_end = e;
+            visit(s, at, e);
+        },
+    );
+}
+
+/// Calls `f(position)` for each set bit of `select(word_index, word)` over
+/// the words of `mask`, in order.
+#[inline(always)]
+fn for_each_bit(mask: &[u64], select: impl Fn(usize, u64) -> u64, mut f: impl FnMut(usize)) {
+    for (w, &word) in mask.iter().enumerate() {
+        let mut bits = select(w, word);
+        while bits != 0 {
+            f(w * 64 + bits.trailing_zeros() as usize);
+            bits &= bits - 1;
         }
-        let mut s = at;
-        while s > 0 && is(line[s - 1], LOCAL) {
-            s -= 1;
-        }
-        // The local part must start at a boundary, not inside the previous match.
-        if s == at || s < last_end {
-            continue;
-        }
-        let mut e = at + 1;
-        while e < n && is(line[e], HOST) {
-            e += 1;
-        }
-        if e == at + 1 {
-            continue;
-        }
-        last_end = e;
-        visit(s, at, e);
     }
 }
 
@@ -329,6 +379,123 @@ pub fn hex_prefix(h: &[u8]) -> u64 {
 #[cfg(test)]
 mod reference {
     use super::*;
+
+    /// The host token of a host run: dots and hyphens trimmed, `None` without a dot.
+    #[inline]
+    pub(super) fn host_token(line: &[u8], start: usize, end: usize) -> Option<(usize, usize)> {
+        let (mut s, mut e) = (start, end);
+        while s < e && matches!(line[s], b'.' | b'-') {
+            s += 1;
+        }
+        while e > s && matches!(line[e - 1], b'.' | b'-') {
+            e -= 1;
+        }
+        // An untrimmed run from `dotted_runs` holds its dot: no need to look.
+        (s == start && e == end || line[s..e].contains(&b'.')).then_some((s, e))
+    }
+
+    /// A searcher for `://`, built once (building one per line costs more than
+    /// searching a short line).
+    pub(super) fn scheme_separator() -> memchr::memmem::Finder<'static> {
+        memchr::memmem::Finder::new(b"://")
+    }
+
+    /// URL tokens: `visit(start, end)`; `sep` is [`scheme_separator`].
+    #[inline]
+    pub(super) fn url_tokens(
+        line: &[u8],
+        sep_finder: &memchr::memmem::Finder<'_>,
+        mut visit: impl FnMut(usize, usize),
+    ) {
+        let n = line.len();
+        let mut last_end = 0;
+        for sep in sep_finder.find_iter(line) {
+            if sep < last_end {
+                continue; // inside the previous URL
+            }
+            // The scheme is the leftmost start in the run of scheme bytes before
+            // `://` that begins with a letter and is not preceded by a letter or
+            // digit (only `+`, `.` or `-` can precede it inside the run).
+            let mut run = sep;
+            while run > last_end && is(line[run - 1], SCHEME) {
+                run -= 1;
+            }
+            let start = (run..sep)
+                .find(|&s| line[s].is_ascii_alphabetic() && (s == 0 || !is(line[s - 1], ALNUM)));
+            let Some(start) = start else { continue };
+            let mut end = sep + 3;
+            while end < n && !is(line[end], URL_END) {
+                end += 1;
+            }
+            last_end = end;
+            while end > sep + 3
+                && matches!(
+                    line[end - 1],
+                    b'.' | b',' | b';' | b':' | b'!' | b'?' | b')' | b']' | b'}'
+                )
+            {
+                end -= 1;
+            }
+            visit(start, end);
+        }
+    }
+
+    /// Email tokens: `visit(start, at, end)` with `line[at] == b'@'`; the host
+    /// part `[at + 1, end)` still holds the dots and hyphens to trim.
+    #[inline]
+    pub(super) fn email_tokens(line: &[u8], mut visit: impl FnMut(usize, usize, usize)) {
+        let n = line.len();
+        let mut last_end = 0;
+        for at in memchr::memchr_iter(b'@', line) {
+            if at < last_end {
+                continue;
+            }
+            let mut s = at;
+            while s > 0 && is(line[s - 1], LOCAL) {
+                s -= 1;
+            }
+            // The local part must start at a boundary, not inside the previous match.
+            if s == at || s < last_end {
+                continue;
+            }
+            let mut e = at + 1;
+            while e < n && is(line[e], HOST) {
+                e += 1;
+            }
+            if e == at + 1 {
+                continue;
+            }
+            last_end = e;
+            visit(s, at, e);
+        }
+    }
+
+    /// IPv4 tokens inside the host run `[start, end)`: `visit(addr, start, end)`.
+    #[inline]
+    pub(super) fn ipv4_in_run(
+        line: &[u8],
+        start: usize,
+        end: usize,
+        mut visit: impl FnMut(u32, usize, usize),
+    ) {
+        if end - start < 7 {
+            return;
+        }
+        // A token starts where the previous byte is not [A-Za-z0-9_.]: at the
+        // run's start or right after a hyphen inside it.
+        let mut p = start;
+        while p < end {
+            if line[p].is_ascii_digit() {
+                if let Some((addr, e)) = parse_ipv4(line, p) {
+                    visit(addr, p, e);
+                }
+            }
+            match line[p..end].iter().position(|&c| c == b'-') {
+                Some(d) => p += d + 1,
+                None => return,
+            }
+        }
+    }
 
     /// Calls `visit(start, end)` for every maximal run of host bytes
     /// `[A-Za-z0-9_.-]` that holds a dot: the only runs that can hold host and
@@ -416,10 +583,15 @@ fn all_tokens(line: &[u8], m: &LineMasks) -> Vec<(&'static str, usize, usize)> {
     let mut out = Vec::new();
     dotted_runs(m, |s, e| {
         out.push(("run", s, e));
-        ipv4_in_run(line, s, e, |_, s, e| out.push(("ipv4", s, e)));
+        if let Some((s, e)) = host_token(m, s, e) {
+            out.push(("host", s, e));
+        }
+        ipv4_in_run(line, m, s, e, |_, s, e| out.push(("ipv4", s, e)));
     });
     hash_tokens(m, |s, e| out.push(("hash", s, e)));
     ipv6_tokens(line, m, |_, s, e| out.push(("ipv6", s, e)));
+    url_tokens(line, m, |s, e| out.push(("url", s, e)));
+    email_tokens(line, m, |s, a, e| out.push(("email", s, e + a - a)));
     out
 }
 
@@ -436,8 +608,9 @@ mod tests {
 
     fn ipv4s(line: &str) -> Vec<String> {
         let mut out = Vec::new();
-        dotted_runs(&masks(line.as_bytes()), |s, e| {
-            ipv4_in_run(line.as_bytes(), s, e, |a, ts, te| {
+        let m = masks(line.as_bytes());
+        dotted_runs(&m, |s, e| {
+            ipv4_in_run(line.as_bytes(), &m, s, e, |a, ts, te| {
                 assert_eq!(std::net::Ipv4Addr::from(a).to_string(), &line[ts..te]);
                 out.push(line[ts..te].to_owned())
             })
@@ -478,8 +651,9 @@ mod tests {
 
     fn hosts(line: &str) -> Vec<&str> {
         let mut out = Vec::new();
-        dotted_runs(&masks(line.as_bytes()), |s, e| {
-            if let Some((s, e)) = host_token(line.as_bytes(), s, e) {
+        let m = masks(line.as_bytes());
+        dotted_runs(&m, |s, e| {
+            if let Some((s, e)) = host_token(&m, s, e) {
                 out.push(&line[s..e]);
             }
         });
@@ -526,7 +700,7 @@ mod tests {
 
     fn urls(line: &str) -> Vec<&str> {
         let mut out = Vec::new();
-        url_tokens(line.as_bytes(), &scheme_separator(), |s, e| {
+        url_tokens(line.as_bytes(), &masks(line.as_bytes()), |s, e| {
             out.push(&line[s..e])
         });
         out
@@ -554,7 +728,9 @@ mod tests {
 
     fn emails(line: &str) -> Vec<&str> {
         let mut out = Vec::new();
-        email_tokens(line.as_bytes(), |s, _, e| out.push(&line[s..e]));
+        email_tokens(line.as_bytes(), &masks(line.as_bytes()), |s, _, e| {
+            out.push(&line[s..e])
+        });
         out
     }
 
@@ -597,10 +773,16 @@ mod tests {
         let mut out = Vec::new();
         reference::dotted_runs(line, |s, e| {
             out.push(("run", s, e));
-            ipv4_in_run(line, s, e, |_, s, e| out.push(("ipv4", s, e)));
+            if let Some((s, e)) = reference::host_token(line, s, e) {
+                out.push(("host", s, e));
+            }
+            reference::ipv4_in_run(line, s, e, |_, s, e| out.push(("ipv4", s, e)));
         });
         reference::hash_tokens(line, |s, e| out.push(("hash", s, e)));
         reference::ipv6_tokens(line, |_, s, e| out.push(("ipv6", s, e)));
+        let sep = reference::scheme_separator();
+        reference::url_tokens(line, &sep, |s, e| out.push(("url", s, e)));
+        reference::email_tokens(line, |s, a, e| out.push(("email", s, e + a - a)));
         out
     }
 
