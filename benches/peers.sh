@@ -8,7 +8,9 @@
 # libhyperscan-dev, python3 -m pip install hyperscan, ripgrep; set
 # IOCD_PEER_TIMEOUT (seconds, default 300) to bound the slow peers.
 # Prints one line per tool and set: wall seconds, peak RSS, and what the tool
-# itself reports. Speed is reported, never asserted.
+# itself reports (iocd: its scan phase alone, with 1 thread and with all).
+# Speed is reported, never asserted. IOCD_BIN=PATH measures another build
+# of iocd (a before/after comparison) instead of building this one.
 set -euo pipefail
 corpus=${1:?usage: benches/peers.sh CORPUS_DIR [SETS...]}
 shift
@@ -19,7 +21,10 @@ limit=${IOCD_PEER_TIMEOUT:-300}
 log=$corpus/logs.txt
 bytes=$(stat -c %s "$log")
 
-(cd "$here" && cargo build --release --quiet)
+if [ -z "${IOCD_BIN:-}" ]; then
+  (cd "$here" && cargo build --release --quiet)
+  IOCD_BIN=$here/target/release/iocd
+fi
 hs_c=$(mktemp -d)/hs_bench
 cc -O2 -o "$hs_c" "$shared/bench/hs_bench.c" -lhs
 
@@ -37,9 +42,12 @@ measure() { # name set cmd...: wall seconds and peak RSS of cmd, and the last li
 }
 
 echo "# corpus $(basename "$corpus"): $bytes bytes of logs; $(nproc) cores; $(date -u +%FT%TZ)"
+cat "$log" >/dev/null # every tool reads it from the page cache
+measure wc-l - wc -l "$log"
 for set in "${sets[@]}"; do
   feed=$corpus/ind-$set.txt
-  measure iocd "$set" sh -c "'$here/target/release/iocd' scan -i '$feed' '$log' 2>&1 >/dev/null | grep -E 'engine|feeds read|scanned'"
+  measure iocd-1 "$set" sh -c "'$IOCD_BIN' scan --threads 1 -i '$feed' '$log' 2>&1 >/dev/null | grep -E 'scanned'"
+  measure iocd "$set" sh -c "'$IOCD_BIN' scan -i '$feed' '$log' 2>&1 >/dev/null | grep -E 'scanned'"
   measure hs-c "$set" "$hs_c" "$feed" "$log"
   measure hs-py "$set" python3 "$shared/bench/hs_scan.py" "$feed" "$log"
   measure rg "$set" sh -c "grep -v '^#' '$feed' > /tmp/peers.pat; rg -F -c -f /tmp/peers.pat '$log'"
