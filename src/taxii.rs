@@ -601,20 +601,28 @@ pub fn poll(c: &Collection, state: &mut State) -> Result<Poll, TaxiiError> {
         if status != 200 {
             return Err(TaxiiError::status(&url, status, &body));
         }
-        let envelope: Value = serde_json::from_slice(&body).map_err(|e| TaxiiError::Protocol {
+        let mut objects = 0;
+        let mut de = serde_json::Deserializer::from_slice(&body);
+        let envelope = serde::de::DeserializeSeed::deserialize(
+            EnvelopeSeed {
+                state: &mut *state,
+                objects: &mut objects,
+            },
+            &mut de,
+        )
+        .and_then(|e| de.end().map(|()| e))
+        .map_err(|e| TaxiiError::Protocol {
             url: url.clone(),
             message: format!("not a TAXII envelope: {e}"),
         })?;
-        for o in envelope["objects"].as_array().into_iter().flatten() {
-            state.merge(o.clone());
-            result.objects += 1;
-        }
+        drop(body);
+        result.objects += objects;
         if let Some(last) = headers.get("x-taxii-date-added-last") {
             last_added = Some(last.clone());
         }
-        if envelope["more"].as_bool() == Some(true) {
-            match envelope["next"].as_str() {
-                Some(n) => next = Some(n.to_owned()),
+        if envelope.more {
+            match envelope.next {
+                Some(n) => next = Some(n),
                 None => {
                     return Err(TaxiiError::Protocol {
                         url,
@@ -631,6 +639,109 @@ pub fn poll(c: &Collection, state: &mut State) -> Result<Poll, TaxiiError> {
     }
     state.checkpoint = last_added;
     Ok(result)
+}
+
+/// What a TAXII envelope says beyond its objects.
+struct Envelope {
+    more: bool,
+    next: Option<String>,
+}
+
+/// Reads one TAXII envelope, merging each object into the state as it is
+/// parsed: a page is never held as a tree of values, only the object being
+/// read (the body itself is bounded by `max_response_bytes`). As before,
+/// `objects` that is not an array holds nothing, and a `next` that is not a
+/// string is no `next`.
+struct EnvelopeSeed<'a> {
+    state: &'a mut State,
+    objects: &'a mut usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for EnvelopeSeed<'_> {
+    type Value = Envelope;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Envelope, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for EnvelopeSeed<'_> {
+    type Value = Envelope;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a TAXII envelope (a JSON object)")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Envelope, A::Error> {
+        let mut env = Envelope {
+            more: false,
+            next: None,
+        };
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "objects" => map.next_value_seed(ObjectsSeed {
+                    state: &mut *self.state,
+                    objects: &mut *self.objects,
+                })?,
+                "more" => env.more = map.next_value::<Value>()?.as_bool() == Some(true),
+                "next" => env.next = map.next_value::<Value>()?.as_str().map(str::to_owned),
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(env)
+    }
+}
+
+/// The `objects` member: each element merged as soon as it is read.
+struct ObjectsSeed<'a> {
+    state: &'a mut State,
+    objects: &'a mut usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ObjectsSeed<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ObjectsSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of STIX objects")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(o) = seq.next_element::<Value>()? {
+            self.state.merge(o);
+            *self.objects += 1;
+        }
+        Ok(())
+    }
+    // Anything else is not an array of objects: it holds none.
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
 }
 
 /// Checks, once, that the API root speaks TAXII 2.1 and that the collection
@@ -778,6 +889,52 @@ fn get(client: &reqwest::Client, url: &str, c: &Collection) -> Result<Response, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn envelope(text: &str) -> Result<(Envelope, usize, State), serde_json::Error> {
+        let (mut state, mut objects) = (State::default(), 0);
+        let mut de = serde_json::Deserializer::from_str(text);
+        let env = serde::de::DeserializeSeed::deserialize(
+            EnvelopeSeed {
+                state: &mut state,
+                objects: &mut objects,
+            },
+            &mut de,
+        )?;
+        de.end()?;
+        Ok((env, objects, state))
+    }
+
+    #[test]
+    fn envelopes_are_read_object_by_object() {
+        let (env, n, state) = envelope(
+            r#"{"more": true, "next": "p2", "x": [1, {"a": null}],
+                "objects": [{"id": "indicator--1", "modified": "2026-01-01T00:00:00Z"},
+                            {"id": "indicator--2"}, {"no_id": 1}]}"#,
+        )
+        .unwrap();
+        assert!(env.more);
+        assert_eq!(env.next.as_deref(), Some("p2"));
+        assert_eq!((n, state.objects.len()), (3, 2));
+        for (text, more, next) in [
+            (
+                r#"{"objects": null, "more": "yes", "next": 5}"#,
+                false,
+                None,
+            ),
+            (
+                r#"{"objects": {"id": "indicator--1"}, "more": false}"#,
+                false,
+                None,
+            ),
+            ("{}", false, None),
+        ] {
+            let (env, n, _) = envelope(text).unwrap();
+            assert_eq!((env.more, env.next, n), (more, next, 0), "{text}");
+        }
+        for bad in ["[]", r#"{"objects": [1,"#, r#"{"more": true} x"#, "null"] {
+            assert!(envelope(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn merge_keeps_the_newest_version() {
