@@ -232,3 +232,64 @@ fn broker_examples_pass_check() {
         );
     }
 }
+
+/// No Docker engine runs here, so the image is not built in the tests: the
+/// Dockerfile is held to what the image must be (a static build stage, an
+/// empty runtime base without a shell, a non-root user, exec-form entry),
+/// and `.ci/run` builds the same static binary when `IOCD_CI_MUSL=1`.
+#[test]
+fn container_image_is_static_non_root_and_shell_free() {
+    let text = std::fs::read_to_string(root().join("deploy/container/Dockerfile")).unwrap();
+    let directives: Vec<(&str, &str)> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.starts_with(' '))
+        .filter_map(|l| l.split_once(' '))
+        .collect();
+    let froms: Vec<&str> = directives
+        .iter()
+        .filter(|(d, _)| *d == "FROM")
+        .map(|(_, a)| *a)
+        .collect();
+    assert_eq!(
+        froms.len(),
+        2,
+        "a build stage and a runtime stage: {froms:?}"
+    );
+    assert!(
+        froms[0].contains("alpine"),
+        "musl build stage: {}",
+        froms[0]
+    );
+    assert_eq!(
+        froms[1], "scratch",
+        "no shell or package manager at run time"
+    );
+    assert!(text.contains("--features static"), "statically linked");
+    let last_user = directives
+        .iter()
+        .rev()
+        .find(|(d, _)| *d == "USER")
+        .map(|(_, a)| *a)
+        .expect("a USER");
+    let uid: u32 = last_user.split(':').next().unwrap().parse().unwrap();
+    assert!(uid != 0, "runs as uid {uid}");
+    let entry = directives
+        .iter()
+        .find(|(d, _)| *d == "ENTRYPOINT")
+        .map(|(_, a)| *a)
+        .expect("an ENTRYPOINT");
+    assert!(entry.starts_with('['), "exec form, no shell: {entry}");
+    // Into the runtime stage: the binary, CA roots and the state directory;
+    // nothing from a build stage's /bin (a shell, busybox).
+    for copy in directives
+        .iter()
+        .filter(|(d, a)| *d == "COPY" && a.contains("--from="))
+    {
+        let source = copy.1.split_whitespace().rev().nth(1).unwrap();
+        assert!(
+            !source.starts_with("/bin") && !source.starts_with("/usr/bin"),
+            "{}",
+            copy.1
+        );
+    }
+}

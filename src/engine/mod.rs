@@ -29,10 +29,13 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use crate::indicator::canon::canon_url_into;
 use crate::indicator::{Indicator, IndicatorType};
 use cidr::CidrTable;
+use classify::{prev_set, LineMasks};
 use literals::Literals;
 use regexes::Regexes;
 pub use regexes::SET_SIZE_LIMIT as REGEX_SET_BUDGET;
-use sets::{domain_fingerprint, fingerprint, finish, step, tld_fingerprint, ExactSet, NONE, SEED};
+use sets::{
+    domain_fingerprint, fingerprint, finish, label_step, tld_fingerprint, ExactSet, NONE, SEED,
+};
 
 /// Build-time choices. The defaults are what the benchmarks chose.
 #[derive(Clone, Debug, Default)]
@@ -60,7 +63,7 @@ pub struct Match {
 pub struct ScanState {
     hits: Vec<Match>,
     buf: Vec<u8>,
-    masks: classify::LineMasks,
+    masks: LineMasks,
 }
 
 impl ScanState {
@@ -378,7 +381,7 @@ impl Engine {
             tokens::dotted_runs(masks, |s, e| {
                 if want_hosts {
                     if let Some((ts, te)) = tokens::host_token(masks, s, e) {
-                        self.domain_hits(line, ts, te, hits);
+                        self.domain_hits(line, masks, ts, te, hits);
                     }
                 }
                 if want_v4 {
@@ -498,34 +501,36 @@ impl Engine {
     }
 
     /// Looks up the host token `line[s..e]` and each parent domain with at
-    /// least two labels, fingerprinting right to left in one pass.
+    /// least two labels, fingerprinting label by label from the right (the
+    /// labels' dots come from the masks) in one pass.
     #[inline]
-    fn domain_hits(&self, line: &[u8], s: usize, e: usize, hits: &mut Vec<Match>) {
-        let tok = &line[s..e];
+    fn domain_hits(&self, line: &[u8], m: &LineMasks, s: usize, e: usize, hits: &mut Vec<Match>) {
+        let mut end = e;
         let mut h = SEED;
-        let mut seen_dot = false;
-        for i in (0..tok.len()).rev() {
-            let c = tok[i];
-            if c == b'.' {
-                let fp = finish(h);
-                if !seen_dot {
-                    let b = self.tld_bits[(fp as usize & 0xffff) >> 6] >> (fp & 63) & 1;
-                    if b == 0 || !self.tlds.contains(&fp) {
-                        return;
-                    }
-                    seen_dot = true;
-                } else {
-                    let suffix = &tok[i + 1..];
-                    self.chain(self.domains.get(&fp), s, e, hits, |v| {
-                        v.eq_ignore_ascii_case(suffix)
-                    });
+        let mut labels = 0;
+        loop {
+            let dot = prev_set(&m.dot, end).filter(|&d| d >= s);
+            let start = dot.map_or(s, |d| d + 1);
+            h = label_step(h, &line[start..end]);
+            let fp = finish(h);
+            labels += 1;
+            if labels == 1 {
+                // The TLD: a bitmap load, then the set, before anything else.
+                let b = self.tld_bits[(fp as usize & 0xffff) >> 6] >> (fp & 63) & 1;
+                if b == 0 || !self.tlds.contains(&fp) {
+                    return;
                 }
+            } else {
+                let suffix = &line[start..e];
+                self.chain(self.domains.get(&fp), s, e, hits, |v| {
+                    v.eq_ignore_ascii_case(suffix)
+                });
             }
-            h = step(h, c.to_ascii_lowercase());
+            match dot {
+                Some(d) => end = d,
+                None => return,
+            }
         }
-        self.chain(self.domains.get(&finish(h)), s, e, hits, |v| {
-            v.eq_ignore_ascii_case(tok)
-        });
     }
 
     /// Canonicalises a URL token and looks it up with and without its scheme.
