@@ -112,7 +112,7 @@ impl LineMasks {
         let words = line.len().div_ceil(64);
         self.len = line.len();
         for m in self.masks_mut() {
-            // Every word is written below; resizing only grows the vector.
+            // Every word is written below; a shorter line only shortens it.
             m.resize(words, 0);
         }
         let out = self.masks_mut();
