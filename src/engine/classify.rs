@@ -37,7 +37,6 @@ pub struct LineMasks {
     pub at: Vec<u64>,
     /// `/`: with the colons, a URL's `://`.
     pub slash: Vec<u64>,
-    len: usize,
 }
 
 /// Which classifier computes the masks. All give identical masks.
@@ -88,20 +87,11 @@ impl LineMasks {
         Self::default()
     }
 
-    /// The length of the line last classified.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether the line last classified was empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Classifies `line` with the fastest classifier of this CPU.
     #[inline]
     pub fn classify(&mut self, line: &[u8]) {
-        self.classify_with(line, best_cached());
+        // std caches the CPU feature check: no need for our own.
+        self.classify_with(line, Classifier::best());
     }
 
     /// Classifies `line` with `how`.
@@ -110,7 +100,6 @@ impl LineMasks {
     /// When `how` is not in [`Classifier::available`].
     pub fn classify_with(&mut self, line: &[u8], how: Classifier) {
         let words = line.len().div_ceil(64);
-        self.len = line.len();
         for m in self.masks_mut() {
             // Every word is written below; a shorter line only shortens it.
             m.resize(words, 0);
@@ -181,28 +170,6 @@ use fill;
 #[target_feature(enable = "avx2")]
 unsafe fn fill_avx2(line: &[u8], out: [&mut Vec<u64>; 9]) {
     fill!(line, out, chunk_avx2)
-}
-
-fn best_cached() -> Classifier {
-    use std::sync::atomic::{AtomicU8, Ordering};
-    static BEST: AtomicU8 = AtomicU8::new(0);
-    match BEST.load(Ordering::Relaxed) {
-        1 => Classifier::Scalar,
-        2 => Classifier::Sse2,
-        3 => Classifier::Avx2,
-        _ => {
-            let b = Classifier::best();
-            BEST.store(
-                match b {
-                    Classifier::Scalar => 1,
-                    Classifier::Sse2 => 2,
-                    Classifier::Avx2 => 3,
-                },
-                Ordering::Relaxed,
-            );
-            b
-        }
-    }
 }
 
 const HOST: u16 = 1;

@@ -272,78 +272,90 @@ pub fn ipv6_tokens(line: &[u8], m: &LineMasks, mut visit: impl FnMut(Ipv6Addr, u
 /// bits after it in the masks.
 #[inline]
 pub fn url_tokens(line: &[u8], m: &LineMasks, mut visit: impl FnMut(usize, usize)) {
-    let n = line.len();
     let mut last_end = 0;
-    for_each_bit(
-        &m.colon,
-        |w, colons| {
-            let (sl, next) = (m.slash[w], m.slash.get(w + 1).copied().unwrap_or(0));
-            colons & (sl >> 1 | next << 63) & (sl >> 2 | next << 62)
-        },
-        |sep| {
-            if sep < last_end {
-                return; // inside the previous URL
-            }
-            // The scheme is the leftmost start in the run of scheme bytes before
-            // `://` that begins with a letter and is not preceded by a letter or
-            // digit (only `+`, `.` or `-` can precede it inside the run).
-            let mut run = sep;
-            while run > last_end && is(line[run - 1], SCHEME) {
-                run -= 1;
-            }
-            let start = (run..sep)
-                .find(|&s| line[s].is_ascii_alphabetic() && (s == 0 || !is(line[s - 1], ALNUM)));
-            let Some(start) = start else { return };
-            let mut end = sep + 3;
-            while end < n && !is(line[end], URL_END) {
-                end += 1;
-            }
-            last_end = end;
-            while end > sep + 3
-                && matches!(
-                    line[end - 1],
-                    b'.' | b',' | b';' | b':' | b'!' | b'?' | b')' | b']' | b'}'
-                )
-            {
-                end -= 1;
-            }
+    let seps = |w: usize, colons: u64| {
+        let (sl, next) = (m.slash[w], m.slash.get(w + 1).copied().unwrap_or(0));
+        colons & (sl >> 1 | next << 63) & (sl >> 2 | next << 62)
+    };
+    for_each_bit(&m.colon, seps, |sep| {
+        if let Some((start, end)) = url_at(line, sep, &mut last_end) {
             visit(start, end);
-        },
-    );
+        }
+    });
+}
+
+/// The URL token around the `://` at `sep`, if one starts there; `last_end`
+/// is where the previous URL's scan stopped, moved past this one's.
+#[inline]
+fn url_at(line: &[u8], sep: usize, last_end: &mut usize) -> Option<(usize, usize)> {
+    if sep < *last_end {
+        return None; // inside the previous URL
+    }
+    // The scheme is the leftmost start in the run of scheme bytes before
+    // `://` that begins with a letter and is not preceded by a letter or
+    // digit (only `+`, `.` or `-` can precede it inside the run).
+    let mut run = sep;
+    while run > *last_end && is(line[run - 1], SCHEME) {
+        run -= 1;
+    }
+    let start = (run..sep)
+        .find(|&s| line[s].is_ascii_alphabetic() && (s == 0 || !is(line[s - 1], ALNUM)))?;
+    let mut end = sep + 3;
+    while end < line.len() && !is(line[end], URL_END) {
+        end += 1;
+    }
+    *last_end = end;
+    while end > sep + 3
+        && matches!(
+            line[end - 1],
+            b'.' | b',' | b';' | b':' | b'!' | b'?' | b')' | b']' | b'}'
+        )
+    {
+        end -= 1;
+    }
+    Some((start, end))
 }
 
 /// Email tokens: `visit(start, at, end)` with `line[at] == b'@'`; the host
 /// part `[at + 1, end)` still holds the dots and hyphens to trim.
 #[inline]
 pub fn email_tokens(line: &[u8], m: &LineMasks, mut visit: impl FnMut(usize, usize, usize)) {
-    let n = line.len();
     let mut last_end = 0;
     for_each_bit(
         &m.at,
         |_, ats| ats,
         |at| {
-            if at < last_end {
-                return;
+            if let Some((s, e)) = email_at(line, at, &mut last_end) {
+                visit(s, at, e);
             }
-            let mut s = at;
-            while s > 0 && is(line[s - 1], LOCAL) {
-                s -= 1;
-            }
-            // The local part must start at a boundary, not inside the previous match.
-            if s == at || s < last_end {
-                return;
-            }
-            let mut e = at + 1;
-            while e < n && is(line[e], HOST) {
-                e += 1;
-            }
-            if e == at + 1 {
-                return;
-            }
-            last_end = e;
-            visit(s, at, e);
         },
     );
+}
+
+/// The email token around the `@` at `at`, if there is one; `last_end` is
+/// the end of the previous email, moved to this one's.
+#[inline]
+fn email_at(line: &[u8], at: usize, last_end: &mut usize) -> Option<(usize, usize)> {
+    if at < *last_end {
+        return None;
+    }
+    let mut s = at;
+    while s > 0 && is(line[s - 1], LOCAL) {
+        s -= 1;
+    }
+    // The local part must start at a boundary, not inside the previous match.
+    if s == at || s < *last_end {
+        return None;
+    }
+    let mut e = at + 1;
+    while e < line.len() && is(line[e], HOST) {
+        e += 1;
+    }
+    if e == at + 1 {
+        return None;
+    }
+    *last_end = e;
+    Some((s, e))
 }
 
 /// Calls `f(position)` for each set bit of `select(word_index, word)` over
@@ -394,79 +406,23 @@ mod reference {
         (s == start && e == end || line[s..e].contains(&b'.')).then_some((s, e))
     }
 
-    /// A searcher for `://`, built once (building one per line costs more than
-    /// searching a short line).
-    pub(super) fn scheme_separator() -> memchr::memmem::Finder<'static> {
-        memchr::memmem::Finder::new(b"://")
-    }
-
-    /// URL tokens: `visit(start, end)`; `sep` is [`scheme_separator`].
-    #[inline]
-    pub(super) fn url_tokens(
-        line: &[u8],
-        sep_finder: &memchr::memmem::Finder<'_>,
-        mut visit: impl FnMut(usize, usize),
-    ) {
-        let n = line.len();
+    // The candidates as the byte loops found them (`memmem`, `memchr`);
+    // what a candidate is, is shared with the mask finders.
+    pub(super) fn url_tokens(line: &[u8], mut visit: impl FnMut(usize, usize)) {
         let mut last_end = 0;
-        for sep in sep_finder.find_iter(line) {
-            if sep < last_end {
-                continue; // inside the previous URL
+        for sep in memchr::memmem::find_iter(line, b"://") {
+            if let Some((s, e)) = url_at(line, sep, &mut last_end) {
+                visit(s, e);
             }
-            // The scheme is the leftmost start in the run of scheme bytes before
-            // `://` that begins with a letter and is not preceded by a letter or
-            // digit (only `+`, `.` or `-` can precede it inside the run).
-            let mut run = sep;
-            while run > last_end && is(line[run - 1], SCHEME) {
-                run -= 1;
-            }
-            let start = (run..sep)
-                .find(|&s| line[s].is_ascii_alphabetic() && (s == 0 || !is(line[s - 1], ALNUM)));
-            let Some(start) = start else { continue };
-            let mut end = sep + 3;
-            while end < n && !is(line[end], URL_END) {
-                end += 1;
-            }
-            last_end = end;
-            while end > sep + 3
-                && matches!(
-                    line[end - 1],
-                    b'.' | b',' | b';' | b':' | b'!' | b'?' | b')' | b']' | b'}'
-                )
-            {
-                end -= 1;
-            }
-            visit(start, end);
         }
     }
 
-    /// Email tokens: `visit(start, at, end)` with `line[at] == b'@'`; the host
-    /// part `[at + 1, end)` still holds the dots and hyphens to trim.
-    #[inline]
     pub(super) fn email_tokens(line: &[u8], mut visit: impl FnMut(usize, usize, usize)) {
-        let n = line.len();
         let mut last_end = 0;
         for at in memchr::memchr_iter(b'@', line) {
-            if at < last_end {
-                continue;
+            if let Some((s, e)) = email_at(line, at, &mut last_end) {
+                visit(s, at, e);
             }
-            let mut s = at;
-            while s > 0 && is(line[s - 1], LOCAL) {
-                s -= 1;
-            }
-            // The local part must start at a boundary, not inside the previous match.
-            if s == at || s < last_end {
-                continue;
-            }
-            let mut e = at + 1;
-            while e < n && is(line[e], HOST) {
-                e += 1;
-            }
-            if e == at + 1 {
-                continue;
-            }
-            last_end = e;
-            visit(s, at, e);
         }
     }
 
@@ -780,8 +736,7 @@ mod tests {
         });
         reference::hash_tokens(line, |s, e| out.push(("hash", s, e)));
         reference::ipv6_tokens(line, |_, s, e| out.push(("ipv6", s, e)));
-        let sep = reference::scheme_separator();
-        reference::url_tokens(line, &sep, |s, e| out.push(("url", s, e)));
+        reference::url_tokens(line, |s, e| out.push(("url", s, e)));
         reference::email_tokens(line, |s, a, e| out.push(("email", s, e + a - a)));
         out
     }
