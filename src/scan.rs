@@ -160,6 +160,10 @@ pub fn scan_stream(
             let (rx, tx, free) = (job_rx.clone(), res_tx.clone(), free_tx.clone());
             s.spawn(move || matcher(engine, rx, tx, free, opts));
         }
+        // Only the matchers may hold the job queue's receiver: once they
+        // stop (the output closed), the reader's next send must fail, or it
+        // would wait on a full queue for ever while we wait for it.
+        drop(job_rx);
         drop(free_tx);
         drop(res_tx);
         let reader = s.spawn(move || {

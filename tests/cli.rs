@@ -489,29 +489,60 @@ fn feed_repositories_are_walked_as_cloned() {
 }
 
 /// `iocd scan … | head -1`: a closed output pipe ends the scan at once,
-/// with exit 0 and no message, as grep and rg do.
+/// with exit 0 and no message, as grep and rg do. The input never ends
+/// (a writer feeds stdin until iocd stops reading), so the scan cannot
+/// end by running out of input: it must stop because its output closed.
+/// (With a file that outran the queues, the reader once waited for ever
+/// on a full job queue nobody drained.)
 #[test]
 fn scan_stops_quietly_when_its_output_closes() {
     let feed = tmp("pipe-feed.txt", b"malware.example\n");
-    let input = tmp("pipe-input.log", &b"to malware.example\n".repeat(200_000));
     let mut child = iocd()
-        .args([
-            "scan",
-            "-q",
-            "-i",
-            feed.to_str().unwrap(),
-            input.to_str().unwrap(),
-        ])
+        .args(["scan", "-q", "-i", feed.to_str().unwrap()])
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = b"to malware.example\n".repeat(10_000);
+        // Bounded: 4 GiB is far past every queue; a hung scan fails below.
+        for sent in 0..20_000u64 {
+            if stdin.write_all(&chunk).is_err() {
+                return Some(sent);
+            }
+        }
+        None
+    });
     let mut first = String::new();
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
     assert!(first.contains("malware.example"));
     drop(stdout); // the `head` of the pipeline exits
+                  // A hung scan stops reading, which would block the writer for ever:
+                  // a generous bound turns a hang into a failure, never a stuck test.
+    let mut exited = None;
+    for _ in 0..600 {
+        exited = child.try_wait().unwrap();
+        if exited.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if exited.is_none() {
+        child.kill().unwrap();
+    }
+    let stopped_reading = writer.join().unwrap();
     let out = child.wait_with_output().unwrap();
+    assert!(
+        exited.is_some(),
+        "iocd still ran 60 s after its output closed"
+    );
+    assert!(
+        stopped_reading.is_some(),
+        "iocd read 4 GiB after its output closed"
+    );
     assert_eq!(out.status.code(), Some(0));
     assert!(
         out.stderr.is_empty(),
