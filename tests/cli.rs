@@ -508,12 +508,7 @@ fn scan_stops_quietly_when_its_output_closes() {
     let writer = std::thread::spawn(move || {
         let chunk = b"to malware.example\n".repeat(10_000);
         // Bounded: 4 GiB is far past every queue; a hung scan fails below.
-        for sent in 0..20_000u64 {
-            if stdin.write_all(&chunk).is_err() {
-                return Some(sent);
-            }
-        }
-        None
+        (0..20_000u64).find(|_| stdin.write_all(&chunk).is_err())
     });
     let mut first = String::new();
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
@@ -522,14 +517,13 @@ fn scan_stops_quietly_when_its_output_closes() {
     drop(stdout); // the `head` of the pipeline exits
                   // A hung scan stops reading, which would block the writer for ever:
                   // a generous bound turns a hang into a failure, never a stuck test.
-    let mut exited = None;
-    for _ in 0..600 {
-        exited = child.try_wait().unwrap();
-        if exited.is_some() {
-            break;
+    let exited = (0..600).find_map(|_| {
+        let status = child.try_wait().unwrap();
+        if status.is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+        status
+    });
     if exited.is_none() {
         child.kill().unwrap();
     }

@@ -181,7 +181,7 @@ pub fn typed(hint: TypeHint, value: &str) -> Option<Canonical> {
         // Validated here so a bad pattern is a skipped entry with its line,
         // never an engine that fails to build.
         TypeHint::Exactly(T::Regex) => (!value.is_empty()
-            && regex::bytes::Regex::new(value).is_ok())
+            && super::guard::check_regex_syntax(value).is_ok())
         .then(|| (IndicatorType::Regex, value.to_owned())),
     }
 }

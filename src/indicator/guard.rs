@@ -90,15 +90,26 @@ pub fn sample_lines() -> &'static [u8] {
 /// # Errors
 /// The reason it is left out.
 pub fn regex_cost(value: &str, floor_mb_s: f64) -> Result<f64, String> {
+    let too_big = || {
+        format!(
+            "regex compiles past {} KiB: Unicode classes in counted repetitions (\\w{{60}}) do; (?-u:\\w) is ASCII-only and small",
+            MAX_REGEX_BYTES >> 10
+        )
+    };
+    // Compiling up to the size limit costs ~40 ms a regex, so a feed of
+    // thousands of them would take minutes to refuse: the plainly too big
+    // are refused from their syntax tree first.
+    if let Ok(hir) = parse_regex(value) {
+        if class_ranges_compiled(&hir) > MAX_CLASS_RANGES_COMPILED {
+            return Err(too_big());
+        }
+    }
     let re = match regex::bytes::RegexBuilder::new(value)
         .size_limit(MAX_REGEX_BYTES)
         .build()
     {
         Ok(re) => re,
-        Err(regex::Error::CompiledTooBig(_)) => return Err(format!(
-            "regex compiles past {} KiB: Unicode classes in counted repetitions (\\w{{60}}) do; (?-u:\\w) is ASCII-only and small",
-            MAX_REGEX_BYTES >> 10
-        )),
+        Err(regex::Error::CompiledTooBig(_)) => return Err(too_big()),
         Err(e) => return Err(format!("regex does not compile: {e}")),
     };
     let sample = sample_lines();
@@ -119,6 +130,56 @@ pub fn regex_cost(value: &str, floor_mb_s: f64) -> Result<f64, String> {
         ));
     }
     Ok(mb_s)
+}
+
+/// `value` as the engine's byte regexes parse it (Unicode classes, and
+/// free to match bytes that are not UTF-8).
+fn parse_regex(value: &str) -> Result<regex_syntax::hir::Hir, String> {
+    regex_syntax::ParserBuilder::new()
+        .utf8(false)
+        .build()
+        .parse(value)
+        .map_err(|e| e.to_string())
+}
+
+/// Checks that `value` is a regex the engine accepts, without compiling
+/// it: compiling a large one costs tens of milliseconds (thousands of them
+/// would stall a load), and its size and speed are judged later, with
+/// the entry's line, by [`regex_cost`].
+///
+/// # Errors
+/// The parser's message.
+pub fn check_regex_syntax(value: &str) -> Result<(), String> {
+    parse_regex(value).map(drop)
+}
+
+/// Most Unicode class ranges a regex may compile, counting every copy a
+/// counted repetition makes. Each range becomes several NFA states, so
+/// past this the compiled size is far past [`MAX_REGEX_BYTES`] (`\w` has
+/// ~770 ranges: `\w{60}` is ~46,000); below it, the compiler's own limit
+/// decides.
+const MAX_CLASS_RANGES_COMPILED: u64 = 20_000;
+
+/// Unicode class ranges the compiler sees in `hir`: a repetition `{n,m}`
+/// compiles its body `m` times (`n + 1` when unbounded). Saturating, so
+/// nested repetitions cannot overflow.
+fn class_ranges_compiled(hir: &regex_syntax::hir::Hir) -> u64 {
+    use regex_syntax::hir::{Class, HirKind};
+    match hir.kind() {
+        HirKind::Class(Class::Unicode(c)) => c.ranges().len() as u64,
+        HirKind::Repetition(r) => {
+            let copies = r.max.unwrap_or(r.min.saturating_add(1)).max(1);
+            class_ranges_compiled(&r.sub).saturating_mul(u64::from(copies))
+        }
+        HirKind::Capture(c) => class_ranges_compiled(&c.sub),
+        HirKind::Concat(all) | HirKind::Alternation(all) => all
+            .iter()
+            .fold(0u64, |sum, h| sum.saturating_add(class_ranges_compiled(h))),
+        HirKind::Empty
+        | HirKind::Literal(_)
+        | HirKind::Class(Class::Bytes(_))
+        | HirKind::Look(_) => 0,
+    }
 }
 
 /// Shortest `string` indicator loaded, in bytes.
@@ -191,8 +252,17 @@ pub fn too_broad(kind: IndicatorType, value: &str, policy: GuardPolicy) -> Optio
             special.then_some(TooBroad::SpecialAddress)
         }
         IndicatorType::String => (value.len() < MIN_STRING_BYTES).then_some(TooBroad::ShortString),
-        IndicatorType::Regex => regex::bytes::Regex::new(value)
-            .is_ok_and(|r| r.is_match(b""))
+        // Only a regex whose shortest match is empty can match an empty
+        // line; the syntax tree says so without compiling (which costs tens
+        // of milliseconds for a large regex), and only those few compile.
+        IndicatorType::Regex => parse_regex(value)
+            .is_ok_and(|hir| hir.properties().minimum_len() == Some(0))
+            .then(|| {
+                regex::bytes::RegexBuilder::new(value)
+                    .size_limit(MAX_REGEX_BYTES)
+                    .build()
+            })
+            .is_some_and(|r| r.is_ok_and(|r| r.is_match(b"")))
             .then_some(TooBroad::EmptyRegex),
         _ => None,
     }
@@ -237,6 +307,36 @@ mod tests {
         .is_err());
     }
 
+    /// The syntax-tree estimate only refuses what the compiler would: at
+    /// and past its bound, the compiler's own size limit refuses too.
+    #[test]
+    fn regexes_refused_uncompiled_are_those_the_compiler_refuses() {
+        let ranges = |p: &str| class_ranges_compiled(&parse_regex(p).unwrap());
+        assert_eq!(ranges("(?-u:\\w){60}q"), 0);
+        assert!(ranges("\\w") > 700, "{}", ranges("\\w"));
+        // Nested repetitions multiply, saturating rather than overflowing.
+        assert_eq!(
+            ranges("(((((\\w{1000}){1000}){1000}){1000}){1000}){1000}"),
+            u64::MAX
+        );
+        let smallest_refused = (1..100)
+            .find(|n| ranges(&format!("\\w{{{n}}}")) > MAX_CLASS_RANGES_COMPILED)
+            .unwrap();
+        for n in [smallest_refused, smallest_refused + 1, 60] {
+            let p = format!("\\w{{{n}}}q");
+            let compiled = regex::bytes::RegexBuilder::new(&p)
+                .size_limit(MAX_REGEX_BYTES)
+                .build();
+            assert!(
+                matches!(compiled, Err(regex::Error::CompiledTooBig(_))),
+                "{p}"
+            );
+            assert!(regex_cost(&p, MIN_REGEX_MB_PER_S)
+                .unwrap_err()
+                .contains("KiB"));
+        }
+    }
+
     #[test]
     fn table() {
         let all = GuardPolicy::All;
@@ -266,6 +366,11 @@ mod tests {
             (Regex, "a*", Some(TooBroad::EmptyRegex)),
             (Regex, "^", Some(TooBroad::EmptyRegex)),
             (Regex, "a+", None),
+            // Shortest match empty, yet no match on an empty line.
+            (Regex, "\\b", None),
+            (Regex, "(?:\\b|x)", None),
+            // Not broad; its size is regex_cost's to judge.
+            (Regex, "\\w{60}q", None),
             (Domain, "a.b", None),
         ];
         for &(kind, value, want) in cases {

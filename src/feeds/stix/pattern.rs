@@ -606,7 +606,7 @@ fn leaf(c: &Comparison, out: &mut Vec<Canonical>) -> Result<(), PatternError> {
         }
         "MATCHES" => {
             let re = &c.values[0];
-            regex::bytes::Regex::new(re)
+            crate::indicator::guard::check_regex_syntax(re)
                 .map_err(|e| PatternError(format!("MATCHES {re:?} does not compile: {e}")))?;
             out.push((IndicatorType::Regex, re.clone()));
             Ok(())
