@@ -22,7 +22,7 @@ pub mod hit;
 pub(crate) mod http_client;
 pub mod indicator;
 pub(crate) mod kafka;
-pub(crate) mod lines;
+pub mod lines;
 pub mod load;
 pub(crate) mod metrics;
 pub(crate) mod nats;

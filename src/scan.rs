@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use crate::context::{LineContext, LineFormat};
 use crate::engine::{Engine, Match, ScanState};
 use crate::hit::{self, Event, Found, Grouping, HitFormat, Sighting};
+use crate::lines::LineRule;
 
 /// Default longest line scanned; longer lines are scanned up to it.
 pub const DEFAULT_MAX_LINE: usize = 1 << 20;
@@ -201,29 +202,26 @@ fn matcher(
             hits: Vec::new(),
         };
         let data = &block.data[..];
-        let mut start = 0;
-        while start < data.len() {
-            let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |p| start + p);
-            if end == data.len() && !block.last {
-                break; // cannot happen: blocks end at a newline
-            }
-            let (line, cut) = crate::lines::as_scanned(&data[start..end], max_line);
-            start = end + 1;
-            r.lines += 1;
-            r.truncated += u64::from(cut);
-            let found = engine.scan(line, &mut st);
-            if !found.is_empty() {
-                r.hits.push(LineHits {
-                    line: r.lines,
-                    text: keep.then(|| line.into()),
-                    cut,
-                    hits: found
-                        .iter()
-                        .map(|m| (*m, line[m.start as usize..m.end as usize].into()))
-                        .collect(),
-                });
-            }
-        }
+        debug_assert!(
+            block.last || data.ends_with(b"\n"),
+            "blocks end at a newline"
+        );
+        let rule = LineRule::new(max_line);
+        let sum = engine.scan_lines(data, rule, &mut st, |l| {
+            let line = &data[l.range];
+            r.hits.push(LineHits {
+                line: l.index + 1,
+                text: keep.then(|| line.into()),
+                cut: l.cut,
+                hits: l
+                    .matches
+                    .iter()
+                    .map(|m| (*m, line[m.start as usize..m.end as usize].into()))
+                    .collect(),
+            });
+        });
+        r.lines = sum.lines;
+        r.truncated = sum.cut;
         let mut spent = block.data;
         spent.clear();
         // A full return queue only means the reader has enough buffers.

@@ -6,6 +6,7 @@ mod common;
 
 use std::sync::OnceLock;
 
+use iocd::lines::LineRule;
 use iocd::{Engine, ScanState};
 use proptest::prelude::*;
 
@@ -92,6 +93,87 @@ proptest! {
         let mut st = ScanState::new();
         let found = e.scan(&line, &mut st).iter().any(|m| &*e.indicator(m.indicator).value == indicator);
         prop_assert!(found, "{} not found in {:?}", indicator, String::from_utf8_lossy(&line));
+    }
+}
+
+/// One line for a block: noise, perhaps a planted value, perhaps a `\r`.
+fn block_line() -> impl Strategy<Value = Vec<u8>> {
+    (
+        noise(),
+        noise(),
+        prop::option::of(0..PLANTS.len()),
+        any::<bool>(),
+    )
+        .prop_map(|(mut line, after, plant, cr)| {
+            if let Some(i) = plant {
+                line.push(b' ');
+                line.extend_from_slice(PLANTS[i].0.as_bytes());
+                line.push(b' ');
+            }
+            line.extend_from_slice(&after);
+            line.retain(|&b| b != b'\n');
+            if cr {
+                line.push(b'\r');
+            }
+            line
+        })
+}
+
+/// What `scan` finds line by line in `block`, as `rule` reads each line:
+/// (index, line as scanned, cut, matches) for the lines with hits, and the
+/// line and cut counts.
+type LinesFound = (Vec<(u64, Vec<u8>, bool, Vec<iocd::Match>)>, u64, u64);
+
+fn line_by_line(block: &[u8], rule: LineRule) -> LinesFound {
+    let mut pieces: Vec<&[u8]> = block.split(|&b| b == b'\n').collect();
+    if pieces.last().is_some_and(|p| p.is_empty()) {
+        pieces.pop(); // a block ending in \n has no line after it
+    }
+    let (mut found, mut cut) = (Vec::new(), 0);
+    let mut st = ScanState::new();
+    for (i, piece) in pieces.iter().enumerate() {
+        let (line, was_cut) = rule.apply(piece);
+        cut += u64::from(was_cut);
+        let m = engine().scan(line, &mut st);
+        if !m.is_empty() {
+            found.push((i as u64, line.to_vec(), was_cut, m.to_vec()));
+        }
+    }
+    (found, pieces.len() as u64, cut)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// A block scanned at once gives each line exactly the hits the line
+    /// alone gives: across windows (blocks past the window's 16 KiB come
+    /// from repeating the lines), with `\r` endings, with and without a
+    /// final newline, and with lines past the maximum, which are cut.
+    #[test]
+    fn a_block_scans_as_its_lines(
+        lines in prop::collection::vec(block_line(), 0..120),
+        repeat in 1usize..4,
+        final_newline in any::<bool>(),
+        max in prop_oneof![Just(iocd::scan::DEFAULT_MAX_LINE), 1usize..300],
+    ) {
+        let mut block = Vec::new();
+        for _ in 0..repeat {
+            for line in &lines {
+                block.extend_from_slice(line);
+                block.push(b'\n');
+            }
+        }
+        if !final_newline {
+            block.pop();
+        }
+        let rule = LineRule::new(max);
+        let want = line_by_line(&block, rule);
+        let mut st = ScanState::new();
+        let mut found = Vec::new();
+        let sum = engine().scan_lines(&block, rule, &mut st, |l| {
+            found.push((l.index, block[l.range].to_vec(), l.cut, l.matches.to_vec()));
+        });
+        prop_assert_eq!((found, sum.lines, sum.cut), want);
     }
 }
 

@@ -3,8 +3,9 @@
 //! finders in `tokens.rs` find runs, dots and colons with bit operations
 //! instead of a loop per byte (the approach of simdjson's structural index).
 //!
-//! Three classifiers give identical masks: AVX2 (32 bytes per step, chosen
-//! at run time when the CPU has it), SSE2 (16 bytes, always present on
+//! Four classifiers give identical masks: AVX-512BW (64 bytes per step,
+//! each class straight into a mask register) and AVX2 (32 bytes), chosen
+//! at run time when the CPU has them, SSE2 (16 bytes, always present on
 //! x86-64) and a portable table-driven one. The property tests in
 //! `tokens.rs` hold them to that on random and real input at every
 //! alignment.
@@ -37,6 +38,10 @@ pub struct LineMasks {
     pub at: Vec<u64>,
     /// `/`: with the colons, a URL's `://`.
     pub slash: Vec<u64>,
+    /// `[0-9]`: IPv4 octets, numeric labels.
+    pub digit: Vec<u64>,
+    /// `\n`: the line ends of a block of lines.
+    pub newline: Vec<u64>,
 }
 
 /// Which classifier computes the masks. All give identical masks.
@@ -48,6 +53,9 @@ pub enum Classifier {
     Sse2,
     /// 32 bytes per step (x86-64 CPUs with AVX2).
     Avx2,
+    /// 64 bytes per step, each class straight into a mask register
+    /// (x86-64 CPUs with AVX-512BW).
+    Avx512,
 }
 
 impl Classifier {
@@ -55,6 +63,9 @@ impl Classifier {
     pub fn best() -> Classifier {
         #[cfg(target_arch = "x86_64")]
         {
+            if std::arch::is_x86_feature_detected!("avx512bw") {
+                return Classifier::Avx512;
+            }
             if std::arch::is_x86_feature_detected!("avx2") {
                 return Classifier::Avx2;
             }
@@ -73,13 +84,19 @@ impl Classifier {
             if std::arch::is_x86_feature_detected!("avx2") {
                 all.push(Classifier::Avx2);
             }
+            if std::arch::is_x86_feature_detected!("avx512bw") {
+                all.push(Classifier::Avx512);
+            }
         }
         all
     }
 }
 
+/// Number of masks in [`LineMasks`].
+const MASKS: usize = 11;
+
 /// One 64-byte chunk's masks, in the field order of [`LineMasks`].
-type Chunk = [u64; 9];
+type Chunk = [u64; MASKS];
 
 impl LineMasks {
     /// Empty masks; they grow to the longest line once.
@@ -115,12 +132,18 @@ impl LineMasks {
                 // SAFETY: the CPU has AVX2 (checked above).
                 unsafe { fill_avx2(line, out) }
             }
+            #[cfg(target_arch = "x86_64")]
+            Classifier::Avx512 => {
+                assert!(std::arch::is_x86_feature_detected!("avx512bw"));
+                // SAFETY: the CPU has AVX-512BW (checked above).
+                unsafe { fill_avx512(line, out) }
+            }
             #[cfg(not(target_arch = "x86_64"))]
             _ => panic!("{how:?} needs x86-64"),
         }
     }
 
-    fn masks_mut(&mut self) -> [&mut Vec<u64>; 9] {
+    fn masks_mut(&mut self) -> [&mut Vec<u64>; MASKS] {
         [
             &mut self.host,
             &mut self.dot,
@@ -129,23 +152,25 @@ impl LineMasks {
             &mut self.alnum,
             &mut self.hex,
             &mut self.word,
+            &mut self.digit,
             &mut self.at,
             &mut self.slash,
+            &mut self.newline,
         ]
     }
 }
 
-/// Runs a chunk classifier over `line` into the nine masks `out` (each
+/// Runs a chunk classifier over `line` into the masks `out` (each
 /// `line.len().div_ceil(64)` words). A macro so the classifier inlines into
 /// the loop, in the AVX2 case inside a function compiled for AVX2.
 macro_rules! fill {
     ($line:expr, $out:expr, $chunk:expr) => {{
-        let (line, out): (&[u8], [&mut Vec<u64>; 9]) = ($line, $out);
+        let (line, out): (&[u8], [&mut Vec<u64>; MASKS]) = ($line, $out);
         let mut chunks = line.chunks_exact(64);
         let mut w = 0;
         for c in &mut chunks {
             let c = $chunk(c.try_into().expect("64 bytes"));
-            for k in 0..9 {
+            for k in 0..MASKS {
                 // SAFETY: every mask was resized to `line.len().div_ceil(64)`
                 // words and `w` counts the full chunks, fewer than that.
                 unsafe { *out[k].get_unchecked_mut(w) = c[k] };
@@ -158,7 +183,7 @@ macro_rules! fill {
             let mut pad = [0u8; 64];
             pad[..rest.len()].copy_from_slice(rest);
             let c = $chunk(&pad);
-            for k in 0..9 {
+            for k in 0..MASKS {
                 out[k][w] = c[k];
             }
         }
@@ -168,8 +193,14 @@ use fill;
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn fill_avx2(line: &[u8], out: [&mut Vec<u64>; 9]) {
+unsafe fn fill_avx2(line: &[u8], out: [&mut Vec<u64>; MASKS]) {
     fill!(line, out, chunk_avx2)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512bw")]
+unsafe fn fill_avx512(line: &[u8], out: [&mut Vec<u64>; MASKS]) {
+    fill!(line, out, chunk_avx512)
 }
 
 const HOST: u16 = 1;
@@ -179,8 +210,10 @@ const V6: u16 = 8;
 const ALNUM: u16 = 16;
 const HEX: u16 = 32;
 const WORD: u16 = 64;
+const DIGIT: u16 = 128;
 const AT: u16 = 256;
 const SLASH: u16 = 512;
+const NEWLINE: u16 = 1024;
 
 const fn table() -> [u16; 256] {
     let mut t = [0u16; 256];
@@ -194,6 +227,9 @@ const fn table() -> [u16; 256] {
         if c.is_ascii_hexdigit() {
             f |= HEX | V6;
         }
+        if c.is_ascii_digit() {
+            f |= DIGIT;
+        }
         match c {
             b'_' => f |= HOST | WORD,
             b'-' => f |= HOST,
@@ -201,6 +237,7 @@ const fn table() -> [u16; 256] {
             b':' => f |= COLON | V6,
             b'@' => f |= AT,
             b'/' => f |= SLASH,
+            b'\n' => f |= NEWLINE,
             _ => {}
         }
         t[i] = f;
@@ -213,7 +250,7 @@ static TABLE: [u16; 256] = table();
 
 #[inline(always)]
 fn chunk_scalar(bytes: &[u8; 64]) -> Chunk {
-    let mut out = [0u64; 9];
+    let mut out = [0u64; MASKS];
     for (g, eight) in bytes.chunks_exact(8).enumerate() {
         // Eight bytes' class bits as an 8x8 bit matrix (row = byte), then
         // transposed (Hacker's Delight 7-3) so that row k holds class k's
@@ -221,10 +258,11 @@ fn chunk_scalar(bytes: &[u8; 64]) -> Chunk {
         let mut x = 0u64;
         for (j, &b) in eight.iter().enumerate() {
             x |= u64::from(TABLE[b as usize] as u8) << (8 * j);
-            // The two classes past the matrix's eight, one bit each.
+            // The three classes past the matrix's eight, one bit each.
             let high = TABLE[b as usize] >> 8;
-            out[7] |= u64::from(high & 1) << (8 * g + j);
-            out[8] |= u64::from(high >> 1 & 1) << (8 * g + j);
+            for k in 0..3 {
+                out[8 + k] |= u64::from(high >> k & 1) << (8 * g + j);
+            }
         }
         let t = (x ^ (x >> 7)) & 0x00AA_00AA_00AA_00AA;
         x ^= t ^ (t << 7);
@@ -232,7 +270,7 @@ fn chunk_scalar(bytes: &[u8; 64]) -> Chunk {
         x ^= t ^ (t << 14);
         let t = (x ^ (x >> 28)) & 0x0000_0000_F0F0_F0F0;
         x ^= t ^ (t << 28);
-        for (k, w) in out.iter_mut().take(7).enumerate() {
+        for (k, w) in out.iter_mut().take(8).enumerate() {
             *w |= (x >> (8 * k) & 0xff) << (8 * g);
         }
     }
@@ -269,6 +307,7 @@ macro_rules! classes {
         let hyphen = m!($eq(x, $set1(b'-' as i8)));
         let at = m!($eq(x, $set1(b'@' as i8)));
         let slash = m!($eq(x, $set1(b'/' as i8)));
+        let newline = m!($eq(x, $set1(b'\n' as i8)));
         // Combined as integers: OR-ing the compare vectors first makes LLVM
         // scalarise them byte by byte (measured 10x slower).
         let alnum = alpha | digit;
@@ -282,8 +321,10 @@ macro_rules! classes {
             alnum,
             hex,
             word,
+            digit,
             at,
             slash,
+            newline,
         ]
     }};
 }
@@ -292,7 +333,7 @@ macro_rules! classes {
 #[inline(always)]
 fn chunk_sse2(bytes: &[u8; 64]) -> Chunk {
     use std::arch::x86_64::*;
-    let mut out = [0u64; 9];
+    let mut out = [0u64; MASKS];
     for q in 0..4 {
         // SAFETY: SSE2 is part of x86-64; the load reads 16 of the 64 bytes.
         let bits = unsafe {
@@ -378,9 +419,9 @@ const NIBBLE_HI: [u8; 16] = [
     0,
 ];
 
-/// The nibble bits of each mask, in the order of [`Chunk`] (the last two,
-/// `@` and `/`, are single bytes compared directly).
-const NIBBLE_CLASSES: [u8; 7] = [
+/// The nibble bits of each mask, in the order of [`Chunk`] (the last three,
+/// `@`, `/` and `\n`, are single bytes compared directly).
+const NIBBLE_CLASSES: [u8; 8] = [
     N_DIGIT | N_A_O | N_P_Z | N_UNDER | N_DOT | N_HYPHEN,
     N_DOT,
     N_COLON,
@@ -388,7 +429,11 @@ const NIBBLE_CLASSES: [u8; 7] = [
     N_DIGIT | N_A_O | N_P_Z,
     N_DIGIT | N_HEXL,
     N_DIGIT | N_A_O | N_P_Z | N_UNDER,
+    N_DIGIT,
 ];
+
+/// The classes found by comparing bytes, after [`NIBBLE_CLASSES`].
+const SINGLE_BYTES: [(usize, u8); 3] = [(8, b'@'), (9, b'/'), (10, b'\n')];
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
@@ -402,7 +447,7 @@ unsafe fn chunk_avx2(bytes: &[u8; 64]) -> Chunk {
     let (lo_t, hi_t) = (table(&NIBBLE_LO), table(&NIBBLE_HI));
     let low = _mm256_set1_epi8(0x0f);
     let zero = _mm256_setzero_si256();
-    let mut out = [0u64; 9];
+    let mut out = [0u64; MASKS];
     for half in 0..2 {
         let x = _mm256_loadu_si256(bytes.as_ptr().add(half * 32) as *const __m256i);
         let lo = _mm256_shuffle_epi8(lo_t, _mm256_and_si256(x, low));
@@ -412,10 +457,38 @@ unsafe fn chunk_avx2(bytes: &[u8; 64]) -> Chunk {
             let none = _mm256_cmpeq_epi8(_mm256_and_si256(class, _mm256_set1_epi8(k as i8)), zero);
             *w |= u64::from(!(_mm256_movemask_epi8(none) as u32)) << (half * 32);
         }
-        for (k, byte) in [(7, b'@'), (8, b'/')] {
+        for (k, byte) in SINGLE_BYTES {
             let eq = _mm256_cmpeq_epi8(x, _mm256_set1_epi8(byte as i8));
             out[k] |= u64::from(_mm256_movemask_epi8(eq) as u32) << (half * 32);
         }
+    }
+    out
+}
+
+/// The same nibble lookups as [`chunk_avx2`] on all 64 bytes at once; each
+/// class is one `vptestmb` straight into a 64-bit mask register, with no
+/// movemask, shift or OR to assemble it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512bw")]
+#[inline]
+unsafe fn chunk_avx512(bytes: &[u8; 64]) -> Chunk {
+    use std::arch::x86_64::*;
+    let table = |t: &[u8; 16]| {
+        let lane = _mm_loadu_si128(t.as_ptr() as *const __m128i);
+        _mm512_broadcast_i32x4(lane)
+    };
+    let (lo_t, hi_t) = (table(&NIBBLE_LO), table(&NIBBLE_HI));
+    let low = _mm512_set1_epi8(0x0f);
+    let x = _mm512_loadu_si512(bytes.as_ptr() as *const __m512i);
+    let lo = _mm512_shuffle_epi8(lo_t, _mm512_and_si512(x, low));
+    let hi = _mm512_shuffle_epi8(hi_t, _mm512_and_si512(_mm512_srli_epi16(x, 4), low));
+    let class = _mm512_and_si512(lo, hi);
+    let mut out = [0u64; MASKS];
+    for (w, k) in out.iter_mut().zip(NIBBLE_CLASSES) {
+        *w = _mm512_test_epi8_mask(class, _mm512_set1_epi8(k as i8));
+    }
+    for (k, byte) in SINGLE_BYTES {
+        out[k] = _mm512_cmpeq_epi8_mask(x, _mm512_set1_epi8(byte as i8));
     }
     out
 }
@@ -548,14 +621,17 @@ mod tests {
                 reference(&line, |c| c.is_ascii_alphanumeric()),
                 reference(&line, |c| c.is_ascii_hexdigit()),
                 reference(&line, |c| c.is_ascii_alphanumeric() || c == b'_'),
+                reference(&line, |c| c.is_ascii_digit()),
                 reference(&line, |c| c == b'@'),
                 reference(&line, |c| c == b'/'),
+                reference(&line, |c| c == b'\n'),
             ];
             for how in Classifier::available() {
                 let mut m = LineMasks::new();
                 m.classify_with(&line, how);
                 let got = [
-                    &m.host, &m.dot, &m.colon, &m.v6, &m.alnum, &m.hex, &m.word, &m.at, &m.slash,
+                    &m.host, &m.dot, &m.colon, &m.v6, &m.alnum, &m.hex, &m.word, &m.digit, &m.at,
+                    &m.slash, &m.newline,
                 ];
                 for (k, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert_eq!(*g, w, "{how:?} mask {k} shift {shift}");

@@ -14,6 +14,7 @@
 #![doc = ""]
 #![doc = include_str!("DESIGN.md")]
 
+mod block;
 mod cidr;
 pub mod classify;
 mod literals;
@@ -28,13 +29,15 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::indicator::canon::canon_url_into;
 use crate::indicator::{Indicator, IndicatorType};
+pub use block::{BlockSummary, LineMatches};
 use cidr::CidrTable;
 use classify::{prev_set, LineMasks};
 use literals::Literals;
 use regexes::Regexes;
 pub use regexes::SET_SIZE_LIMIT as REGEX_SET_BUDGET;
 use sets::{
-    domain_fingerprint, fingerprint, finish, label_step, tld_fingerprint, ExactSet, NONE, SEED,
+    domain_fingerprint, fingerprint, finish, label_step_at, tld_fingerprint, tld_pair, ExactSet,
+    NONE, SEED,
 };
 
 /// Build-time choices. The defaults are what the benchmarks chose.
@@ -64,6 +67,10 @@ pub struct ScanState {
     hits: Vec<Match>,
     buf: Vec<u8>,
     masks: LineMasks,
+    /// A block's matches with the index of their line in the window.
+    keyed: Vec<(u32, Match)>,
+    /// Newlines before each word of a window's masks.
+    newlines_before: Vec<u32>,
 }
 
 impl ScanState {
@@ -122,9 +129,10 @@ pub struct Engine {
     /// Fingerprints of the last labels of every domain indicator: a host
     /// token whose TLD is not here cannot match, whatever its length.
     tlds: FxHashSet<u64>,
-    /// The low 16 bits of every fingerprint in `tlds`, as a bitmap: one
-    /// load answers most host tokens before the set is probed.
-    tld_bits: Box<[u64]>,
+    /// The first two bytes of those last labels ([`tld_pair`]), as a
+    /// 64K-bit map: one load answers most host tokens (IP addresses,
+    /// timestamps, file names) before any byte is hashed.
+    tld_pairs: Box<[u64]>,
     urls: ExactSet<u64>,
     emails: ExactSet<u64>,
     hashes: ExactSet<u64>,
@@ -163,6 +171,7 @@ impl Engine {
         let (mut nets4, mut nets6) = (Vec::new(), Vec::new());
         let mut domains = ExactSet::default();
         let mut tlds = FxHashSet::default();
+        let mut tld_pairs = vec![0u64; 1 << 10].into_boxed_slice();
         let mut urls = ExactSet::default();
         let mut emails = ExactSet::default();
         let mut hashes = ExactSet::default();
@@ -209,6 +218,10 @@ impl Engine {
                 IndicatorType::Domain => {
                     if let Some(t) = tld_fingerprint(v) {
                         tlds.insert(t);
+                    }
+                    if let Some(dot) = memchr::memrchr(b'.', v).filter(|&d| d + 1 < v.len()) {
+                        let pair = tld_pair(v, dot + 1, v.len());
+                        tld_pairs[pair >> 6] |= 1 << (pair & 63);
                     }
                     domains.insert(domain_fingerprint(v), id, &mut next, same(id))
                 }
@@ -296,10 +309,6 @@ impl Engine {
         };
         drop(strings);
         drop(regex_heads);
-        let mut tld_bits = vec![0u64; 1 << 10].into_boxed_slice();
-        for &t in &tlds {
-            tld_bits[(t as usize & 0xffff) >> 6] |= 1 << (t & 63);
-        }
         Engine {
             next,
             ipv4,
@@ -310,7 +319,7 @@ impl Engine {
             cidr6,
             domains,
             tlds,
-            tld_bits,
+            tld_pairs,
             urls,
             emails,
             hashes,
@@ -363,20 +372,43 @@ impl Engine {
 
     /// Every indicator that matches `line`, once each, in line order.
     pub fn scan<'s>(&self, line: &[u8], st: &'s mut ScanState) -> &'s [Match] {
-        let ScanState { hits, buf, masks } = st;
+        let ScanState {
+            hits, buf, masks, ..
+        } = st;
         hits.clear();
+        if self.wants_tokens() {
+            masks.classify(line);
+            self.token_hits(line, masks, buf, hits);
+        }
+        self.string_hits(line, 0, hits);
+        if hits.len() > 1 {
+            hits.sort_unstable_by_key(|m| (m.indicator, m.start));
+            hits.dedup_by_key(|m| m.indicator);
+            hits.sort_unstable_by_key(|m| (m.start, m.indicator));
+        }
+        hits
+    }
+
+    /// Whether any token pass has indicators to look up.
+    fn wants_tokens(&self) -> bool {
+        !self.ipv4.is_empty()
+            || self.has_cidr4
+            || !self.domains.is_empty()
+            || !self.ipv6.is_empty()
+            || self.has_cidr6
+            || !self.hashes.is_empty()
+            || !self.urls.is_empty()
+            || !self.emails.is_empty()
+    }
+
+    /// Runs every token pass over `text` (one line, or a block of lines
+    /// with `\n` between them: no token crosses one) classified into
+    /// `masks`, pushing a match per token hit at its position in `text`.
+    fn token_hits(&self, text: &[u8], masks: &LineMasks, buf: &mut Vec<u8>, hits: &mut Vec<Match>) {
+        let line = text;
         let want_v4 = !self.ipv4.is_empty() || self.has_cidr4;
         let want_hosts = !self.domains.is_empty();
         let want_v6 = !self.ipv6.is_empty() || self.has_cidr6;
-        let want_tokens = want_v4
-            || want_hosts
-            || want_v6
-            || !self.hashes.is_empty()
-            || !self.urls.is_empty()
-            || !self.emails.is_empty();
-        if want_tokens {
-            masks.classify(line);
-        }
         if want_v4 || want_hosts {
             tokens::dotted_runs(masks, |s, e| {
                 if want_hosts {
@@ -442,22 +474,27 @@ impl Engine {
                 });
             });
         }
+    }
+
+    /// Whether the engine holds `string` or `regex` indicators, which are
+    /// looked for line by line.
+    fn wants_strings(&self) -> bool {
+        self.literals.is_some() || self.regexes.is_some()
+    }
+
+    /// Pushes a match for each `string` and `regex` indicator in `line`,
+    /// at its position plus `offset`.
+    fn string_hits(&self, line: &[u8], offset: usize, hits: &mut Vec<Match>) {
         if let Some(lit) = &self.literals {
             lit.scan(line, |head, s, e| {
-                self.chain(Some(head), s, e, hits, |_| true)
+                self.chain(Some(head), offset + s, offset + e, hits, |_| true)
             });
         }
         if let Some(rx) = &self.regexes {
             rx.scan(line, |head, s, e| {
-                self.chain(Some(head), s, e, hits, |_| true)
+                self.chain(Some(head), offset + s, offset + e, hits, |_| true)
             });
         }
-        if hits.len() > 1 {
-            hits.sort_unstable_by_key(|m| (m.indicator, m.start));
-            hits.dedup_by_key(|m| m.indicator);
-            hits.sort_unstable_by_key(|m| (m.start, m.indicator));
-        }
-        hits
     }
 
     /// Pushes a match for every id in the chain from `head` whose value passes `verify`.
@@ -505,31 +542,25 @@ impl Engine {
     /// labels' dots come from the masks) in one pass.
     #[inline]
     fn domain_hits(&self, line: &[u8], m: &LineMasks, s: usize, e: usize, hits: &mut Vec<Match>) {
-        let mut end = e;
-        let mut h = SEED;
-        let mut labels = 0;
-        loop {
-            let dot = prev_set(&m.dot, end).filter(|&d| d >= s);
-            let start = dot.map_or(s, |d| d + 1);
-            h = label_step(h, &line[start..end]);
-            let fp = finish(h);
-            labels += 1;
-            if labels == 1 {
-                // The TLD: a bitmap load, then the set, before anything else.
-                let b = self.tld_bits[(fp as usize & 0xffff) >> 6] >> (fp & 63) & 1;
-                if b == 0 || !self.tlds.contains(&fp) {
-                    return;
-                }
-            } else {
-                let suffix = &line[start..e];
-                self.chain(self.domains.get(&fp), s, e, hits, |v| {
-                    v.eq_ignore_ascii_case(suffix)
-                });
-            }
-            match dot {
-                Some(d) => end = d,
-                None => return,
-            }
+        let mut dot = prev_set(&m.dot, e).filter(|&d| d >= s);
+        let mut start = dot.map_or(s, |d| d + 1);
+        // The TLD's first two bytes, then its fingerprint, before anything else.
+        let pair = tld_pair(line, start, e);
+        if self.tld_pairs[pair >> 6] >> (pair & 63) & 1 == 0 {
+            return;
+        }
+        let mut h = label_step_at(SEED, line, start, e);
+        if !self.tlds.contains(&finish(h)) {
+            return;
+        }
+        while let Some(d) = dot {
+            dot = prev_set(&m.dot, d).filter(|&d| d >= s);
+            start = dot.map_or(s, |d| d + 1);
+            h = label_step_at(h, line, start, d);
+            let suffix = &line[start..e];
+            self.chain(self.domains.get(&finish(h)), s, e, hits, |v| {
+                v.eq_ignore_ascii_case(suffix)
+            });
         }
     }
 

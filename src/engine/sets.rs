@@ -51,22 +51,64 @@ const FOLD: u64 = 0x2020_2020_2020_2020;
 /// One label's step of a domain fingerprint: the label's bytes, case
 /// folded, eight at a time, then its length (so labels never run together).
 #[inline(always)]
-pub fn label_step(mut h: u64, label: &[u8]) -> u64 {
+pub fn label_step(h: u64, label: &[u8]) -> u64 {
+    label_step_at(h, label, 0, label.len())
+}
+
+/// [`label_step`] of the label `text[start..end]`, reading its last
+/// partial word straight from `text` (through the bytes around the label,
+/// masked off) instead of copying it out: a copy of a few bytes then a
+/// load of eight stalls on store forwarding, and labels are short.
+#[inline(always)]
+pub fn label_step_at(mut h: u64, text: &[u8], start: usize, end: usize) -> u64 {
     const K: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut words = label.chunks_exact(8);
-    for w in &mut words {
-        let x = u64::from_le_bytes(w.try_into().expect("8 bytes")) | FOLD;
-        h = (h ^ x).wrapping_mul(K).rotate_left(29);
+    let mut at = start;
+    while end - at >= 8 {
+        h = (h ^ (word_at(text, at) | FOLD))
+            .wrapping_mul(K)
+            .rotate_left(29);
+        at += 8;
     }
-    let rest = words.remainder();
-    if !rest.is_empty() {
-        let mut b = [0u8; 8];
-        b[..rest.len()].copy_from_slice(rest);
-        h = (h ^ (u64::from_le_bytes(b) | FOLD))
+    let rest = end - at;
+    if rest > 0 {
+        h = (h ^ (partial_word(text, at, rest) | FOLD))
             .wrapping_mul(K)
             .rotate_left(29);
     }
-    (h ^ label.len() as u64).wrapping_mul(K)
+    (h ^ (end - start) as u64).wrapping_mul(K)
+}
+
+/// The eight bytes of `text` at `at`, little-endian.
+#[inline(always)]
+fn word_at(text: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(text[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// The `len` (1 to 7) bytes of `text` at `at` as a little-endian word,
+/// zero above them.
+#[inline(always)]
+fn partial_word(text: &[u8], at: usize, len: usize) -> u64 {
+    debug_assert!((1..8).contains(&len));
+    if at + 8 <= text.len() {
+        word_at(text, at) & (u64::MAX >> (64 - 8 * len))
+    } else if at + len >= 8 {
+        word_at(text, at + len - 8) >> (64 - 8 * len)
+    } else {
+        let mut b = [0u8; 8];
+        b[..len].copy_from_slice(&text[at..at + len]);
+        u64::from_le_bytes(b)
+    }
+}
+
+/// The TLD prefilter's key: a label's first two bytes, case folded (the
+/// second 0 for a one-byte label). Labels are never empty here.
+#[inline(always)]
+pub fn tld_pair(text: &[u8], start: usize, end: usize) -> usize {
+    let first = usize::from(text[start] | 0x20);
+    match end - start {
+        1 => first,
+        _ => first | usize::from(text[start + 1] | 0x20) << 8,
+    }
 }
 
 /// Fingerprint of a domain, ignoring ASCII case: its labels from the right,
