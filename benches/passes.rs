@@ -1,6 +1,7 @@
 //! Where a scan's time goes: each token pass of the engine alone over the
-//! benchmark corpus's logs, then the whole engine at 1k, 100k and the full
-//! set, one thread. Run:
+//! benchmark corpus's logs in 16 KiB windows of lines (as the engine
+//! scans a block), then the whole engine at 1k, 100k and the full set,
+//! line by line and by blocks, one thread. Run:
 //! `IOCD_CORPUS=DIR cargo bench --bench passes` (DIR from
 //! `../shared/bench/make_corpus.py`). Figures are printed, never asserted.
 
@@ -35,13 +36,28 @@ fn main() {
         data.truncate(cut);
     }
     let lines: Vec<&[u8]> = data.split(|&c| c == b'\n').collect();
+    // Windows of whole lines, as the engine classifies and scans a block.
+    let mut windows: Vec<&[u8]> = Vec::new();
+    let mut rest = &data[..];
+    while !rest.is_empty() {
+        // A line longer than a window is a window of its own.
+        let cut = memchr::memrchr(b'\n', &rest[..rest.len().min(16 << 10)])
+            .or_else(|| memchr::memchr(b'\n', rest))
+            .map_or(rest.len(), |p| p + 1);
+        windows.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
     let mb = data.len() as f64 / 1e6;
     // Best of five, in this thread's CPU time and in wall time: on a
     // shared VM the wall clock also counts time stolen by its neighbours.
     // IOCD_PASSES=NAME runs only the passes whose name holds NAME, once
-    // (for instruction counts under `valgrind --tool=cachegrind`).
+    // (for instruction counts under `valgrind --tool=cachegrind`), or
+    // IOCD_PASSES_RUNS times.
     let only = std::env::var("IOCD_PASSES").ok();
-    let runs = if only.is_some() { 1 } else { 5 };
+    let runs = std::env::var("IOCD_PASSES_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if only.is_some() { 1 } else { 5 });
     let time = |name: &str, f: &mut dyn FnMut() -> u64| {
         if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
             return;
@@ -64,9 +80,93 @@ fn main() {
         memchr::memchr_iter(b'\n', &data).count() as u64
     });
     let mut m = LineMasks::new();
+    if std::env::var("IOCD_EXP").as_deref() == Ok("2") {
+        for _ in 0..10 {
+            time("classify windows", &mut || {
+                windows
+                    .iter()
+                    .map(|l| {
+                        m.classify(l);
+                        m.dot.len() as u64
+                    })
+                    .sum()
+            });
+        }
+        return;
+    }
+    if std::env::var("IOCD_EXP").is_ok() {
+        for size in [256usize, 1 << 10, 4 << 10, 16 << 10, 64 << 10] {
+            let chunks: Vec<&[u8]> = data.chunks(size).collect();
+            time(&format!("classify {size}"), &mut || {
+                chunks
+                    .iter()
+                    .map(|l| {
+                        m.classify(l);
+                        m.dot.len() as u64
+                    })
+                    .sum()
+            });
+        }
+        for shift in [1usize, 8, 32, 63] {
+            let chunks: Vec<&[u8]> = data[shift..].chunks(16 << 10).collect();
+            time(&format!("classify 16384 +{shift}"), &mut || {
+                chunks
+                    .iter()
+                    .map(|l| {
+                        m.classify(l);
+                        m.dot.len() as u64
+                    })
+                    .sum()
+            });
+        }
+        println!(
+            "data at {:?} (mod 64: {})",
+            data.as_ptr(),
+            data.as_ptr() as usize % 64
+        );
+        time("classify windows", &mut || {
+            windows
+                .iter()
+                .map(|l| {
+                    m.classify(l);
+                    m.dot.len() as u64
+                })
+                .sum()
+        });
+        for how in Classifier::available() {
+            time(&format!("classify_with windows {how:?}"), &mut || {
+                windows
+                    .iter()
+                    .map(|l| {
+                        m.classify_with(l, how);
+                        m.dot.len() as u64
+                    })
+                    .sum()
+            });
+        }
+        time("classify windows again", &mut || {
+            windows
+                .iter()
+                .map(|l| {
+                    m.classify(l);
+                    m.dot.len() as u64
+                })
+                .sum()
+        });
+        time("classify lines", &mut || {
+            lines
+                .iter()
+                .map(|l| {
+                    m.classify(l);
+                    m.dot.len() as u64
+                })
+                .sum()
+        });
+        return;
+    }
     for how in Classifier::available() {
         time(&format!("classify {how:?}"), &mut || {
-            lines
+            windows
                 .iter()
                 .map(|l| {
                     m.classify_with(l, how);
@@ -75,10 +175,10 @@ fn main() {
                 .sum()
         });
     }
-    // Each pass below includes classifying its line (the engine does it once).
+    // Each pass below includes classifying its window (the engine does it once).
     time("+ dotted runs", &mut || {
         let mut n = 0;
-        for l in &lines {
+        for l in &windows {
             m.classify(l);
             tokens::dotted_runs(&m, |s, e| n += (e - s) as u64);
         }
@@ -86,7 +186,7 @@ fn main() {
     });
     time("+ host tokens", &mut || {
         let mut n = 0;
-        for l in &lines {
+        for l in &windows {
             m.classify(l);
             tokens::dotted_runs(&m, |s, e| {
                 if let Some((a, b)) = tokens::host_token(&m, s, e) {
@@ -98,7 +198,7 @@ fn main() {
     });
     time("+ ipv4 tokens", &mut || {
         let mut n = 0;
-        for l in &lines {
+        for l in &windows {
             m.classify(l);
             tokens::dotted_runs(&m, |s, e| {
                 tokens::ipv4_in_run(l, &m, s, e, |_, _, _| n += 1)
@@ -108,7 +208,7 @@ fn main() {
     });
     time("+ hash tokens", &mut || {
         let mut n = 0;
-        for l in &lines {
+        for l in &windows {
             m.classify(l);
             tokens::hash_tokens(&m, |_, _| n += 1);
         }
@@ -116,7 +216,7 @@ fn main() {
     });
     time("+ ipv6 tokens", &mut || {
         let mut n = 0;
-        for l in &lines {
+        for l in &windows {
             m.classify(l);
             tokens::ipv6_tokens(l, &m, |_, _, _| n += 1);
         }
@@ -124,7 +224,7 @@ fn main() {
     });
     time("+ url tokens", &mut || {
         let mut n = 0;
-        for l in &lines {
+        for l in &windows {
             m.classify(l);
             tokens::url_tokens(l, &m, |_, _| n += 1);
         }
@@ -132,17 +232,17 @@ fn main() {
     });
     time("+ email tokens", &mut || {
         let mut n = 0;
-        for l in &lines {
+        for l in &windows {
             m.classify(l);
             tokens::email_tokens(l, &m, |_, _, _| n += 1);
         }
         n
     });
     for set in ["1k", "100k", "full"] {
-        if only
-            .as_ref()
-            .is_some_and(|o| !format!("engine, {set}").contains(o.as_str()))
-        {
+        if only.as_ref().is_some_and(|o| {
+            !format!("engine, {set}").contains(o.as_str())
+                && !format!("engine blocks, {set}").contains(o.as_str())
+        }) {
             continue;
         }
         let text = std::fs::read_to_string(dir.join(format!("ind-{set}.txt"))).expect("set");
@@ -155,5 +255,21 @@ fn main() {
                 .map(|l| engine.scan(l, &mut st).len() as u64)
                 .sum()
         });
+        // The whole corpus as blocks of lines, as `iocd scan` reads it.
+        let rule = iocd::lines::LineRule::new(iocd::scan::DEFAULT_MAX_LINE);
+        time(&format!("engine blocks, {set}"), &mut || {
+            let mut n = 0;
+            let mut rest = &data[..];
+            while !rest.is_empty() {
+                let cut = memchr::memrchr(b'\n', &rest[..rest.len().min(1 << 20)])
+                    .map_or(rest.len(), |p| p + 1);
+                engine.scan_lines(&rest[..cut], rule, &mut st, |l| n += l.matches.len() as u64);
+                rest = &rest[cut..];
+            }
+            n
+        });
     }
 }
+
+#[allow(dead_code)]
+fn experiment() {}

@@ -15,7 +15,9 @@
 //!   class;
 //! - bits at and past `line.len()` are clear in every mask, so a run never
 //!   extends past the line and "the byte after the end" is in no class;
-//! - every mask has `line.len().div_ceil(64)` words.
+//! - every mask has `line.len().div_ceil(64) + 1` words, the last one zero,
+//!   so a read of the word after any position's word needs no check of
+//!   its own ([`super::bits::bits_from`]).
 
 /// The classes the token finders need, as masks over one line.
 #[derive(Default, Debug, Clone, PartialEq, Eq)]
@@ -42,6 +44,8 @@ pub struct LineMasks {
     pub digit: Vec<u64>,
     /// `\n`: the line ends of a block of lines.
     pub newline: Vec<u64>,
+    /// `-`: where IPv4 tokens may start inside a host run.
+    pub hyphen: Vec<u64>,
 }
 
 /// Which classifier computes the masks. All give identical masks.
@@ -93,7 +97,7 @@ impl Classifier {
 }
 
 /// Number of masks in [`LineMasks`].
-const MASKS: usize = 11;
+const MASKS: usize = 12;
 
 /// One 64-byte chunk's masks, in the field order of [`LineMasks`].
 type Chunk = [u64; MASKS];
@@ -119,7 +123,8 @@ impl LineMasks {
         let words = line.len().div_ceil(64);
         for m in self.masks_mut() {
             // Every word is written below; a shorter line only shortens it.
-            m.resize(words, 0);
+            m.resize(words + 1, 0);
+            m[words] = 0;
         }
         let out = self.masks_mut();
         match how {
@@ -156,12 +161,13 @@ impl LineMasks {
             &mut self.at,
             &mut self.slash,
             &mut self.newline,
+            &mut self.hyphen,
         ]
     }
 }
 
 /// Runs a chunk classifier over `line` into the masks `out` (each
-/// `line.len().div_ceil(64)` words). A macro so the classifier inlines into
+/// `line.len().div_ceil(64) + 1` words, the last one left as it is). A macro so the classifier inlines into
 /// the loop, in the AVX2 case inside a function compiled for AVX2.
 macro_rules! fill {
     ($line:expr, $out:expr, $chunk:expr) => {{
@@ -172,7 +178,7 @@ macro_rules! fill {
             let c = $chunk(c.try_into().expect("64 bytes"));
             for k in 0..MASKS {
                 // SAFETY: every mask was resized to `line.len().div_ceil(64)`
-                // words and `w` counts the full chunks, fewer than that.
+                // words and more, and `w` counts the full chunks, fewer.
                 unsafe { *out[k].get_unchecked_mut(w) = c[k] };
             }
             w += 1;
@@ -214,6 +220,7 @@ const DIGIT: u16 = 128;
 const AT: u16 = 256;
 const SLASH: u16 = 512;
 const NEWLINE: u16 = 1024;
+const HYPHEN: u16 = 2048;
 
 const fn table() -> [u16; 256] {
     let mut t = [0u16; 256];
@@ -232,7 +239,7 @@ const fn table() -> [u16; 256] {
         }
         match c {
             b'_' => f |= HOST | WORD,
-            b'-' => f |= HOST,
+            b'-' => f |= HOST | HYPHEN,
             b'.' => f |= HOST | DOT | V6,
             b':' => f |= COLON | V6,
             b'@' => f |= AT,
@@ -258,9 +265,9 @@ fn chunk_scalar(bytes: &[u8; 64]) -> Chunk {
         let mut x = 0u64;
         for (j, &b) in eight.iter().enumerate() {
             x |= u64::from(TABLE[b as usize] as u8) << (8 * j);
-            // The three classes past the matrix's eight, one bit each.
+            // The classes past the matrix's eight, one bit each.
             let high = TABLE[b as usize] >> 8;
-            for k in 0..3 {
+            for k in 0..MASKS - 8 {
                 out[8 + k] |= u64::from(high >> k & 1) << (8 * g + j);
             }
         }
@@ -325,6 +332,7 @@ macro_rules! classes {
             at,
             slash,
             newline,
+            hyphen,
         ]
     }};
 }
@@ -419,8 +427,8 @@ const NIBBLE_HI: [u8; 16] = [
     0,
 ];
 
-/// The nibble bits of each mask, in the order of [`Chunk`] (the last three,
-/// `@`, `/` and `\n`, are single bytes compared directly).
+/// The nibble bits of each mask, in the order of [`Chunk`] (the last four,
+/// `@`, `/`, `\n` and `-`, are single bytes compared directly).
 const NIBBLE_CLASSES: [u8; 8] = [
     N_DIGIT | N_A_O | N_P_Z | N_UNDER | N_DOT | N_HYPHEN,
     N_DOT,
@@ -433,7 +441,7 @@ const NIBBLE_CLASSES: [u8; 8] = [
 ];
 
 /// The classes found by comparing bytes, after [`NIBBLE_CLASSES`].
-const SINGLE_BYTES: [(usize, u8); 3] = [(8, b'@'), (9, b'/'), (10, b'\n')];
+const SINGLE_BYTES: [(usize, u8); 4] = [(8, b'@'), (9, b'/'), (10, b'\n'), (11, b'-')];
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
@@ -493,113 +501,12 @@ unsafe fn chunk_avx512(bytes: &[u8; 64]) -> Chunk {
     out
 }
 
-/// Bit `i` of a mask.
-#[inline(always)]
-pub fn bit(m: &[u64], i: usize) -> bool {
-    m.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 != 0)
-}
-
-/// The first set bit at or after `from`.
-#[inline(always)]
-pub fn next_set(m: &[u64], from: usize) -> Option<usize> {
-    let mut w = from / 64;
-    if w >= m.len() {
-        return None;
-    }
-    let mut x = m[w] & (u64::MAX << (from % 64));
-    loop {
-        if x != 0 {
-            return Some(w * 64 + x.trailing_zeros() as usize);
-        }
-        w += 1;
-        if w == m.len() {
-            return None;
-        }
-        x = m[w];
-    }
-}
-
-/// The last set bit before `before`.
-#[inline(always)]
-pub fn prev_set(m: &[u64], before: usize) -> Option<usize> {
-    if before == 0 {
-        return None;
-    }
-    let last = before - 1;
-    let mut w = last / 64;
-    let mut x = m[w] & (u64::MAX >> (63 - last % 64));
-    loop {
-        if x != 0 {
-            return Some(w * 64 + 63 - x.leading_zeros() as usize);
-        }
-        if w == 0 {
-            return None;
-        }
-        w -= 1;
-        x = m[w];
-    }
-}
-
-/// Start of the run of set bits holding bit `at` (which is set).
-#[inline(always)]
-pub fn run_start(m: &[u64], at: usize) -> usize {
-    let mut w = at / 64;
-    // Clear bits below `at`, as positions: the highest one is the run's edge.
-    let mut gaps = !m[w] & ((1u64 << (at % 64)) - 1);
-    loop {
-        if gaps != 0 {
-            return w * 64 + 64 - gaps.leading_zeros() as usize;
-        }
-        if w == 0 {
-            return 0;
-        }
-        w -= 1;
-        gaps = !m[w];
-    }
-}
-
-/// End (exclusive) of the run of set bits holding bit `at` (which is set).
-#[inline(always)]
-pub fn run_end(m: &[u64], at: usize) -> usize {
-    let mut w = at / 64;
-    let mut gaps = !m[w] & (u64::MAX << (at % 64) << 1);
-    loop {
-        if gaps != 0 {
-            return w * 64 + gaps.trailing_zeros() as usize;
-        }
-        w += 1;
-        if w == m.len() {
-            return w * 64;
-        }
-        gaps = !m[w];
-    }
-}
-
-/// Number of set bits in `[s, e)`.
-#[inline(always)]
-pub fn count(m: &[u64], s: usize, e: usize) -> usize {
-    if s >= e {
-        return 0;
-    }
-    let (ws, we) = (s / 64, (e - 1) / 64);
-    let lo = u64::MAX << (s % 64);
-    let hi = u64::MAX >> (63 - (e - 1) % 64);
-    if ws == we {
-        return (m[ws] & lo & hi).count_ones() as usize;
-    }
-    let mut n = (m[ws] & lo).count_ones() + (m[we] & hi).count_ones();
-    for &w in &m[ws + 1..we] {
-        n += w.count_ones();
-    }
-    n as usize
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn reference(line: &[u8], class: impl Fn(u8) -> bool) -> Vec<u64> {
-        let mut m = vec![0u64; line.len().div_ceil(64)];
+        let mut m = vec![0u64; line.len().div_ceil(64) + 1];
         for (i, &c) in line.iter().enumerate() {
             if class(c) {
                 m[i / 64] |= 1 << (i % 64);
@@ -625,48 +532,19 @@ mod tests {
                 reference(&line, |c| c == b'@'),
                 reference(&line, |c| c == b'/'),
                 reference(&line, |c| c == b'\n'),
+                reference(&line, |c| c == b'-'),
             ];
             for how in Classifier::available() {
                 let mut m = LineMasks::new();
                 m.classify_with(&line, how);
                 let got = [
                     &m.host, &m.dot, &m.colon, &m.v6, &m.alnum, &m.hex, &m.word, &m.digit, &m.at,
-                    &m.slash, &m.newline,
+                    &m.slash, &m.newline, &m.hyphen,
                 ];
                 for (k, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert_eq!(*g, w, "{how:?} mask {k} shift {shift}");
                 }
             }
         }
-    }
-
-    #[test]
-    fn runs_and_counts() {
-        // Runs: [3, 70), [130, 192) (ends at a word boundary), [200, 201).
-        let mut m = vec![0u64; 4];
-        for i in (3..70).chain(130..192).chain(200..201) {
-            m[i / 64] |= 1 << (i % 64);
-        }
-        for (at, s, e) in [(3, 3, 70), (64, 3, 70), (69, 3, 70), (130, 130, 192)] {
-            assert_eq!((run_start(&m, at), run_end(&m, at)), (s, e), "{at}");
-        }
-        assert_eq!((run_start(&m, 191), run_end(&m, 191)), (130, 192));
-        assert_eq!((run_start(&m, 200), run_end(&m, 200)), (200, 201));
-        assert_eq!(next_set(&m, 0), Some(3));
-        assert_eq!(next_set(&m, 70), Some(130));
-        assert_eq!(next_set(&m, 192), Some(200));
-        assert_eq!(next_set(&m, 201), None);
-        assert_eq!(prev_set(&m, 201), Some(200));
-        assert_eq!(prev_set(&m, 200), Some(191));
-        assert_eq!(prev_set(&m, 130), Some(69));
-        assert_eq!(prev_set(&m, 3), None);
-        assert_eq!(prev_set(&m, 0), None);
-        assert_eq!(next_set(&m, 400), None);
-        assert_eq!(count(&m, 0, 256), 67 + 62 + 1);
-        assert_eq!(count(&m, 60, 140), 10 + 10);
-        assert_eq!(count(&m, 5, 5), 0);
-        let full = vec![u64::MAX; 2];
-        assert_eq!((run_start(&full, 100), run_end(&full, 100)), (0, 128));
-        assert!(bit(&m, 3) && !bit(&m, 2) && !bit(&m, 10_000));
     }
 }

@@ -14,6 +14,7 @@
 #![doc = ""]
 #![doc = include_str!("DESIGN.md")]
 
+pub mod bits;
 mod block;
 mod cidr;
 pub mod classify;
@@ -29,14 +30,15 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::indicator::canon::canon_url_into;
 use crate::indicator::{Indicator, IndicatorType};
+use bits::prev_set;
 pub use block::{BlockSummary, LineMatches};
 use cidr::CidrTable;
-use classify::{prev_set, LineMasks};
+use classify::LineMasks;
 use literals::Literals;
 use regexes::Regexes;
 pub use regexes::SET_SIZE_LIMIT as REGEX_SET_BUDGET;
 use sets::{
-    domain_fingerprint, fingerprint, finish, label_step_at, tld_fingerprint, tld_pair, ExactSet,
+    domain_fingerprint, fingerprint, finish, label_step_at, tld_fingerprint, tld_key, ExactSet,
     NONE, SEED,
 };
 
@@ -129,10 +131,10 @@ pub struct Engine {
     /// Fingerprints of the last labels of every domain indicator: a host
     /// token whose TLD is not here cannot match, whatever its length.
     tlds: FxHashSet<u64>,
-    /// The first two bytes of those last labels ([`tld_pair`]), as a
-    /// 64K-bit map: one load answers most host tokens (IP addresses,
-    /// timestamps, file names) before any byte is hashed.
-    tld_pairs: Box<[u64]>,
+    /// The [`tld_key`]s of those last labels, as a 64K-bit map: one load
+    /// answers most host tokens (IP addresses, timestamps, file names, JSON
+    /// keys) before any byte is hashed.
+    tld_keys: Box<[u64]>,
     urls: ExactSet<u64>,
     emails: ExactSet<u64>,
     hashes: ExactSet<u64>,
@@ -171,7 +173,7 @@ impl Engine {
         let (mut nets4, mut nets6) = (Vec::new(), Vec::new());
         let mut domains = ExactSet::default();
         let mut tlds = FxHashSet::default();
-        let mut tld_pairs = vec![0u64; 1 << 10].into_boxed_slice();
+        let mut tld_keys = vec![0u64; 1 << 10].into_boxed_slice();
         let mut urls = ExactSet::default();
         let mut emails = ExactSet::default();
         let mut hashes = ExactSet::default();
@@ -220,8 +222,8 @@ impl Engine {
                         tlds.insert(t);
                     }
                     if let Some(dot) = memchr::memrchr(b'.', v).filter(|&d| d + 1 < v.len()) {
-                        let pair = tld_pair(v, dot + 1, v.len());
-                        tld_pairs[pair >> 6] |= 1 << (pair & 63);
+                        let key = tld_key(v, dot + 1, v.len());
+                        tld_keys[key >> 6] |= 1 << (key & 63);
                     }
                     domains.insert(domain_fingerprint(v), id, &mut next, same(id))
                 }
@@ -319,7 +321,7 @@ impl Engine {
             cidr6,
             domains,
             tlds,
-            tld_pairs,
+            tld_keys,
             urls,
             emails,
             hashes,
@@ -544,9 +546,9 @@ impl Engine {
     fn domain_hits(&self, line: &[u8], m: &LineMasks, s: usize, e: usize, hits: &mut Vec<Match>) {
         let mut dot = prev_set(&m.dot, e).filter(|&d| d >= s);
         let mut start = dot.map_or(s, |d| d + 1);
-        // The TLD's first two bytes, then its fingerprint, before anything else.
-        let pair = tld_pair(line, start, e);
-        if self.tld_pairs[pair >> 6] >> (pair & 63) & 1 == 0 {
+        // The TLD's key, then its fingerprint, before anything else.
+        let key = tld_key(line, start, e);
+        if self.tld_keys[key >> 6] >> (key & 63) & 1 == 0 {
             return;
         }
         let mut h = label_step_at(SEED, line, start, e);

@@ -100,15 +100,18 @@ fn partial_word(text: &[u8], at: usize, len: usize) -> u64 {
     }
 }
 
-/// The TLD prefilter's key: a label's first two bytes, case folded (the
-/// second 0 for a one-byte label). Labels are never empty here.
+/// The TLD prefilter's key: 16 bits mixed from a label's first two bytes,
+/// its last byte (all case folded) and its length. Labels are never empty
+/// here. The length and last byte tell `orig_h` and `resp_h` (Zeek's
+/// `id.orig_h`) from `org` and `re`.
 #[inline(always)]
-pub fn tld_pair(text: &[u8], start: usize, end: usize) -> usize {
-    let first = usize::from(text[start] | 0x20);
-    match end - start {
-        1 => first,
-        _ => first | usize::from(text[start + 1] | 0x20) << 8,
-    }
+pub fn tld_key(text: &[u8], start: usize, end: usize) -> usize {
+    let len = end - start;
+    let x = u32::from(text[start] | 0x20)
+        | u32::from(text[start + usize::from(len > 1)] | 0x20) << 8
+        | u32::from(text[end - 1] | 0x20) << 16
+        | (len.min(255) as u32) << 24;
+    (x.wrapping_mul(0x9E37_79B1) >> 16) as usize
 }
 
 /// Fingerprint of a domain, ignoring ASCII case: its labels from the right,

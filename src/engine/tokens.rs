@@ -19,7 +19,8 @@
 
 use std::net::Ipv6Addr;
 
-use super::classify::{bit, count, next_set, prev_set, run_end, run_start, LineMasks};
+use super::bits::{bit, bits_from, count, next_set, prev_set, run_end, run_start};
+use super::classify::LineMasks;
 
 const HOST: u8 = 1; // [A-Za-z0-9_.-]
 const WORD: u8 = 2; // [A-Za-z0-9_]
@@ -92,11 +93,23 @@ fn run_around(line: &[u8], at: usize, class: u8) -> (usize, usize) {
 /// line is looked at here.
 #[inline]
 pub fn dotted_runs(m: &LineMasks, mut visit: impl FnMut(usize, usize)) {
-    let mut from = 0;
-    while let Some(dot) = next_set(&m.dot, from) {
-        let (s, e) = (run_start(&m.host, dot), run_end(&m.host, dot));
-        from = e;
-        visit(s, e);
+    let mut from = 0usize;
+    for (w, &word) in m.dot.iter().enumerate() {
+        // Dots inside the run visited last are skipped.
+        let mut dots = match from.checked_sub(w * 64) {
+            Some(skip) => word & u64::MAX.checked_shl(skip as u32).unwrap_or(0),
+            None => word,
+        };
+        while dots != 0 {
+            let dot = w * 64 + dots.trailing_zeros() as usize;
+            let (s, e) = (run_start(&m.host, dot), run_end(&m.host, dot));
+            visit(s, e);
+            from = e;
+            match e - w * 64 {
+                past if past >= 64 => break,
+                past => dots &= u64::MAX << past,
+            }
+        }
     }
 }
 
@@ -104,9 +117,13 @@ pub fn dotted_runs(m: &LineMasks, mut visit: impl FnMut(usize, usize)) {
 /// dot. The trimmed ends are the first and last word bytes of the run.
 #[inline]
 pub fn host_token(m: &LineMasks, start: usize, end: usize) -> Option<(usize, usize)> {
+    // Most runs start and end with a word byte: nothing to trim, and an
+    // untrimmed run from `dotted_runs` holds its dot.
+    if bit(&m.word, start) && bit(&m.word, end - 1) {
+        return Some((start, end));
+    }
     let s = next_set(&m.word, start).filter(|&s| s < end)?;
     let e = prev_set(&m.word, end).expect("the run holds a word byte at s") + 1;
-    // An untrimmed run from `dotted_runs` holds its dot: no need to look.
     (s == start && e == end || count(&m.dot, s, e) > 0).then_some((s, e))
 }
 
@@ -123,67 +140,89 @@ pub fn ipv4_in_run(
         return;
     }
     // A token starts where the previous byte is not [A-Za-z0-9_.]: at the
-    // run's start or right after a hyphen inside it (the run's bytes that
-    // are neither word bytes nor dots).
+    // run's start or right after a hyphen inside it.
     let mut p = start;
+    if bit(&m.digit, p) {
+        if let Some((addr, e)) = ipv4_at(line, m, p) {
+            visit(addr, p, e);
+        }
+    }
+    // The run's hyphens, 64 bytes of it at a time (runs are rarely longer).
     while p < end {
-        if line[p].is_ascii_digit() {
-            if let Some((addr, e)) = parse_ipv4(line, p) {
+        let span = (end - p).min(64);
+        let hyphens = bits_from(&m.hyphen, p) & (u64::MAX >> (64 - span));
+        if hyphens == 0 {
+            p += span;
+            continue;
+        }
+        p += hyphens.trailing_zeros() as usize + 1;
+        if p < end && bit(&m.digit, p) {
+            if let Some((addr, e)) = ipv4_at(line, m, p) {
                 visit(addr, p, e);
             }
-        }
-        let mut w = p / 64;
-        let mut hyphens = (m.host[w] & !m.word[w] & !m.dot[w]) & (u64::MAX << (p % 64));
-        while hyphens == 0 {
-            w += 1;
-            if w * 64 >= end {
-                return;
-            }
-            hyphens = m.host[w] & !m.word[w] & !m.dot[w];
-        }
-        p = w * 64 + hyphens.trailing_zeros() as usize + 1;
-        if p > end {
-            return;
         }
     }
 }
 
 /// Parses the IPv4 token starting at `p` (a digit at a token boundary) and
 /// checks what follows it. Returns the address and the token's end.
+///
+/// The octets' lengths come from the digit and dot masks, so the shape is
+/// judged without reading a byte, and no branch waits on a byte to learn
+/// where an octet ends (a loop over the bytes mispredicts its exit at
+/// nearly every octet of real addresses).
 #[inline]
-fn parse_ipv4(line: &[u8], p: usize) -> Option<(u32, usize)> {
-    let n = line.len();
-    let mut i = p;
-    let mut addr = 0u32;
-    for octet in 0..4 {
-        let s = i;
-        let mut v = 0u32;
-        while i < n && line[i].is_ascii_digit() {
-            if i - s == 3 {
-                return None; // four digits: no octet ends here
-            }
-            v = v * 10 + (line[i] - b'0') as u32;
-            i += 1;
+fn ipv4_at(line: &[u8], m: &LineMasks, p: usize) -> Option<(u32, usize)> {
+    let digits = bits_from(&m.digit, p);
+    let dots = bits_from(&m.dot, p);
+    // Where each octet starts; each is 1 to 3 digits (four in a row: no
+    // octet ends there), the first three followed by a dot.
+    let mut starts = [0usize; 4];
+    let mut at = 0;
+    for (octet, start) in starts.iter_mut().enumerate() {
+        let len = (!(digits >> at)).trailing_zeros() as usize;
+        if !(1..=3).contains(&len) {
+            return None;
         }
-        let len = i - s;
-        if len == 0 || v > 255 || (len > 1 && line[s] == b'0') {
+        *start = at;
+        at += len;
+        if octet < 3 {
+            if dots >> at & 1 == 0 {
+                return None;
+            }
+            at += 1;
+        }
+    }
+    // Not followed by a word byte, nor by a dot and a word byte.
+    let word = bits_from(&m.word, p);
+    if word >> at & 1 != 0 || (dots >> at & 1 != 0 && word >> (at + 1) & 1 != 0) {
+        return None;
+    }
+    // The values, from the 16 bytes an address can span (15) and one more.
+    let bytes: [u8; 16] = match line.get(p..p + 16) {
+        Some(b) => b.try_into().expect("16 bytes"),
+        None => {
+            let mut b = [0u8; 16];
+            b[..line.len() - p].copy_from_slice(&line[p..]);
+            b
+        }
+    };
+    let digit = |i: usize| u32::from(bytes[i & 15].wrapping_sub(b'0'));
+    let mut addr = 0u32;
+    let ends = [starts[1] - 1, starts[2] - 1, starts[3] - 1, at];
+    for (&s, &e) in starts.iter().zip(&ends) {
+        let d0 = digit(s);
+        let v = match e - s {
+            1 => d0,
+            2 => d0 * 10 + digit(s + 1),
+            _ => (d0 * 10 + digit(s + 1)) * 10 + digit(s + 2),
+        };
+        if v > 255 || (e - s > 1 && d0 == 0) {
             return None;
         }
         addr = addr << 8 | v;
-        if octet < 3 {
-            if i >= n || line[i] != b'.' {
-                return None;
-            }
-            i += 1;
-        }
     }
-    if i < n {
-        let c = line[i];
-        if is(c, WORD) || (c == b'.' && i + 1 < n && is(line[i + 1], WORD)) {
-            return None;
-        }
-    }
-    Some((addr, i))
+    Some((addr, p + at))
 }
 
 /// Hash tokens: maximal alphanumeric runs that are all hex and of a digest
@@ -426,6 +465,43 @@ mod reference {
         }
     }
 
+    /// Parses the IPv4 token starting at `p` byte by byte: the reference
+    /// [`ipv4_at`] is held to.
+    pub(super) fn parse_ipv4(line: &[u8], p: usize) -> Option<(u32, usize)> {
+        let n = line.len();
+        let mut i = p;
+        let mut addr = 0u32;
+        for octet in 0..4 {
+            let s = i;
+            let mut v = 0u32;
+            while i < n && line[i].is_ascii_digit() {
+                if i - s == 3 {
+                    return None; // four digits: no octet ends here
+                }
+                v = v * 10 + (line[i] - b'0') as u32;
+                i += 1;
+            }
+            let len = i - s;
+            if len == 0 || v > 255 || (len > 1 && line[s] == b'0') {
+                return None;
+            }
+            addr = addr << 8 | v;
+            if octet < 3 {
+                if i >= n || line[i] != b'.' {
+                    return None;
+                }
+                i += 1;
+            }
+        }
+        if i < n {
+            let c = line[i];
+            if is(c, WORD) || (c == b'.' && i + 1 < n && is(line[i + 1], WORD)) {
+                return None;
+            }
+        }
+        Some((addr, i))
+    }
+
     /// IPv4 tokens inside the host run `[start, end)`: `visit(addr, start, end)`.
     #[inline]
     pub(super) fn ipv4_in_run(
@@ -542,7 +618,10 @@ fn all_tokens(line: &[u8], m: &LineMasks) -> Vec<(&'static str, usize, usize)> {
         if let Some((s, e)) = host_token(m, s, e) {
             out.push(("host", s, e));
         }
-        ipv4_in_run(line, m, s, e, |_, s, e| out.push(("ipv4", s, e)));
+        ipv4_in_run(line, m, s, e, |a, s, e| {
+            out.push(("ipv4", s, e));
+            out.push(("ipv4 value", a as usize, 0));
+        });
     });
     hash_tokens(m, |s, e| out.push(("hash", s, e)));
     ipv6_tokens(line, m, |_, s, e| out.push(("ipv6", s, e)));
@@ -732,7 +811,10 @@ mod tests {
             if let Some((s, e)) = reference::host_token(line, s, e) {
                 out.push(("host", s, e));
             }
-            reference::ipv4_in_run(line, s, e, |_, s, e| out.push(("ipv4", s, e)));
+            reference::ipv4_in_run(line, s, e, |a, s, e| {
+                out.push(("ipv4", s, e));
+                out.push(("ipv4 value", a as usize, 0));
+            });
         });
         reference::hash_tokens(line, |s, e| out.push(("hash", s, e)));
         reference::ipv6_tokens(line, |_, s, e| out.push(("ipv6", s, e)));
