@@ -179,7 +179,7 @@ mod tests {
                     .wrapping_add(1442695040888963407);
                 // Long runs and gaps: a random word smeared.
                 *w = seed | seed >> 1 | seed >> 3;
-                if seed % 5 == 0 {
+                if seed.is_multiple_of(5) {
                     *w = u64::MAX;
                 }
             }

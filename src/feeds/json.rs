@@ -49,7 +49,7 @@ pub fn kind(root: &Value) -> Option<JsonKind> {
         }
         Value::Object(o) => {
             let bundle = o.get("type").and_then(Value::as_str) == Some("bundle")
-                && o.get("objects").map_or(true, Value::is_array);
+                && o.get("objects").is_none_or(Value::is_array);
             if bundle || is_stix_object(Some(o)) {
                 Some(JsonKind::Stix)
             } else if o.get("Event").is_some_and(Value::is_object)

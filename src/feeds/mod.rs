@@ -579,7 +579,7 @@ fn drop_too_broad(parsed: &mut Parsed, policy: GuardPolicy) -> Option<(f64, u32)
             None if i.kind == IndicatorType::Regex => {
                 match regex_cost(&i.value, MIN_REGEX_MB_PER_S) {
                     Ok(mb_s) => {
-                        if slowest.map_or(true, |(s, _)| mb_s < s) {
+                        if slowest.is_none_or(|(s, _)| mb_s < s) {
                             slowest = Some((mb_s, i.provenance.line));
                         }
                         None

@@ -191,7 +191,7 @@ impl Shared {
         let mut list = TopicPartitionList::new();
         let mut done = Vec::new();
         for (p, &offset) in acked.iter() {
-            let wanted = only.map_or(true, |l| l.find_partition(&p.0, p.1).is_some());
+            let wanted = only.is_none_or(|l| l.find_partition(&p.0, p.1).is_some());
             if !wanted || !assigned.contains(p) {
                 continue;
             }

@@ -21,12 +21,12 @@ pub fn line(i: usize) -> String {
         1 => format!("203.0.113.{}", i % 250),
         _ => "192.0.2.1".to_owned(),
     };
-    let host = if i % 7 == 0 {
+    let host = if i.is_multiple_of(7) {
         "worse.example"
     } else {
         "fine.example"
     };
-    let q = if i % 5 == 0 {
+    let q = if i.is_multiple_of(5) {
         "evil.example"
     } else {
         "quiet.example"
