@@ -171,7 +171,10 @@ impl LineMasks {
 /// the loop, in the AVX2 case inside a function compiled for AVX2.
 macro_rules! fill {
     ($line:expr, $out:expr, $chunk:expr) => {{
-        let (line, out): (&[u8], [&mut Vec<u64>; MASKS]) = ($line, $out);
+        let (line, mut out): (&[u8], [&mut Vec<u64>; MASKS]) = ($line, $out);
+        // The masks' pointers, taken once: indexing `out` in the loop
+        // reloads each Vec's pointer before each store (two loads a mask).
+        let ptrs: [*mut u64; MASKS] = std::array::from_fn(|k| out[k].as_mut_ptr());
         let mut chunks = line.chunks_exact(64);
         let mut w = 0;
         for c in &mut chunks {
@@ -179,7 +182,7 @@ macro_rules! fill {
             for k in 0..MASKS {
                 // SAFETY: every mask was resized to `line.len().div_ceil(64)`
                 // words and more, and `w` counts the full chunks, fewer.
-                unsafe { *out[k].get_unchecked_mut(w) = c[k] };
+                unsafe { *ptrs[k].add(w) = c[k] };
             }
             w += 1;
         }

@@ -411,18 +411,16 @@ impl Engine {
         let want_v4 = !self.ipv4.is_empty() || self.has_cidr4;
         let want_hosts = !self.domains.is_empty();
         let want_v6 = !self.ipv6.is_empty() || self.has_cidr6;
-        if want_v4 || want_hosts {
+        if want_hosts {
             tokens::dotted_runs(masks, |s, e| {
-                if want_hosts {
-                    if let Some((ts, te)) = tokens::host_token(masks, s, e) {
-                        self.domain_hits(line, masks, ts, te, hits);
-                    }
+                if let Some((ts, te)) = tokens::host_token(masks, s, e) {
+                    self.domain_hits(line, masks, ts, te, hits);
                 }
-                if want_v4 {
-                    tokens::ipv4_in_run(line, masks, s, e, |addr, ts, te| {
-                        self.ipv4_hits(addr, ts, te, hits)
-                    });
-                }
+            });
+        }
+        if want_v4 {
+            tokens::ipv4_tokens(line, masks, |addr, ts, te| {
+                self.ipv4_hits(addr, ts, te, hits)
             });
         }
         if !self.hashes.is_empty() {
