@@ -76,8 +76,9 @@ impl Engine {
                 memchr::memrchr(b'\n', &rest[..cap]).map_or(0, |k| k + 1)
             };
             if len > 0 {
-                prefetch(&rest[len..rest.len().min(len + WINDOW)]);
-                sum.lines += self.scan_window(&rest[..len], pos, sum.lines, rule, st, &mut visit);
+                let ahead = &rest[len..rest.len().min(len + WINDOW)];
+                sum.lines +=
+                    self.scan_window(&rest[..len], ahead, pos, sum.lines, rule, st, &mut visit);
                 pos += len;
                 continue;
             }
@@ -101,10 +102,13 @@ impl Engine {
     }
 
     /// Scans the whole lines of `window` (at `base` in the block; its first
-    /// line is line `first` of the block) at once. Returns its line count.
+    /// line is line `first` of the block) at once, fetching `ahead` (the
+    /// next window) into the cache meanwhile. Returns its line count.
+    #[allow(clippy::too_many_arguments)]
     fn scan_window(
         &self,
         window: &[u8],
+        ahead: &[u8],
         base: usize,
         first: u64,
         rule: LineRule,
@@ -118,7 +122,7 @@ impl Engine {
             keyed,
             newlines_before,
         } = st;
-        masks.classify(window);
+        masks.classify_ahead(window, ahead);
         let nl = &masks.newline;
         let newlines: u64 = nl.iter().map(|w| u64::from(w.count_ones())).sum();
         let lines = newlines + u64::from(!window.ends_with(b"\n"));
@@ -175,23 +179,4 @@ impl Engine {
         }
         lines
     }
-}
-
-/// Asks the CPU to bring `bytes` (the next window) into its L2 cache while
-/// this window's tokens are looked up, so classifying it next reads from
-/// the cache instead of waiting on memory: the hardware prefetcher follows
-/// the classifier's sweep, but not the token passes' scattered reads.
-#[inline]
-fn prefetch(bytes: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in bytes.chunks(64) {
-        // SAFETY: a prefetch is a hint that never faults; the pointer is
-        // inside `bytes`.
-        unsafe {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-            _mm_prefetch::<_MM_HINT_T1>(line.as_ptr() as *const i8);
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = bytes;
 }

@@ -112,7 +112,18 @@ impl LineMasks {
     #[inline]
     pub fn classify(&mut self, line: &[u8]) {
         // std caches the CPU feature check: no need for our own.
-        self.classify_with(line, Classifier::best());
+        self.classify_with_ahead(line, &[], Classifier::best());
+    }
+
+    /// Classifies `line`, asking the CPU on the way to bring `ahead` (what
+    /// will be classified next) into its L2 cache, a cache line for each
+    /// chunk classified: by the time the caller has looked up this line's
+    /// tokens, the next bytes are near. (The hardware prefetcher follows
+    /// the classifier's sweep, not the token passes' scattered reads; and
+    /// a burst of prefetches at once stalls the core instead.)
+    #[inline]
+    pub fn classify_ahead(&mut self, line: &[u8], ahead: &[u8]) {
+        self.classify_with_ahead(line, ahead, Classifier::best());
     }
 
     /// Classifies `line` with `how`.
@@ -120,6 +131,10 @@ impl LineMasks {
     /// # Panics
     /// When `how` is not in [`Classifier::available`].
     pub fn classify_with(&mut self, line: &[u8], how: Classifier) {
+        self.classify_with_ahead(line, &[], how);
+    }
+
+    fn classify_with_ahead(&mut self, line: &[u8], ahead: &[u8], how: Classifier) {
         let words = line.len().div_ceil(64);
         for m in self.masks_mut() {
             // Every word is written below; a shorter line only shortens it.
@@ -128,20 +143,20 @@ impl LineMasks {
         }
         let out = self.masks_mut();
         match how {
-            Classifier::Scalar => fill!(line, out, chunk_scalar),
+            Classifier::Scalar => fill!(line, ahead, out, chunk_scalar),
             #[cfg(target_arch = "x86_64")]
-            Classifier::Sse2 => fill!(line, out, chunk_sse2),
+            Classifier::Sse2 => fill!(line, ahead, out, chunk_sse2),
             #[cfg(target_arch = "x86_64")]
             Classifier::Avx2 => {
                 assert!(std::arch::is_x86_feature_detected!("avx2"));
                 // SAFETY: the CPU has AVX2 (checked above).
-                unsafe { fill_avx2(line, out) }
+                unsafe { fill_avx2(line, ahead, out) }
             }
             #[cfg(target_arch = "x86_64")]
             Classifier::Avx512 => {
                 assert!(std::arch::is_x86_feature_detected!("avx512bw"));
                 // SAFETY: the CPU has AVX-512BW (checked above).
-                unsafe { fill_avx512(line, out) }
+                unsafe { fill_avx512(line, ahead, out) }
             }
             #[cfg(not(target_arch = "x86_64"))]
             _ => panic!("{how:?} needs x86-64"),
@@ -170,14 +185,18 @@ impl LineMasks {
 /// `line.len().div_ceil(64) + 1` words, the last one left as it is). A macro so the classifier inlines into
 /// the loop, in the AVX2 case inside a function compiled for AVX2.
 macro_rules! fill {
-    ($line:expr, $out:expr, $chunk:expr) => {{
-        let (line, mut out): (&[u8], [&mut Vec<u64>; MASKS]) = ($line, $out);
+    ($line:expr, $ahead:expr, $out:expr, $chunk:expr) => {{
+        let (line, ahead, mut out): (&[u8], &[u8], [&mut Vec<u64>; MASKS]) = ($line, $ahead, $out);
+        let ahead_lines = ahead.len().div_ceil(64);
         // The masks' pointers, taken once: indexing `out` in the loop
         // reloads each Vec's pointer before each store (two loads a mask).
         let ptrs: [*mut u64; MASKS] = std::array::from_fn(|k| out[k].as_mut_ptr());
         let mut chunks = line.chunks_exact(64);
         let mut w = 0;
         for c in &mut chunks {
+            if w < ahead_lines {
+                prefetch(ahead, w * 64);
+            }
             let c = $chunk(c.try_into().expect("64 bytes"));
             for k in 0..MASKS {
                 // SAFETY: every mask was resized to `line.len().div_ceil(64)`
@@ -200,16 +219,30 @@ macro_rules! fill {
 }
 use fill;
 
+/// Asks the CPU to bring the cache line of `bytes[at]` into its L2 cache.
+#[inline(always)]
+fn prefetch(bytes: &[u8], at: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint that never faults; the pointer is
+    // inside `bytes`.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+        _mm_prefetch::<_MM_HINT_T1>(bytes[at..].as_ptr() as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (bytes, at);
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn fill_avx2(line: &[u8], out: [&mut Vec<u64>; MASKS]) {
-    fill!(line, out, chunk_avx2)
+unsafe fn fill_avx2(line: &[u8], ahead: &[u8], out: [&mut Vec<u64>; MASKS]) {
+    fill!(line, ahead, out, chunk_avx2)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512bw")]
-unsafe fn fill_avx512(line: &[u8], out: [&mut Vec<u64>; MASKS]) {
-    fill!(line, out, chunk_avx512)
+unsafe fn fill_avx512(line: &[u8], ahead: &[u8], out: [&mut Vec<u64>; MASKS]) {
+    fill!(line, ahead, out, chunk_avx512)
 }
 
 const HOST: u16 = 1;

@@ -135,6 +135,10 @@ pub struct Engine {
     /// answers most host tokens (IP addresses, timestamps, file names, JSON
     /// keys) before any byte is hashed.
     tld_keys: Box<[u64]>,
+    /// Whether any of those last labels starts with a digit: when none
+    /// does, a host token ending in a numeric label (an IP address, a
+    /// timestamp, a version) is done with after one bit of a mask.
+    tld_digit_first: bool,
     urls: ExactSet<u64>,
     emails: ExactSet<u64>,
     hashes: ExactSet<u64>,
@@ -174,6 +178,7 @@ impl Engine {
         let mut domains = ExactSet::default();
         let mut tlds = FxHashSet::default();
         let mut tld_keys = vec![0u64; 1 << 10].into_boxed_slice();
+        let mut tld_digit_first = false;
         let mut urls = ExactSet::default();
         let mut emails = ExactSet::default();
         let mut hashes = ExactSet::default();
@@ -222,6 +227,7 @@ impl Engine {
                         tlds.insert(t);
                     }
                     if let Some(dot) = memchr::memrchr(b'.', v).filter(|&d| d + 1 < v.len()) {
+                        tld_digit_first |= v[dot + 1].is_ascii_digit();
                         let key = tld_key(v, dot + 1, v.len());
                         tld_keys[key >> 6] |= 1 << (key & 63);
                     }
@@ -322,6 +328,7 @@ impl Engine {
             domains,
             tlds,
             tld_keys,
+            tld_digit_first,
             urls,
             emails,
             hashes,
@@ -544,7 +551,11 @@ impl Engine {
     fn domain_hits(&self, line: &[u8], m: &LineMasks, s: usize, e: usize, hits: &mut Vec<Match>) {
         let mut dot = prev_set(&m.dot, e).filter(|&d| d >= s);
         let mut start = dot.map_or(s, |d| d + 1);
-        // The TLD's key, then its fingerprint, before anything else.
+        // The TLD's first byte, its key, then its fingerprint, before
+        // anything else.
+        if !self.tld_digit_first && bits::bit(&m.digit, start) {
+            return;
+        }
         let key = tld_key(line, start, e);
         if self.tld_keys[key >> 6] >> (key & 63) & 1 == 0 {
             return;

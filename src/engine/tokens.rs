@@ -223,14 +223,16 @@ pub fn hash_tokens(m: &LineMasks, mut visit: impl FnMut(usize, usize)) {
     let mut from = 0;
     for w in 0..m.alnum.len() {
         let next = m.alnum.get(w + 1).copied().unwrap_or(0);
-        // A run of 32 starting in this word holds 16 set bits in a row
-        // inside it, or else the next word starts with 16: without either,
-        // no hash starts here (most words of text: a few u64 operations).
-        let mut r16 = m.alnum[w];
+        // A hash is a run of 32 hex digits or more: one starting in this
+        // word holds 16 hex digits in a row inside it, or else the next
+        // word starts with 16. Without either (nearly every word of text,
+        // CamelCase names and ids included), no hash starts here.
+        let mut r16 = m.hex[w];
         for k in [1, 2, 4, 8] {
             r16 &= r16 >> k;
         }
-        if r16 == 0 && next & 0xffff != 0xffff {
+        let next_hex = m.hex.get(w + 1).copied().unwrap_or(0);
+        if r16 == 0 && next_hex & 0xffff != 0xffff {
             continue;
         }
         let mut r = u128::from(m.alnum[w]) | u128::from(next) << 64;
