@@ -419,11 +419,7 @@ impl Engine {
         let want_hosts = !self.domains.is_empty();
         let want_v6 = !self.ipv6.is_empty() || self.has_cidr6;
         if want_hosts {
-            tokens::dotted_runs(masks, |s, e| {
-                if let Some((ts, te)) = tokens::host_token(masks, s, e) {
-                    self.domain_hits(line, masks, ts, te, hits);
-                }
-            });
+            tokens::dotted_run_ends(masks, |e| self.domain_hits(line, masks, e, hits));
         }
         if want_v4 {
             tokens::ipv4_tokens(line, masks, |addr, ts, te| {
@@ -544,29 +540,33 @@ impl Engine {
         }
     }
 
-    /// Looks up the host token `line[s..e]` and each parent domain with at
-    /// least two labels, fingerprinting label by label from the right (the
-    /// labels' dots come from the masks) in one pass.
+    /// Looks up the host token of the dotted run ending at `run_end`, and
+    /// each parent domain with at least two labels, fingerprinting label
+    /// by label from the right (the labels' dots come from the masks) in
+    /// one pass. Most runs (addresses, numbers, file names, JSON keys) end
+    /// in a label no indicator has as its TLD, and cost that check alone.
     #[inline]
-    fn domain_hits(&self, line: &[u8], m: &LineMasks, s: usize, e: usize, hits: &mut Vec<Match>) {
+    fn domain_hits(&self, line: &[u8], m: &LineMasks, run_end: usize, hits: &mut Vec<Match>) {
+        let mut h = SEED;
+        // The TLD's first byte, its key, then its fingerprint.
+        let wanted = |label: usize, end: usize| {
+            if !self.tld_digit_first && bits::bit(&m.digit, label) {
+                return false;
+            }
+            let key = tld_key(line, label, end);
+            if self.tld_keys[key >> 6] >> (key & 63) & 1 == 0 {
+                return false;
+            }
+            h = label_step_at(SEED, line, label, end);
+            self.tlds.contains(&finish(h))
+        };
+        let Some((s, e)) = tokens::host_token_from_end(m, run_end, wanted) else {
+            return;
+        };
         let mut dot = prev_set(&m.dot, e).filter(|&d| d >= s);
-        let mut start = dot.map_or(s, |d| d + 1);
-        // The TLD's first byte, its key, then its fingerprint, before
-        // anything else.
-        if !self.tld_digit_first && bits::bit(&m.digit, start) {
-            return;
-        }
-        let key = tld_key(line, start, e);
-        if self.tld_keys[key >> 6] >> (key & 63) & 1 == 0 {
-            return;
-        }
-        let mut h = label_step_at(SEED, line, start, e);
-        if !self.tlds.contains(&finish(h)) {
-            return;
-        }
         while let Some(d) = dot {
             dot = prev_set(&m.dot, d).filter(|&d| d >= s);
-            start = dot.map_or(s, |d| d + 1);
+            let start = dot.map_or(s, |d| d + 1);
             h = label_step_at(h, line, start, d);
             let suffix = &line[start..e];
             self.chain(self.domains.get(&finish(h)), s, e, hits, |v| {

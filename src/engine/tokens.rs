@@ -111,6 +111,52 @@ pub fn dotted_runs(m: &LineMasks, mut visit: impl FnMut(usize, usize)) {
     }
 }
 
+/// Calls `visit(end)` with the end of every maximal run of host bytes
+/// that holds a dot, as [`dotted_runs`] finds them, without their starts:
+/// most runs are ruled out from their last label alone
+/// ([`host_token_from_end`]).
+#[inline]
+pub fn dotted_run_ends(m: &LineMasks, mut visit: impl FnMut(usize)) {
+    let mut carry = false;
+    for (w, (&host, &dot)) in m.host.iter().zip(&m.dot).enumerate() {
+        let (sum, c1) = host.overflowing_add(dot);
+        let (sum, c2) = sum.overflowing_add(u64::from(carry));
+        carry = c1 | c2;
+        let mut ends = sum & !host;
+        while ends != 0 {
+            visit(w * 64 + ends.trailing_zeros() as usize);
+            ends &= ends - 1;
+        }
+    }
+}
+
+/// The host token of the dotted run ending at `end`, as [`host_token`]
+/// gives it, when `wanted(label, token_end)` says so, given where the
+/// token's last label starts and where it ends: the run's start, and
+/// whether the token holds a dot at all, are found only for tokens the
+/// caller wants (a TLD it has).
+#[inline]
+pub fn host_token_from_end(
+    m: &LineMasks,
+    end: usize,
+    wanted: impl FnOnce(usize, usize) -> bool,
+) -> Option<(usize, usize)> {
+    // Trailing dots and hyphens trimmed: the token ends after its last
+    // word byte (perhaps before the run, which then holds no token).
+    let te = if bit(&m.word, end - 1) {
+        end
+    } else {
+        prev_set(&m.word, end)? + 1
+    };
+    // The run holds a dot, so one comes before any word byte it ends with.
+    let last_dot = prev_set(&m.dot, te)?;
+    if !wanted(last_dot + 1, te) {
+        return None;
+    }
+    let ts = next_set(&m.word, run_start(&m.host, end - 1))?;
+    (ts < te && last_dot > ts).then_some((ts, te))
+}
+
 /// The host token of a host run: dots and hyphens trimmed, `None` without a
 /// dot. The trimmed ends are the first and last word bytes of the run.
 #[inline]
@@ -153,62 +199,61 @@ pub fn ipv4_tokens(line: &[u8], m: &LineMasks, mut visit: impl FnMut(u32, usize,
 /// Parses the IPv4 token starting at `p` (a digit at a token boundary) and
 /// checks what follows it. Returns the address and the token's end.
 ///
-/// The octets' lengths come from the digit and dot masks, so the shape is
-/// judged without reading a byte, and no branch waits on a byte to learn
-/// where an octet ends (a loop over the bytes mispredicts its exit at
-/// nearly every octet of real addresses).
+/// The shape is judged on the masks: the first three dots give the
+/// octets' lengths, and every other byte before the end must be a digit.
+/// The values come from the bytes, each octet at once (masked, its digits
+/// aligned, weighted). Nothing branches on a byte or an octet's length,
+/// so addresses of any mix of lengths cost the same and mispredict at
+/// most once, on whether this is an address at all.
 #[inline]
 fn ipv4_at(line: &[u8], m: &LineMasks, p: usize) -> Option<(u32, usize)> {
     let digits = bits_from(&m.digit, p);
     let dots = bits_from(&m.dot, p);
-    // Where each octet starts; each is 1 to 3 digits (four in a row: no
-    // octet ends there), the first three followed by a dot.
-    let mut starts = [0usize; 4];
-    let mut at = 0;
-    for (octet, start) in starts.iter_mut().enumerate() {
-        let len = (!(digits >> at)).trailing_zeros() as usize;
-        if !(1..=3).contains(&len) {
-            return None;
-        }
-        *start = at;
-        at += len;
-        if octet < 3 {
-            if dots >> at & 1 == 0 {
-                return None;
-            }
-            at += 1;
-        }
-    }
-    // Not followed by a word byte, nor by a dot and a word byte.
-    let word = bits_from(&m.word, p);
-    if word >> at & 1 != 0 || (dots >> at & 1 != 0 && word >> (at + 1) & 1 != 0) {
+    let d1 = dots.trailing_zeros() as usize;
+    let rest = dots & dots.wrapping_sub(1);
+    let d2 = rest.trailing_zeros() as usize;
+    let d3 = (rest & rest.wrapping_sub(1)).trailing_zeros() as usize;
+    // Three octets of at most three digits and their dots end by 11.
+    if d3 > 11 {
         return None;
     }
-    // The values, from the 16 bytes an address can span (15) and one more.
-    let bytes: [u8; 16] = match line.get(p..p + 16) {
-        Some(b) => b.try_into().expect("16 bytes"),
+    let l4 = (!(digits >> (d3 + 1))).trailing_zeros() as usize;
+    let lens = [d1, d2 - d1 - 1, d3 - d2 - 1, l4];
+    // Each octet 1 to 3 digits (four in a row: no octet ends there).
+    if lens.iter().any(|&l| l.wrapping_sub(1) >= 3) {
+        return None;
+    }
+    let end = d3 + 1 + l4;
+    let span = (1u64 << end) - 1;
+    // Not followed by a word byte, nor by a dot and a word byte.
+    let word = bits_from(&m.word, p);
+    let followed = word >> end & 1 != 0 || (dots >> end & 1 != 0 && word >> (end + 1) & 1 != 0);
+    if (digits | dots) & span != span || followed {
+        return None;
+    }
+    // The bytes an address spans (15 at most) and a few more, for loads
+    // of four bytes at any octet's start.
+    let bytes: [u8; 20] = match line.get(p..p + 20) {
+        Some(b) => b.try_into().expect("20 bytes"),
         None => {
-            let mut b = [0u8; 16];
+            let mut b = [0u8; 20];
             b[..line.len() - p].copy_from_slice(&line[p..]);
             b
         }
     };
-    let digit = |i: usize| u32::from(bytes[i & 15].wrapping_sub(b'0'));
-    let mut addr = 0u32;
-    let ends = [starts[1] - 1, starts[2] - 1, starts[3] - 1, at];
-    for (&s, &e) in starts.iter().zip(&ends) {
-        let d0 = digit(s);
-        let v = match e - s {
-            1 => d0,
-            2 => d0 * 10 + digit(s + 1),
-            _ => (d0 * 10 + digit(s + 1)) * 10 + digit(s + 2),
-        };
-        if v > 255 || (e - s > 1 && d0 == 0) {
-            return None;
-        }
+    let starts = [0, d1 + 1, d2 + 1, d3 + 1];
+    let (mut addr, mut bad) = (0u32, false);
+    for (&at, &len) in starts.iter().zip(&lens) {
+        let at = at & 15;
+        let x = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+        // The octet's digits as values, moved so the last is the third byte.
+        let keep = u32::MAX >> (32 - 8 * len);
+        let d = ((x & keep) - (0x3030_3030 & keep)) << (8 * (3 - len));
+        let v = (d & 0xff) * 100 + (d >> 8 & 0xff) * 10 + (d >> 16 & 0xff);
+        bad |= v > 255 || (len > 1) & (x & 0xff == u32::from(b'0'));
         addr = addr << 8 | v;
     }
-    Some((addr, p + at))
+    (!bad).then_some((addr, p + end))
 }
 
 /// Hash tokens: maximal alphanumeric runs that are all hex and of a digest
@@ -277,12 +322,15 @@ pub fn ipv6_tokens(line: &[u8], m: &LineMasks, mut visit: impl FnMut(Ipv6Addr, u
         // colon has another within five bytes, and is followed by a hex
         // digit or a colon: only such colons start a look (JSON's `":"`
         // and a `key: value` have neither).
+        let v6_after = m.v6[w] >> 1 | m.v6.get(w + 1).copied().unwrap_or(0) << 63;
+        if c & v6_after == 0 {
+            continue;
+        }
         let next = m.colon.get(w + 1).copied().unwrap_or(0);
         let mut near = 0;
         for k in 1..=5 {
             near |= c >> k | next << (64 - k);
         }
-        let v6_after = m.v6[w] >> 1 | m.v6.get(w + 1).copied().unwrap_or(0) << 63;
         let mut cands = c & near & v6_after;
         while cands != 0 {
             let colon = w * 64 + cands.trailing_zeros() as usize;
@@ -632,6 +680,18 @@ fn all_tokens(line: &[u8], m: &LineMasks) -> Vec<(&'static str, usize, usize)> {
             out.push(("host", s, e));
         }
     });
+    // The same host tokens found from the runs' ends.
+    let mut from_ends = Vec::new();
+    dotted_run_ends(m, |e| {
+        if let Some((s, e)) = host_token_from_end(m, e, |label, end| {
+            assert!(label < end && bit(&m.dot, label - 1));
+            true
+        }) {
+            from_ends.push(("host", s, e));
+        }
+    });
+    let hosts: Vec<_> = out.iter().filter(|t| t.0 == "host").copied().collect();
+    assert_eq!(from_ends, hosts, "host tokens from the runs' ends");
     ipv4_tokens(line, m, |a, s, e| {
         out.push(("ipv4", s, e));
         out.push(("ipv4 value", a as usize, s));
