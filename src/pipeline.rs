@@ -24,6 +24,7 @@ use crate::context::{LineContext, LineFormat};
 use crate::engine::{Engine, ScanState};
 use crate::hit::{self, EncodedHits, Event, Found, Grouping, HitFormat, Origin, Sighting};
 use crate::indicator::IndicatorType;
+use crate::lines::Lines;
 use crate::metrics::Metrics;
 use crate::retro::ring::{RingBatch, RingMsg};
 use crate::retro::RingTap;
@@ -172,9 +173,8 @@ pub struct Batch {
     pub input: Arc<str>,
     /// Number of the first line within its input stream (from 1).
     pub first_line: u64,
-    pub data: Vec<u8>,
-    /// End offset in `data` of each line (lines hold no terminator).
-    pub ends: Vec<u32>,
+    /// The lines, as read (cut to the maximum, one `\r` removed).
+    pub lines: Lines,
     /// Lines cut to the maximum length, by index.
     pub truncated: Vec<u32>,
     /// Slots of lines dropped as too long, by index: numbered, never scanned.
@@ -483,8 +483,7 @@ impl LineBatcher {
         let b = self.current.get_or_insert_with(|| Batch {
             input: self.input.clone(),
             first_line: number,
-            data: Vec::with_capacity(16 * 1024),
-            ends: Vec::with_capacity(self.batch_lines),
+            lines: Lines::with_capacity(16 * 1024, self.batch_lines),
             truncated: Vec::new(),
             dropped: Vec::new(),
             read_at: Instant::now(),
@@ -498,9 +497,9 @@ impl LineBatcher {
         });
         // Dropped lines still take a number; a batch's numbers stay contiguous
         // because a drop inside a batch is recorded as an empty, unscanned slot.
-        while b.first_line + (b.ends.len() as u64) < number {
-            b.dropped.push(b.ends.len() as u32);
-            b.ends.push(b.data.len() as u32);
+        while b.first_line + (b.lines.len() as u64) < number {
+            b.dropped.push(b.lines.len() as u32);
+            b.lines.push(b"");
             if self.file.is_some() {
                 b.offsets.push(0); // never read: the slot is not scanned
             }
@@ -508,7 +507,7 @@ impl LineBatcher {
         if let (Some((origin, _)), Some(line)) = (&self.message, in_message) {
             if fresh || self.message_begun {
                 b.messages.push(MessageLines {
-                    first: b.ends.len() as u32,
+                    first: b.lines.len() as u32,
                     line,
                     origin: origin.clone(),
                 });
@@ -517,7 +516,7 @@ impl LineBatcher {
         }
         if let Some(peer) = self.peer {
             if fresh || self.peer_begun {
-                b.peers.push((b.ends.len() as u32, peer));
+                b.peers.push((b.lines.len() as u32, peer));
                 self.peer_begun = false;
             }
         }
@@ -526,10 +525,9 @@ impl LineBatcher {
         }
         if cut {
             self.truncated.inc();
-            b.truncated.push(b.ends.len() as u32);
+            b.truncated.push(b.lines.len() as u32);
         }
-        b.data.extend_from_slice(line);
-        b.ends.push(b.data.len() as u32);
+        b.lines.push(line);
     }
 
     /// Bytes read since the last newline (an incomplete line being carried),
@@ -542,7 +540,7 @@ impl LineBatcher {
     pub fn is_full(&self) -> bool {
         self.current
             .as_ref()
-            .is_some_and(|b| b.ends.len() >= self.batch_lines || b.data.len() >= 1 << 20)
+            .is_some_and(|b| b.lines.len() >= self.batch_lines || b.lines.bytes().len() >= 1 << 20)
     }
 
     /// True while a batch is in progress.
@@ -832,21 +830,21 @@ impl Matcher<'_> {
         let ack = batch.ack.take().map(Arc::new);
         let mut out = HitBatch::empty(ack.clone());
         let mut timestamp: Option<(String, i64)> = None;
-        let mut start = 0usize;
         let mut truncated = batch.truncated.iter().peekable();
         let mut dropped = batch.dropped.iter().peekable();
         let (mut message, mut peer_cursor) = (0usize, 0usize);
-        for (i, &end) in batch.ends.iter().enumerate() {
-            let line = &batch.data[start..end as usize];
-            start = end as usize;
+        let mut sinks_gone = false;
+        engine.scan_batch(&batch.lines, st, |l| {
+            let i = l.index as usize;
+            // The marks of the lines before, which had no hits, are passed.
+            while truncated.next_if(|&&t| (t as usize) < i).is_some() {}
+            while dropped.next_if(|&&d| (d as usize) < i).is_some() {}
             let cut = truncated.next_if(|&&t| t as usize == i).is_some();
-            if dropped.next_if(|&&d| d as usize == i).is_some() {
-                continue;
+            if dropped.next_if(|&&d| d as usize == i).is_some() || sinks_gone {
+                return;
             }
-            let scanned = engine.scan(line, st);
-            if scanned.is_empty() {
-                continue;
-            }
+            let line = &batch.lines.bytes()[l.range];
+            let scanned = l.matches;
             if scanned.len() > per_line {
                 capped.inc_by((scanned.len() - per_line) as u64);
             }
@@ -903,7 +901,7 @@ impl Matcher<'_> {
                 });
             }
             if found.is_empty() {
-                continue;
+                return;
             }
             let original = &line[..line.len().min(original_max)];
             let ev = Event {
@@ -921,15 +919,16 @@ impl Matcher<'_> {
             // Only a line that added hits can have filled the batch.
             if out.bytes() >= batch_bytes {
                 let full = std::mem::replace(&mut out, HitBatch::empty(ack.clone()));
-                if self.hits_tx.blocking_send(full).is_err() {
-                    return false;
-                }
+                sinks_gone = self.hits_tx.blocking_send(full).is_err();
             }
+        });
+        if sinks_gone {
+            return false;
         }
         drop(ack);
         self.metrics
             .lines_scanned
-            .inc_by((batch.ends.len() - batch.dropped.len()) as u64);
+            .inc_by((batch.lines.len() - batch.dropped.len()) as u64);
         self.metrics
             .batch_scan
             .observe(started.elapsed().as_secs_f64());
@@ -939,15 +938,14 @@ impl Matcher<'_> {
         // A batch without hits needs no sink: dropping it fires its ack.
         let sent = out.hits == 0 || self.hits_tx.blocking_send(out).is_ok();
         if let Some(tap) = &self.output.ring {
-            let lines = batch.ends.len();
+            let lines = batch.lines.len();
             let record = RingMsg::Batch(RingBatch {
                 time_ms: crate::time::unix_millis_now()
                     - batch.read_at.elapsed().as_millis() as i64,
                 input: batch.input,
                 first_line: batch.first_line,
                 engine_id: engine.build_id(),
-                data: batch.data,
-                ends: batch.ends,
+                lines: batch.lines,
                 dropped: batch.dropped,
             });
             // Never wait for the disk: a full ring queue loses the batch.
@@ -985,15 +983,7 @@ mod tests {
     }
 
     fn lines(b: &Batch) -> Vec<&[u8]> {
-        let mut start = 0;
-        b.ends
-            .iter()
-            .map(|&e| {
-                let l = &b.data[start..e as usize];
-                start = e as usize;
-                l
-            })
-            .collect()
+        b.lines.iter().collect()
     }
 
     #[test]

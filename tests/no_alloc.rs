@@ -68,4 +68,31 @@ fn lines_without_hits_allocate_nothing() {
         0,
         "scans of lines without hits allocated"
     );
+
+    // The same lines as blocks, as `iocd scan` and the daemon scan them.
+    let mut block = Vec::new();
+    let mut batch = iocd::lines::Lines::default();
+    for _ in 0..100 {
+        for l in lines {
+            block.extend_from_slice(l);
+            block.push(b'\n');
+            batch.push(l);
+        }
+    }
+    let rule = iocd::lines::LineRule::new(iocd::scan::DEFAULT_MAX_LINE);
+    let mut hits = 0;
+    engine.scan_lines(&block, rule, &mut st, |_| hits += 1);
+    engine.scan_batch(&batch, &mut st, |_| hits += 1);
+    let before = ALLOCATIONS.with(Cell::get);
+    for _ in 0..100 {
+        let sum = engine.scan_lines(&block, rule, &mut st, |_| hits += 1);
+        assert_eq!(sum.lines, 600);
+        engine.scan_batch(&batch, &mut st, |_| hits += 1);
+    }
+    assert_eq!(hits, 0);
+    assert_eq!(
+        ALLOCATIONS.with(Cell::get) - before,
+        0,
+        "block scans of lines without hits allocated"
+    );
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::OnceLock;
 
-use iocd::lines::LineRule;
+use iocd::lines::{LineRule, Lines};
 use iocd::{Engine, ScanState};
 use proptest::prelude::*;
 
@@ -174,6 +174,43 @@ proptest! {
             found.push((l.index, block[l.range].to_vec(), l.cut, l.matches.to_vec()));
         });
         prop_assert_eq!((found, sum.lines, sum.cut), want);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// A batch of lines as read (the daemon's, the retro ring's) gives each
+    /// line exactly the hits the line alone gives, its `\r` kept, and a
+    /// line holding a `\n` of its own (an octet-counted syslog message)
+    /// stays one line.
+    #[test]
+    fn a_batch_scans_as_its_lines(
+        lines in prop::collection::vec((block_line(), any::<bool>()), 0..120),
+        repeat in 1usize..4,
+    ) {
+        let mut batch = Lines::default();
+        let mut want = Vec::new();
+        let mut st = ScanState::new();
+        for _ in 0..repeat {
+            for (line, inner_newline) in &lines {
+                let mut line = line.clone();
+                if *inner_newline {
+                    line.insert(line.len() / 2, b'\n');
+                }
+                let m = engine().scan(&line, &mut st);
+                if !m.is_empty() {
+                    want.push((batch.len() as u64, line.clone(), m.to_vec()));
+                }
+                batch.push(&line);
+            }
+        }
+        let mut found = Vec::new();
+        engine().scan_batch(&batch, &mut st, |l| {
+            assert!(!l.cut, "lines as read are never cut again");
+            found.push((l.index, batch.bytes()[l.range].to_vec(), l.matches.to_vec()));
+        });
+        prop_assert_eq!(found, want);
     }
 }
 

@@ -110,7 +110,7 @@ impl Hunter {
                             if rec.engine_id >= new_id {
                                 return true; // scanned live with these indicators
                             }
-                            bytes += rec.data.len() as u64;
+                            bytes += rec.lines.bytes().len() as u64;
                             hits += self.record(engine, rec, &mut st, &mut out);
                             if out.bytes() >= 4 << 20 {
                                 let full = std::mem::replace(&mut out, HitBatch::empty(None));
@@ -168,16 +168,11 @@ impl Hunter {
         out: &mut HitBatch,
     ) -> u64 {
         let mut n = 0;
-        let mut start = 0usize;
         let mut ts: Option<String> = None;
-        for (i, &end) in rec.ends.iter().enumerate() {
-            let line = &rec.data[start..end as usize];
-            start = end as usize;
-            let scanned = engine.scan(line, st);
-            if scanned.is_empty() {
-                continue;
-            }
-            let found: Vec<Found> = scanned
+        engine.scan_batch(&rec.lines, st, |l| {
+            let line = &rec.lines.bytes()[l.range];
+            let found: Vec<Found> = l
+                .matches
                 .iter()
                 .map(|m| Found {
                     indicator: engine.indicator(m.indicator),
@@ -193,7 +188,7 @@ impl Hunter {
                 sighting: Sighting {
                     timestamp: ts,
                     input: &rec.input,
-                    line_number: rec.first_line + i as u64,
+                    line_number: rec.first_line + l.index,
                     origin: None,
                 },
                 original: Some((original, original.len() < line.len())),
@@ -207,7 +202,7 @@ impl Hunter {
             }
             n += found.len() as u64;
             push_docs(out, self.formats, self.group, &ev, &found);
-        }
+        });
         n
     }
 }

@@ -22,6 +22,8 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::lines::Lines;
+
 /// One scanned batch, as stored.
 pub struct RingBatch {
     pub input: Arc<str>,
@@ -30,8 +32,7 @@ pub struct RingBatch {
     pub time_ms: i64,
     /// The engine that scanned it ([`crate::engine::Engine::build_id`]).
     pub engine_id: u64,
-    pub data: Vec<u8>,
-    pub ends: Vec<u32>,
+    pub lines: Lines,
     /// Indices of lines dropped unscanned (stored empty).
     pub dropped: Vec<u32>,
 }
@@ -240,12 +241,9 @@ fn write_batch(w: &mut impl Write, b: &RingBatch) -> io::Result<u64> {
     put(w, &b.first_line.to_le_bytes())?;
     put(w, &b.time_ms.to_le_bytes())?;
     put(w, &b.engine_id.to_le_bytes())?;
-    put(w, &(b.ends.len() as u32).to_le_bytes())?;
-    let mut start = 0usize;
+    put(w, &(b.lines.len() as u32).to_le_bytes())?;
     let mut dropped = b.dropped.iter().peekable();
-    for (i, &end) in b.ends.iter().enumerate() {
-        let line = &b.data[start..end as usize];
-        start = end as usize;
+    for (i, line) in b.lines.iter().enumerate() {
         let line: &[u8] = if dropped.next_if(|&&d| d as usize == i).is_some() {
             &[]
         } else {
@@ -263,9 +261,7 @@ pub struct Record {
     pub first_line: u64,
     pub time_ms: i64,
     pub engine_id: u64,
-    /// The lines, back to back, with their ends.
-    pub data: Vec<u8>,
-    pub ends: Vec<u32>,
+    pub lines: Lines,
 }
 
 /// Reads the records of one closed segment, calling `visit` for each; a
@@ -282,8 +278,7 @@ pub fn read_segment(path: &Path, mut visit: impl FnMut(&Record) -> bool) -> io::
         first_line: 0,
         time_ms: 0,
         engine_id: 0,
-        data: Vec::new(),
-        ends: Vec::new(),
+        lines: Lines::default(),
     };
     while read_record(&mut r, &mut rec).is_ok() {
         if !visit(&rec) {
@@ -312,18 +307,14 @@ fn read_record(r: &mut impl Read, rec: &mut Record) -> io::Result<()> {
     rec.engine_id = u64::from_le_bytes(u64b);
     r.read_exact(&mut u32b)?;
     let lines = u32::from_le_bytes(u32b) as usize;
-    rec.data.clear();
-    rec.ends.clear();
+    rec.lines.clear();
     for _ in 0..lines {
         r.read_exact(&mut u32b)?;
         let len = u32::from_le_bytes(u32b) as usize;
         if len > crate::pipeline::MAX_LINE_BYTES {
             return Err(io::ErrorKind::InvalidData.into());
         }
-        let at = rec.data.len();
-        rec.data.resize(at + len, 0);
-        r.read_exact(&mut rec.data[at..])?;
-        rec.ends.push(rec.data.len() as u32);
+        rec.lines.push_with(len, |room| r.read_exact(room))?;
     }
     Ok(())
 }
@@ -354,19 +345,16 @@ mod tests {
         let m = metrics();
         let writer = std::thread::spawn(move || write_loop(rx, limits, m));
         let batch = |first: u64, lines: &[&str], dropped: Vec<u32>| {
-            let mut data = Vec::new();
-            let mut ends = Vec::new();
+            let mut kept = Lines::default();
             for l in lines {
-                data.extend_from_slice(l.as_bytes());
-                ends.push(data.len() as u32);
+                kept.push(l.as_bytes());
             }
             RingMsg::Batch(RingBatch {
                 input: Arc::from("in"),
                 first_line: first,
                 time_ms: 42,
                 engine_id: 7,
-                data,
-                ends,
+                lines: kept,
                 dropped,
             })
         };
@@ -383,15 +371,13 @@ mod tests {
         let mut got = Vec::new();
         for (p, _, _) in &segs {
             read_segment(p, |r| {
-                let mut s = 0;
-                for &e in &r.ends {
+                for line in r.lines.iter() {
                     got.push((
                         r.first_line,
                         r.time_ms,
                         r.engine_id,
-                        String::from_utf8_lossy(&r.data[s..e as usize]).into_owned(),
+                        String::from_utf8_lossy(line).into_owned(),
                     ));
-                    s = e as usize;
                 }
                 true
             })

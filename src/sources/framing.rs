@@ -175,15 +175,10 @@ mod tests {
         let Some(batch) = b.finish() else {
             return (vec![], vec![]);
         };
-        let mut start = 0;
         let lines = batch
-            .ends
+            .lines
             .iter()
-            .map(|&e| {
-                let l = String::from_utf8_lossy(&batch.data[start..e as usize]).into_owned();
-                start = e as usize;
-                l
-            })
+            .map(|l| String::from_utf8_lossy(l).into_owned())
             .collect();
         (lines, batch.truncated)
     }

@@ -177,7 +177,7 @@ pub(crate) async fn send_tracked<P>(
     };
     batch.ack = Some(tracker.track(std::mem::take(positions)));
     tracing::debug!(
-        lines = batch.ends.len(),
+        lines = batch.lines.len(),
         in_flight = tracker.in_flight(),
         "sending a tracked batch"
     );

@@ -567,7 +567,7 @@ async fn datagrams(name: Arc<str>, ctx: SourceContext, socket: DatagramSocket, p
                 batcher.put_back(batch);
                 if batcher.is_full() {
                     if let Some(lost) = batcher.take() {
-                        dropped.inc_by(lost.ends.len() as u64);
+                        dropped.inc_by(lost.lines.len() as u64);
                     }
                 }
             }
