@@ -44,8 +44,6 @@ pub struct LineMasks {
     pub digit: Vec<u64>,
     /// `\n`: the line ends of a block of lines.
     pub newline: Vec<u64>,
-    /// `-`: where IPv4 tokens may start inside a host run.
-    pub hyphen: Vec<u64>,
 }
 
 /// Which classifier computes the masks. All give identical masks.
@@ -97,7 +95,7 @@ impl Classifier {
 }
 
 /// Number of masks in [`LineMasks`].
-const MASKS: usize = 12;
+const MASKS: usize = 11;
 
 /// One 64-byte chunk's masks, in the field order of [`LineMasks`].
 type Chunk = [u64; MASKS];
@@ -176,7 +174,6 @@ impl LineMasks {
             &mut self.at,
             &mut self.slash,
             &mut self.newline,
-            &mut self.hyphen,
         ]
     }
 }
@@ -256,7 +253,6 @@ const DIGIT: u16 = 128;
 const AT: u16 = 256;
 const SLASH: u16 = 512;
 const NEWLINE: u16 = 1024;
-const HYPHEN: u16 = 2048;
 
 const fn table() -> [u16; 256] {
     let mut t = [0u16; 256];
@@ -275,7 +271,7 @@ const fn table() -> [u16; 256] {
         }
         match c {
             b'_' => f |= HOST | WORD,
-            b'-' => f |= HOST | HYPHEN,
+            b'-' => f |= HOST,
             b'.' => f |= HOST | DOT | V6,
             b':' => f |= COLON | V6,
             b'@' => f |= AT,
@@ -368,7 +364,6 @@ macro_rules! classes {
             at,
             slash,
             newline,
-            hyphen,
         ]
     }};
 }
@@ -463,8 +458,8 @@ const NIBBLE_HI: [u8; 16] = [
     0,
 ];
 
-/// The nibble bits of each mask, in the order of [`Chunk`] (the last four,
-/// `@`, `/`, `\n` and `-`, are single bytes compared directly).
+/// The nibble bits of each mask, in the order of [`Chunk`] (the last three,
+/// `@`, `/` and `\n`, are single bytes compared directly).
 const NIBBLE_CLASSES: [u8; 8] = [
     N_DIGIT | N_A_O | N_P_Z | N_UNDER | N_DOT | N_HYPHEN,
     N_DOT,
@@ -477,7 +472,7 @@ const NIBBLE_CLASSES: [u8; 8] = [
 ];
 
 /// The classes found by comparing bytes, after [`NIBBLE_CLASSES`].
-const SINGLE_BYTES: [(usize, u8); 4] = [(8, b'@'), (9, b'/'), (10, b'\n'), (11, b'-')];
+const SINGLE_BYTES: [(usize, u8); 3] = [(8, b'@'), (9, b'/'), (10, b'\n')];
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
@@ -568,14 +563,13 @@ mod tests {
                 reference(&line, |c| c == b'@'),
                 reference(&line, |c| c == b'/'),
                 reference(&line, |c| c == b'\n'),
-                reference(&line, |c| c == b'-'),
             ];
             for how in Classifier::available() {
                 let mut m = LineMasks::new();
                 m.classify_with(&line, how);
                 let got = [
                     &m.host, &m.dot, &m.colon, &m.v6, &m.alnum, &m.hex, &m.word, &m.digit, &m.at,
-                    &m.slash, &m.newline, &m.hyphen,
+                    &m.slash, &m.newline,
                 ];
                 for (k, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert_eq!(*g, w, "{how:?} mask {k} shift {shift}");

@@ -122,6 +122,10 @@ pub struct Engine {
     /// Id chains: `next[id]` is the next indicator under the same key.
     next: Vec<u32>,
     ipv4: ExactSet<u32>,
+    /// The top 16 bits of every address in `ipv4`, as a 64K-bit map: the
+    /// addresses of a network's own hosts (private space, which no
+    /// indicator may hold) are answered by one load, not a hash probe.
+    ipv4_top: Box<[u64]>,
     ipv6: ExactSet<u128>,
     cidr4: CidrTable<u32>,
     cidr6: CidrTable<u128>,
@@ -173,6 +177,7 @@ impl Engine {
     pub fn build(indicators: Vec<Indicator>, options: &EngineOptions) -> Engine {
         let mut next = vec![NONE; indicators.len()];
         let mut ipv4 = ExactSet::default();
+        let mut ipv4_top = vec![0u64; 1 << 10].into_boxed_slice();
         let mut ipv6 = ExactSet::default();
         let (mut nets4, mut nets6) = (Vec::new(), Vec::new());
         let mut domains = ExactSet::default();
@@ -215,7 +220,11 @@ impl Engine {
                     first
                 }
                 IndicatorType::Ipv4 => match ind.value.parse::<Ipv4Addr>() {
-                    Ok(a) => ipv4.insert(u32::from(a), id, &mut next, same(id)),
+                    Ok(a) => {
+                        let top = (u32::from(a) >> 16) as usize;
+                        ipv4_top[top >> 6] |= 1 << (top & 63);
+                        ipv4.insert(u32::from(a), id, &mut next, same(id))
+                    }
                     Err(_) => continue,
                 },
                 IndicatorType::Ipv6 => match ind.value.parse::<Ipv6Addr>() {
@@ -313,13 +322,14 @@ impl Engine {
                 + literals.as_ref().map_or(0, Literals::heap_bytes)
                 + next.capacity() * 4
                 + tlds.capacity() * 9
-                + (1 << 13),
+                + 2 * (1 << 13),
         };
         drop(strings);
         drop(regex_heads);
         Engine {
             next,
             ipv4,
+            ipv4_top,
             ipv6,
             has_cidr4: !nets4.is_empty(),
             has_cidr6: !nets6.is_empty(),
@@ -528,7 +538,10 @@ impl Engine {
 
     #[inline]
     fn ipv4_hits(&self, addr: u32, s: usize, e: usize, hits: &mut Vec<Match>) {
-        self.chain(self.ipv4.get(&addr), s, e, hits, |_| true);
+        let top = (addr >> 16) as usize;
+        if self.ipv4_top[top >> 6] >> (top & 63) & 1 != 0 {
+            self.chain(self.ipv4.get(&addr), s, e, hits, |_| true);
+        }
         if self.has_cidr4 {
             for &id in self.cidr4.lookup(addr) {
                 hits.push(Match {
