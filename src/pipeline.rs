@@ -310,6 +310,9 @@ impl HitBatch {
     }
 }
 
+/// Bytes of lines that make a batch full, whatever its line count.
+const FULL_BATCH_BYTES: usize = 1 << 20;
+
 /// Cuts a byte stream (or datagrams, or framed messages) into lines and
 /// batches them for one input, applying the maximum line length.
 pub struct LineBatcher {
@@ -325,6 +328,9 @@ pub struct LineBatcher {
     partial_overflow: bool,
     carried: u64,
     current: Option<Batch>,
+    /// Bytes the last batch held: the next one starts with that much room,
+    /// so a busy stream's batches do not grow by copying.
+    last_batch_bytes: usize,
     /// The broker message being cut into lines, and the number within it
     /// of its next line; `message_begun` until its first line is placed.
     message: Option<(Origin, u32)>,
@@ -362,6 +368,7 @@ impl LineBatcher {
             partial_overflow: false,
             carried: 0,
             current: None,
+            last_batch_bytes: 16 << 10,
             message: None,
             message_begun: false,
             format: LineFormat::None,
@@ -483,7 +490,7 @@ impl LineBatcher {
         let b = self.current.get_or_insert_with(|| Batch {
             input: self.input.clone(),
             first_line: number,
-            lines: Lines::with_capacity(16 * 1024, self.batch_lines),
+            lines: Lines::with_capacity(self.last_batch_bytes, self.batch_lines),
             truncated: Vec::new(),
             dropped: Vec::new(),
             read_at: Instant::now(),
@@ -538,9 +545,9 @@ impl LineBatcher {
 
     /// True when the batch in progress should be sent before reading more.
     pub fn is_full(&self) -> bool {
-        self.current
-            .as_ref()
-            .is_some_and(|b| b.lines.len() >= self.batch_lines || b.lines.bytes().len() >= 1 << 20)
+        self.current.as_ref().is_some_and(|b| {
+            b.lines.len() >= self.batch_lines || b.lines.bytes().len() >= FULL_BATCH_BYTES
+        })
     }
 
     /// True while a batch is in progress.
@@ -560,7 +567,10 @@ impl LineBatcher {
         // Counted per batch, not per line: one atomic add instead of thousands.
         self.received.inc_by(self.next_line - self.counted_to);
         self.counted_to = self.next_line;
-        self.current.take()
+        let batch = self.current.take()?;
+        // Up to the most a batch holds before it counts as full.
+        self.last_batch_bytes = batch.lines.bytes().len().clamp(16 << 10, FULL_BATCH_BYTES);
+        Some(batch)
     }
 
     /// End of input: a final line without newline is a line too.

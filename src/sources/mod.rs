@@ -16,6 +16,7 @@ pub(crate) mod tls;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -222,8 +223,23 @@ pub async fn read_stream<R: AsyncRead + Unpin>(
             g.activity.touch();
         }
         framer.feed(&buf[..n], &mut batcher);
-        // Send what this read completed: big reads make big batches, a
-        // trickle is sent line by line without waiting for more.
+        // While more is already waiting, read it into the same batch (up
+        // to a full one); send when the stream pauses. A busy stream makes
+        // full batches (fewer hand-offs to the matchers), and a trickle is
+        // still sent line by line without waiting for more.
+        let mut waiting = true;
+        while waiting && !batcher.is_full() {
+            match reader.read(&mut buf).now_or_never() {
+                Some(Ok(n)) if n > 0 => {
+                    if let Some(g) = guard {
+                        g.activity.touch();
+                    }
+                    framer.feed(&buf[..n], &mut batcher);
+                }
+                // End of stream or an error: the next read says so again.
+                Some(_) | None => waiting = false,
+            }
+        }
         if !queue.flush(&mut batcher).await {
             return end;
         }
