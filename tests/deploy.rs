@@ -236,7 +236,7 @@ fn broker_examples_pass_check() {
 /// No Docker engine runs here, so the image is not built in the tests: the
 /// Dockerfile is held to what the image must be (a static build stage, an
 /// empty runtime base without a shell, a non-root user, exec-form entry),
-/// and `.ci/run` builds the same static binary when `IOCD_CI_MUSL=1`.
+/// and `.ci/run` builds the same static binary and runs it.
 #[test]
 fn container_image_is_static_non_root_and_shell_free() {
     let text = std::fs::read_to_string(root().join("deploy/container/Dockerfile")).unwrap();

@@ -194,7 +194,7 @@ impl<K: Hash + Eq + Copy> ExactSet<K> {
     }
 
     /// The head of the chain of ids under `key`.
-    #[inline]
+    #[inline(always)]
     pub fn get(&self, key: &K) -> Option<u32> {
         if let Some(b) = &self.bloom {
             if !b.check(key) {

@@ -231,20 +231,20 @@ fn ipv4_at(line: &[u8], m: &LineMasks, p: usize) -> Option<(u32, usize)> {
     if (digits | dots) & span != span || followed {
         return None;
     }
-    // The bytes an address spans (15 at most) and a few more, for loads
-    // of four bytes at any octet's start.
-    let bytes: [u8; 20] = match line.get(p..p + 20) {
-        Some(b) => b.try_into().expect("20 bytes"),
+    // Four bytes at each octet's start (at most 12 in), read in place when
+    // the line runs on for 16 bytes, else from a padded copy.
+    let mut pad = [0u8; 16];
+    let bytes: &[u8; 16] = match line.get(p..p + 16) {
+        Some(b) => b.try_into().expect("16 bytes"),
         None => {
-            let mut b = [0u8; 20];
-            b[..line.len() - p].copy_from_slice(&line[p..]);
-            b
+            pad[..line.len() - p].copy_from_slice(&line[p..]);
+            &pad
         }
     };
     let starts = [0, d1 + 1, d2 + 1, d3 + 1];
     let (mut addr, mut bad) = (0u32, false);
     for (&at, &len) in starts.iter().zip(&lens) {
-        let at = at & 15;
+        let at = at.min(12);
         let x = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
         // The octet's digits as values, moved so the last is the third byte.
         let keep = u32::MAX >> (32 - 8 * len);
@@ -268,16 +268,18 @@ pub fn hash_tokens(m: &LineMasks, mut visit: impl FnMut(usize, usize)) {
     let mut from = 0;
     for w in 0..m.alnum.len() {
         let next = m.alnum.get(w + 1).copied().unwrap_or(0);
-        // A hash is a run of 32 hex digits or more: one starting in this
-        // word holds 16 hex digits in a row inside it, or else the next
-        // word starts with 16. Without either (nearly every word of text,
-        // CamelCase names and ids included), no hash starts here.
-        let mut r16 = m.hex[w];
-        for k in [1, 2, 4, 8] {
-            r16 &= r16 >> k;
-        }
+        // A hash is a run of 32 hex digits or more, and any 32 bits in a
+        // row hold a whole aligned 16-bit chunk: one starting in this word
+        // makes one of its four chunks all hex, or the next word's first.
+        // Without (nearly every word of text, CamelCase names and ids
+        // included), no hash starts here. A chunk is all hex when it is
+        // zero in `!hex`: the has-a-zero-lane test, four operations.
+        const LOW: u64 = 0x0001_0001_0001_0001;
+        const HIGH: u64 = 0x8000_8000_8000_8000;
+        let hex = m.hex[w];
+        let full_chunk = (!hex).wrapping_sub(LOW) & hex & HIGH != 0;
         let next_hex = m.hex.get(w + 1).copied().unwrap_or(0);
-        if r16 == 0 && next_hex & 0xffff != 0xffff {
+        if !full_chunk && next_hex & 0xffff != 0xffff {
             continue;
         }
         let mut r = u128::from(m.alnum[w]) | u128::from(next) << 64;
