@@ -621,6 +621,12 @@ impl LineQueue {
         ok
     }
 
+    /// Whether no batch waits for a matcher: the matchers keep up, and
+    /// a small batch sent now costs them nothing.
+    pub fn is_idle(&self) -> bool {
+        self.tx.capacity() == self.tx.max_capacity()
+    }
+
     /// Sends without waiting (for sources that cannot push back, like UDP).
     /// When the queue is full the batch comes back, for the caller to keep
     /// filling or to drop and count.

@@ -557,30 +557,50 @@ async fn datagrams(name: Arc<str>, ctx: SourceContext, socket: DatagramSocket, p
         .lines_dropped
         .with_label_values(&[&name, "peer_not_allowed"]);
     let mut shutdown = ctx.shutdown.clone();
-    // A batch the full queue refused is kept and filled on (a datagram
-    // sender cannot be slowed down, but one growing batch takes a burst
-    // where a batch per datagram overflowed the queue); only a full batch
-    // the queue still refuses is dropped and counted.
-    let hand_over = |batcher: &mut LineBatcher| {
-        if let Some(batch) = batcher.take() {
-            if let Err(batch) = ctx.queue.try_send(batch) {
-                batcher.put_back(batch);
-                if batcher.is_full() {
-                    if let Some(lost) = batcher.take() {
-                        dropped.inc_by(lost.lines.len() as u64);
+    // A datagram sender cannot be slowed down, and a batch per datagram
+    // fills the queue while the matchers are busy. So a batch goes to the
+    // matchers at once only while they are idle (nothing queued) or when it
+    // is full; otherwise it is filled on, and offered when it has waited
+    // `HOLD` (the latency a busy matcher adds anyway). A stall of the
+    // matchers then grows batches instead of using up the queue a datagram
+    // at a time; only a full batch the full queue still refuses is dropped
+    // and counted.
+    const HOLD: Duration = Duration::from_millis(1);
+    let mut held_since: Option<tokio::time::Instant> = None;
+    let hand_over =
+        |batcher: &mut LineBatcher, held_since: &mut Option<tokio::time::Instant>, now: bool| {
+            let due = held_since.is_some_and(|t| t.elapsed() >= HOLD);
+            if !(now || due || batcher.is_full() || ctx.queue.is_idle()) {
+                held_since.get_or_insert_with(tokio::time::Instant::now);
+                return;
+            }
+            if let Some(batch) = batcher.take() {
+                match ctx.queue.try_send(batch) {
+                    Ok(()) => *held_since = None,
+                    Err(batch) => {
+                        batcher.put_back(batch);
+                        // Offered again in `HOLD`, not at once: the queue
+                        // is full, and a deadline passed would spin.
+                        *held_since = Some(tokio::time::Instant::now());
+                        if batcher.is_full() {
+                            if let Some(lost) = batcher.take() {
+                                dropped.inc_by(lost.lines.len() as u64);
+                            }
+                            *held_since = None;
+                        }
                     }
                 }
             }
-        }
-    };
+        };
     loop {
+        let offer_at = held_since.map(|t| t + HOLD);
         let (n, peer) = tokio::select! {
             biased;
             _ = shutdown_signalled(&mut shutdown) => break,
-            // While a refused batch waits, offer it again soon, not only
-            // when the next datagram comes.
-            _ = tokio::time::sleep(Duration::from_millis(1)), if batcher.holds_batch() => {
-                hand_over(&mut batcher);
+            // A held batch is offered when due, not only when the next
+            // datagram comes.
+            _ = tokio::time::sleep_until(offer_at.unwrap_or_else(tokio::time::Instant::now)), if offer_at.is_some() && batcher.holds_batch() => {
+                hand_over(&mut batcher, &mut held_since, true);
                 continue;
             }
             r = socket.recv(&mut buf) => match r {
@@ -618,7 +638,7 @@ async fn datagrams(name: Arc<str>, ctx: SourceContext, socket: DatagramSocket, p
                 next = socket.try_recv(&mut buf).ok();
             }
         }
-        hand_over(&mut batcher);
+        hand_over(&mut batcher, &mut held_since, false);
     }
     // At shutdown what is held goes out with waiting: the pipeline drains it.
     let _ = ctx.queue.flush(&mut batcher).await;
