@@ -200,7 +200,7 @@ fn main() {
         let mut n = 0;
         for l in &windows {
             m.classify(l);
-            tokens::ipv4_tokens(l, &m, |_, _, _| n += 1);
+            tokens::ipv4_tokens(l, &m, |_| true, |_, _, _| n += 1);
         }
         n
     });

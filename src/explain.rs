@@ -126,9 +126,14 @@ pub fn explain(engine: &Engine, report: Option<&LoadReport>, line: &[u8]) -> Exp
             );
         }
     });
-    tokens::ipv4_tokens(line, &masks, |addr, ts, te| {
-        push("ipv4", ts, te, Ipv4Addr::from(addr).to_string(), &[T::Ipv4]);
-    });
+    tokens::ipv4_tokens(
+        line,
+        &masks,
+        |_| true,
+        |addr, ts, te| {
+            push("ipv4", ts, te, Ipv4Addr::from(addr).to_string(), &[T::Ipv4]);
+        },
+    );
     tokens::ipv6_tokens(line, &masks, |addr, ts, te| {
         push("ipv6", ts, te, addr.to_string(), &[T::Ipv6])
     });

@@ -120,6 +120,12 @@ impl<A: Addr> CidrTable<A> {
         &self.ids[self.offsets[k] as usize..self.offsets[k + 1] as usize]
     }
 
+    /// The bitmap of the top 16 bits some network touches (1024 words), or
+    /// nothing when the table is empty.
+    pub fn top16(&self) -> &[u64] {
+        &self.top
+    }
+
     pub fn heap_bytes(&self) -> usize {
         self.starts.capacity() * std::mem::size_of::<A>()
             + (self.offsets.capacity() + self.ids.capacity()) * 4

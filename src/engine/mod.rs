@@ -126,6 +126,9 @@ pub struct Engine {
     /// addresses of a network's own hosts (private space, which no
     /// indicator may hold) are answered by one load, not a hash probe.
     ipv4_top: Box<[u64]>,
+    /// The same for every IPv4 indicator, networks included: an address
+    /// in none of these /16s is not parsed past its first two octets.
+    ipv4_any_top: Box<[u64]>,
     ipv6: ExactSet<u128>,
     cidr4: CidrTable<u32>,
     cidr6: CidrTable<u128>,
@@ -286,6 +289,10 @@ impl Engine {
         let (regexes, regexes_left_out) =
             Regexes::new(regex_heads.iter().map(|(s, &h)| (*s, h)).collect());
         let cidr4 = CidrTable::new(&nets4);
+        let ipv4_any_top: Box<[u64]> = match cidr4.top16() {
+            [] => ipv4_top.clone(),
+            nets => ipv4_top.iter().zip(nets).map(|(a, n)| a | n).collect(),
+        };
         let cidr6 = CidrTable::new(&nets6);
         let stats = EngineStats {
             indicators: indicators.len(),
@@ -322,7 +329,7 @@ impl Engine {
                 + literals.as_ref().map_or(0, Literals::heap_bytes)
                 + next.capacity() * 4
                 + tlds.capacity() * 9
-                + 2 * (1 << 13),
+                + 3 * (1 << 13),
         };
         drop(strings);
         drop(regex_heads);
@@ -330,6 +337,7 @@ impl Engine {
             next,
             ipv4,
             ipv4_top,
+            ipv4_any_top,
             ipv6,
             has_cidr4: !nets4.is_empty(),
             has_cidr6: !nets6.is_empty(),
@@ -432,7 +440,8 @@ impl Engine {
             tokens::dotted_run_ends(masks, |e| self.domain_hits(line, masks, e, hits));
         }
         if want_v4 {
-            tokens::ipv4_tokens(line, masks, |addr, ts, te| {
+            let top = |t: u32| self.ipv4_any_top[t as usize >> 6] >> (t & 63) & 1 != 0;
+            tokens::ipv4_tokens(line, masks, top, |addr, ts, te| {
                 self.ipv4_hits(addr, ts, te, hits)
             });
         }

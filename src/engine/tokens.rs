@@ -176,8 +176,18 @@ pub fn host_token(m: &LineMasks, start: usize, end: usize) -> Option<(usize, usi
 /// run, or after a hyphen inside one) and with a dot one to three bytes on;
 /// those bits are found a word at a time, so numbers, timestamps and words
 /// cost a few bit operations per 64 bytes and no parse.
+///
+/// `wanted(top)` is asked with an address's first two octets (`a << 8 |
+/// b`) once they are known to be valid; when it says no (no indicator can
+/// be in that /16: the addresses of a network's own hosts, typically),
+/// the rest is not parsed and the token not visited.
 #[inline]
-pub fn ipv4_tokens(line: &[u8], m: &LineMasks, mut visit: impl FnMut(u32, usize, usize)) {
+pub fn ipv4_tokens(
+    line: &[u8],
+    m: &LineMasks,
+    wanted: impl Fn(u32) -> bool,
+    mut visit: impl FnMut(u32, usize, usize),
+) {
     let mut prev_top = 0u64; // whether the last byte of the word before is a word byte or dot
     for w in 0..m.digit.len() {
         let joins = m.word[w] | m.dot[w];
@@ -189,7 +199,7 @@ pub fn ipv4_tokens(line: &[u8], m: &LineMasks, mut visit: impl FnMut(u32, usize,
         while starts != 0 {
             let p = w * 64 + starts.trailing_zeros() as usize;
             starts &= starts - 1;
-            if let Some((addr, e)) = ipv4_at(line, m, p) {
+            if let Some((addr, e)) = ipv4_at(line, m, p, &wanted) {
                 visit(addr, p, e);
             }
         }
@@ -206,7 +216,12 @@ pub fn ipv4_tokens(line: &[u8], m: &LineMasks, mut visit: impl FnMut(u32, usize,
 /// so addresses of any mix of lengths cost the same and mispredict at
 /// most once, on whether this is an address at all.
 #[inline]
-fn ipv4_at(line: &[u8], m: &LineMasks, p: usize) -> Option<(u32, usize)> {
+fn ipv4_at(
+    line: &[u8],
+    m: &LineMasks,
+    p: usize,
+    wanted: impl Fn(u32) -> bool,
+) -> Option<(u32, usize)> {
     let digits = bits_from(&m.digit, p);
     let dots = bits_from(&m.dot, p);
     let d1 = dots.trailing_zeros() as usize;
@@ -241,19 +256,22 @@ fn ipv4_at(line: &[u8], m: &LineMasks, p: usize) -> Option<(u32, usize)> {
             &pad
         }
     };
-    let starts = [0, d1 + 1, d2 + 1, d3 + 1];
-    let (mut addr, mut bad) = (0u32, false);
-    for (&at, &len) in starts.iter().zip(&lens) {
+    // An octet's value, and whether it is out of range or has a leading 0.
+    let octet = |at: usize, len: usize| {
         let at = at.min(12);
         let x = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
         // The octet's digits as values, moved so the last is the third byte.
         let keep = u32::MAX >> (32 - 8 * len);
         let d = ((x & keep) - (0x3030_3030 & keep)) << (8 * (3 - len));
         let v = (d & 0xff) * 100 + (d >> 8 & 0xff) * 10 + (d >> 16 & 0xff);
-        bad |= v > 255 || (len > 1) & (x & 0xff == u32::from(b'0'));
-        addr = addr << 8 | v;
+        (v, v > 255 || (len > 1) & (x & 0xff == u32::from(b'0')))
+    };
+    let ((a, bad_a), (b, bad_b)) = (octet(0, lens[0]), octet(d1 + 1, lens[1]));
+    if bad_a || bad_b || !wanted(a << 8 | b) {
+        return None;
     }
-    (!bad).then_some((addr, p + end))
+    let ((c, bad_c), (d, bad_d)) = (octet(d2 + 1, lens[2]), octet(d3 + 1, lens[3]));
+    (!(bad_c || bad_d)).then_some((a << 24 | b << 16 | c << 8 | d, p + end))
 }
 
 /// Hash tokens: maximal alphanumeric runs that are all hex and of a digest
@@ -474,18 +492,22 @@ fn for_each_bit(mask: &[u64], select: impl Fn(usize, u64) -> u64, mut f: impl Fn
 }
 
 /// Decodes the first 16 hex digits of a hash token into a u64 (its key).
+///
+/// Eight digits at a time, without a branch per digit: a hex digit's value
+/// is its low nibble, plus 9 for a letter (bit 6 set), and the nibbles are
+/// then gathered in order by three shift-and-mask steps.
 #[inline]
 pub fn hex_prefix(h: &[u8]) -> u64 {
-    let mut v = 0u64;
-    for &c in &h[..16] {
-        let d = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => c - b'A' + 10,
-        };
-        v = v << 4 | d as u64;
-    }
-    v
+    let half = |b: &[u8]| -> u64 {
+        let x = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+        // One nibble a byte, the first digit in the lowest byte.
+        let v = (x & 0x0f0f_0f0f_0f0f_0f0f) + (x >> 6 & 0x0101_0101_0101_0101) * 9;
+        // Pairs, then quads, then the eight: earlier digits to the top.
+        let v = (v << 4 | v >> 8) & 0x00ff_00ff_00ff_00ff;
+        let v = (v << 8 | v >> 16) & 0x0000_ffff_0000_ffff;
+        (v << 16 | v >> 32) & 0xffff_ffff
+    };
+    half(&h[..8]) << 32 | half(&h[8..16])
 }
 
 /// The byte-at-a-time token finders the masks replaced: the reference the
@@ -694,10 +716,15 @@ fn all_tokens(line: &[u8], m: &LineMasks) -> Vec<(&'static str, usize, usize)> {
     });
     let hosts: Vec<_> = out.iter().filter(|t| t.0 == "host").copied().collect();
     assert_eq!(from_ends, hosts, "host tokens from the runs' ends");
-    ipv4_tokens(line, m, |a, s, e| {
-        out.push(("ipv4", s, e));
-        out.push(("ipv4 value", a as usize, s));
-    });
+    ipv4_tokens(
+        line,
+        m,
+        |_| true,
+        |a, s, e| {
+            out.push(("ipv4", s, e));
+            out.push(("ipv4 value", a as usize, s));
+        },
+    );
     hash_tokens(m, |s, e| out.push(("hash", s, e)));
     ipv6_tokens(line, m, |_, s, e| out.push(("ipv6", s, e)));
     url_tokens(line, m, |s, e| out.push(("url", s, e)));
@@ -719,10 +746,15 @@ mod tests {
     fn ipv4s(line: &str) -> Vec<String> {
         let mut out = Vec::new();
         let m = masks(line.as_bytes());
-        ipv4_tokens(line.as_bytes(), &m, |a, ts, te| {
-            assert_eq!(std::net::Ipv4Addr::from(a).to_string(), &line[ts..te]);
-            out.push(line[ts..te].to_owned())
-        });
+        ipv4_tokens(
+            line.as_bytes(),
+            &m,
+            |_| true,
+            |a, ts, te| {
+                assert_eq!(std::net::Ipv4Addr::from(a).to_string(), &line[ts..te]);
+                out.push(line[ts..te].to_owned())
+            },
+        );
         out
     }
 
@@ -874,6 +906,17 @@ mod tests {
             }
         }
         assert_eq!(hex_prefix(b"d41d8cd98f00b204"), 0xd41d8cd98f00b204);
+        // Every digit, in either case, at every place.
+        let digits = b"0123456789abcdefABCDEF";
+        for (i, _) in digits.iter().enumerate() {
+            let h: Vec<u8> = (0..16)
+                .map(|k| digits[(i + k * 7) % digits.len()])
+                .collect();
+            let want = h.iter().fold(0u64, |v, &c| {
+                v << 4 | (c as char).to_digit(16).unwrap() as u64
+            });
+            assert_eq!(hex_prefix(&h), want, "{}", String::from_utf8_lossy(&h));
+        }
     }
 
     /// The byte loops' tokens for `line`, in the order of [`all_tokens`].
