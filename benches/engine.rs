@@ -6,7 +6,9 @@
 //! otherwise a deterministic synthetic mix (Zeek-JSON-like lines whose
 //! tokens almost never match, as in production). Run:
 //! `cargo bench --bench engine` (single-threaded figures: `iocd scan` adds
-//! threads on top).
+//! threads on top). `scan/*/lines/N` calls the engine a line at a time;
+//! `scan/*/blocks/N` hands it the whole buffer, as `iocd scan` and the
+//! daemon's batches do.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -141,11 +143,21 @@ fn indicators(text: &str) -> Vec<Indicator> {
     feeds::parse("bench", Path::new("bench"), text).indicators
 }
 
-fn scan_all(engine: &Engine, logs: &[u8]) -> usize {
+/// Line by line, as the per-line API (`Engine::scan`) is called; the
+/// lines are split beforehand, so only the engine is timed.
+fn scan_all(engine: &Engine, lines: &[&[u8]]) -> usize {
     let mut st = ScanState::new();
-    logs.split(|&b| b == b'\n')
-        .map(|l| engine.scan(l, &mut st).len())
-        .sum()
+    lines.iter().map(|l| engine.scan(l, &mut st).len()).sum()
+}
+
+/// The whole buffer as one block, as `iocd scan` hands the engine each
+/// block it reads (`Engine::scan_lines`): the same hits as [`scan_all`].
+fn scan_block(engine: &Engine, logs: &[u8]) -> usize {
+    let mut st = ScanState::new();
+    let rule = iocd::lines::LineRule::new(iocd::scan::DEFAULT_MAX_LINE);
+    let mut n = 0;
+    engine.scan_lines(logs, rule, &mut st, |l| n += l.matches.len());
+    n
 }
 
 fn rss_bytes() -> usize {
@@ -160,6 +172,7 @@ fn rss_bytes() -> usize {
 
 fn benches(c: &mut Criterion) {
     let d = data();
+    let lines: Vec<&[u8]> = d.logs.split(|&b| b == b'\n').collect();
     let mut scan = c.benchmark_group(format!("scan/{}", d.label));
     scan.throughput(Throughput::Bytes(d.logs.len() as u64))
         .sample_size(10)
@@ -187,15 +200,19 @@ fn benches(c: &mut Criterion) {
                 engine.stats().index_bytes as f64 / n as f64,
                 after.saturating_sub(before) as f64 / n as f64,
                 built.as_secs_f64(),
-                scan_all(&engine, &d.logs)
+                scan_all(&engine, &lines)
             );
+            assert_eq!(scan_block(&engine, &d.logs), scan_all(&engine, &lines));
             let id = if bloom == 1 {
                 format!("{name}+bloom")
             } else {
                 name.to_string()
             };
-            scan.bench_function(BenchmarkId::from_parameter(id), |b| {
-                b.iter(|| black_box(scan_all(&engine, &d.logs)))
+            scan.bench_function(BenchmarkId::new("lines", &id), |b| {
+                b.iter(|| black_box(scan_all(&engine, &lines)))
+            });
+            scan.bench_function(BenchmarkId::new("blocks", &id), |b| {
+                b.iter(|| black_box(scan_block(&engine, &d.logs)))
             });
         }
     }

@@ -80,90 +80,6 @@ fn main() {
         memchr::memchr_iter(b'\n', &data).count() as u64
     });
     let mut m = LineMasks::new();
-    if std::env::var("IOCD_EXP").as_deref() == Ok("2") {
-        for _ in 0..10 {
-            time("classify windows", &mut || {
-                windows
-                    .iter()
-                    .map(|l| {
-                        m.classify(l);
-                        m.dot.len() as u64
-                    })
-                    .sum()
-            });
-        }
-        return;
-    }
-    if std::env::var("IOCD_EXP").is_ok() {
-        for size in [256usize, 1 << 10, 4 << 10, 16 << 10, 64 << 10] {
-            let chunks: Vec<&[u8]> = data.chunks(size).collect();
-            time(&format!("classify {size}"), &mut || {
-                chunks
-                    .iter()
-                    .map(|l| {
-                        m.classify(l);
-                        m.dot.len() as u64
-                    })
-                    .sum()
-            });
-        }
-        for shift in [1usize, 8, 32, 63] {
-            let chunks: Vec<&[u8]> = data[shift..].chunks(16 << 10).collect();
-            time(&format!("classify 16384 +{shift}"), &mut || {
-                chunks
-                    .iter()
-                    .map(|l| {
-                        m.classify(l);
-                        m.dot.len() as u64
-                    })
-                    .sum()
-            });
-        }
-        println!(
-            "data at {:?} (mod 64: {})",
-            data.as_ptr(),
-            data.as_ptr() as usize % 64
-        );
-        time("classify windows", &mut || {
-            windows
-                .iter()
-                .map(|l| {
-                    m.classify(l);
-                    m.dot.len() as u64
-                })
-                .sum()
-        });
-        for how in Classifier::available() {
-            time(&format!("classify_with windows {how:?}"), &mut || {
-                windows
-                    .iter()
-                    .map(|l| {
-                        m.classify_with(l, how);
-                        m.dot.len() as u64
-                    })
-                    .sum()
-            });
-        }
-        time("classify windows again", &mut || {
-            windows
-                .iter()
-                .map(|l| {
-                    m.classify(l);
-                    m.dot.len() as u64
-                })
-                .sum()
-        });
-        time("classify lines", &mut || {
-            lines
-                .iter()
-                .map(|l| {
-                    m.classify(l);
-                    m.dot.len() as u64
-                })
-                .sum()
-        });
-        return;
-    }
     for how in Classifier::available() {
         time(&format!("classify {how:?}"), &mut || {
             windows
@@ -268,6 +184,3 @@ fn main() {
         });
     }
 }
-
-#[allow(dead_code)]
-fn experiment() {}

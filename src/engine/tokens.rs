@@ -97,18 +97,7 @@ fn run_around(line: &[u8], at: usize, class: u8) -> (usize, usize) {
 /// into the next.
 #[inline]
 pub fn dotted_runs(m: &LineMasks, mut visit: impl FnMut(usize, usize)) {
-    let mut carry = false;
-    for (w, (&host, &dot)) in m.host.iter().zip(&m.dot).enumerate() {
-        let (sum, c1) = host.overflowing_add(dot);
-        let (sum, c2) = sum.overflowing_add(u64::from(carry));
-        carry = c1 | c2;
-        let mut ends = sum & !host;
-        while ends != 0 {
-            let e = w * 64 + ends.trailing_zeros() as usize;
-            ends &= ends - 1;
-            visit(run_start(&m.host, e - 1), e);
-        }
-    }
+    dotted_run_ends(m, |e| visit(run_start(&m.host, e - 1), e));
 }
 
 /// Calls `visit(end)` with the end of every maximal run of host bytes
