@@ -287,13 +287,20 @@ fn kafka_instances_share_one_group() {
             produced as f64,
             "each line read once"
         );
-        for &a in &admins {
-            let body = http_get(a, "/metrics").1;
-            assert!(
-                crate::harness::metric(&body, RECEIVED).unwrap() > 0.0,
-                "{n} instances: one read nothing"
-            );
-        }
+        let each: Vec<_> = admins
+            .iter()
+            .map(|a| {
+                let body = http_get(*a, "/metrics").1;
+                (
+                    crate::harness::metric(&body, RECEIVED).unwrap_or(0.0),
+                    crate::harness::metric(&body, ASSIGNED).unwrap_or(0.0),
+                )
+            })
+            .collect();
+        assert!(
+            each.iter().all(|&(received, _)| received > 0.0),
+            "{n} instances: one read nothing (lines received, partitions held): {each:?}"
+        );
     }
     assert_eq!(hits.duplicates(), 0);
     for d in daemons {

@@ -22,13 +22,18 @@ def produce(brokers, topic, per_message):
     def report(err, _msg):
         if err is not None:
             failed.append(str(err))
+    # Records go round the partitions in turn: keyless records would stick
+    # to one partition for librdkafka's sticky.partitioning.linger.ms, and a
+    # test of a group could then find one instance holding every record.
+    parts = max(1, len(p.list_topics(topic, timeout=30).topics[topic].partitions))
     batch, sent = [], 0
     def flush_batch():
         nonlocal batch, sent
         if batch:
             while True:
                 try:
-                    p.produce(topic, "\n".join(batch).encode(), on_delivery=report)
+                    p.produce(topic, "\n".join(batch).encode(), partition=sent % parts,
+                              on_delivery=report)
                     break
                 except BufferError:
                     p.poll(0.1)
