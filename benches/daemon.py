@@ -8,7 +8,8 @@
    will take it; against `iocd scan` on the same bytes (the file three
    times), and against loopback TCP with no work on either end (the same
    sender, a reader that throws the bytes away): the ceiling for any
-   receiver on this machine.
+   receiver on this machine. IOCD_DAEMON_THREADS=N sets the daemon's
+   matcher threads (`[engine] threads`) for this part.
 2. Reload under load: the same stream, and halfway through, the feed is
    replaced by the ~950k set (write aside, rename over) after the first of
    four passes over the corpus. Reports whether
@@ -145,7 +146,9 @@ def main():
     print(f"loopback TCP, no work, {passes} x corpus: {passes * size / 1e6 / loopback(log, passes):.0f} MB/s")
     with tempfile.TemporaryDirectory() as wd:
         port, mport = free_port(), free_port()
-        p, _ = start(wd, os.path.join(corpus, "ind-100k.txt"), port, mport)
+        threads = os.environ.get("IOCD_DAEMON_THREADS")
+        extra = f"[engine]\nthreads = {int(threads)}\n" if threads else ""
+        p, _ = start(wd, os.path.join(corpus, "ind-100k.txt"), port, mport, extra)
         t = time.time()
         stream(port, log, passes=passes)
         wait_scanned(mport, lines * passes)
@@ -156,7 +159,7 @@ def main():
         p.terminate()
         p.wait()
         rate = passes * size / 1e6 / wall
-        print(f"iocd run 100k, TCP in, file out, {passes} x corpus: {wall:.2f} s = {rate:.0f} MB/s "
+        print(f"iocd run 100k, TCP in, file out, {passes} x corpus, matcher threads {threads or 'default'}: {wall:.2f} s = {rate:.0f} MB/s "
               f"({100 * scan_wall / wall:.0f}% of iocd scan's wall time, {100 * rate / scan_phase:.0f}% of "
               f"its scan phase); hits {m.get(SENT)}, "
               f"p99 line latency {quantile(m, 'iocd_match_latency_seconds', 0.99) * 1000:.1f} ms")

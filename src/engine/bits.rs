@@ -15,6 +15,12 @@ pub fn bit(m: &[u64], i: usize) -> bool {
     m.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 != 0)
 }
 
+/// Sets bit `i` of a mask (which must hold it).
+#[inline(always)]
+pub fn set(m: &mut [u64], i: usize) {
+    m[i / 64] |= 1 << (i % 64);
+}
+
 /// The 64 bits of `m` from position `p` on (zero past the end). Two
 /// loads and shifts: masks end in a zero word, so the word after `p`'s
 /// nearly always exists, and the shift in two steps needs no case for
@@ -165,6 +171,10 @@ mod tests {
         let full = vec![u64::MAX; 2];
         assert_eq!((run_start(&full, 100), run_end(&full, 100)), (0, 128));
         assert!(bit(&m, 3) && !bit(&m, 2) && !bit(&m, 10_000));
+        let mut s = vec![0u64; 2];
+        set(&mut s, 0);
+        set(&mut s, 127);
+        assert_eq!(s, [1, 1 << 63]);
     }
 
     #[test]

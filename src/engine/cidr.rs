@@ -66,7 +66,7 @@ impl<A: Addr> CidrTable<A> {
                 starts.push(after);
             }
             for t in first.top16()..=last.top16() {
-                top[t / 64] |= 1 << (t % 64);
+                super::bits::set(&mut top, t);
             }
         }
         starts.sort_unstable();
@@ -113,7 +113,8 @@ impl<A: Addr> CidrTable<A> {
     #[inline]
     pub fn lookup(&self, addr: A) -> &[u32] {
         let t = addr.top16();
-        if self.top.is_empty() || self.top[t / 64] & (1 << (t % 64)) == 0 {
+        // An empty bitmap (no networks) holds no bit.
+        if !super::bits::bit(&self.top, t) {
             return &[];
         }
         let k = self.starts.partition_point(|&s| s <= addr) - 1;

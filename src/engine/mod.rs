@@ -224,8 +224,7 @@ impl Engine {
                 }
                 IndicatorType::Ipv4 => match ind.value.parse::<Ipv4Addr>() {
                     Ok(a) => {
-                        let top = (u32::from(a) >> 16) as usize;
-                        ipv4_top[top >> 6] |= 1 << (top & 63);
+                        bits::set(&mut ipv4_top, (u32::from(a) >> 16) as usize);
                         ipv4.insert(u32::from(a), id, &mut next, same(id))
                     }
                     Err(_) => continue,
@@ -240,8 +239,7 @@ impl Engine {
                     }
                     if let Some(dot) = memchr::memrchr(b'.', v).filter(|&d| d + 1 < v.len()) {
                         tld_digit_first |= v[dot + 1].is_ascii_digit();
-                        let key = tld_key(v, dot + 1, v.len());
-                        tld_keys[key >> 6] |= 1 << (key & 63);
+                        bits::set(&mut tld_keys, tld_key(v, dot + 1, v.len()));
                     }
                     domains.insert(domain_fingerprint(v), id, &mut next, same(id))
                 }
@@ -329,7 +327,7 @@ impl Engine {
                 + literals.as_ref().map_or(0, Literals::heap_bytes)
                 + next.capacity() * 4
                 + tlds.capacity() * 9
-                + 3 * (1 << 13),
+                + (tld_keys.len() + ipv4_top.len() + ipv4_any_top.len()) * 8,
         };
         drop(strings);
         drop(regex_heads);
@@ -440,7 +438,7 @@ impl Engine {
             tokens::dotted_run_ends(masks, |e| self.domain_hits(line, masks, e, hits));
         }
         if want_v4 {
-            let top = |t: u32| self.ipv4_any_top[t as usize >> 6] >> (t & 63) & 1 != 0;
+            let top = |t: u32| bits::bit(&self.ipv4_any_top, t as usize);
             tokens::ipv4_tokens(line, masks, top, |addr, ts, te| {
                 self.ipv4_hits(addr, ts, te, hits)
             });
@@ -547,8 +545,7 @@ impl Engine {
 
     #[inline]
     fn ipv4_hits(&self, addr: u32, s: usize, e: usize, hits: &mut Vec<Match>) {
-        let top = (addr >> 16) as usize;
-        if self.ipv4_top[top >> 6] >> (top & 63) & 1 != 0 {
+        if bits::bit(&self.ipv4_top, (addr >> 16) as usize) {
             self.chain(self.ipv4.get(&addr), s, e, hits, |_| true);
         }
         if self.has_cidr4 {
@@ -575,8 +572,7 @@ impl Engine {
             if !self.tld_digit_first && bits::bit(&m.digit, label) {
                 return false;
             }
-            let key = tld_key(line, label, end);
-            if self.tld_keys[key >> 6] >> (key & 63) & 1 == 0 {
+            if !bits::bit(&self.tld_keys, tld_key(line, label, end)) {
                 return false;
             }
             h = label_step_at(SEED, line, label, end);
